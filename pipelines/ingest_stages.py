@@ -1,0 +1,112 @@
+"""The per-row work of the ingest job, as Ray Data callable classes that need no Ray.
+
+Each class is built once per actor (so models and decoder processes are set up
+once) and maps a pyarrow batch to a pyarrow table of the output schema. Errors
+go to an ``on_error`` callable instead of the output, so the job can send them
+to a collector actor while a test collects them in a list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pyarrow as pa
+
+from pipelines import schemas, storage
+from pipelines.isolated import IsolatedRunner
+from pipelines.keywords import KeywordExtractor, KeywordOptions
+from pipelines.video_decode import SamplingOptions, decode_video
+
+ErrorSink = Callable[[list[dict]], None]
+
+
+class VideoReadError(OSError):
+    """The video's bytes could not be read: missing, a folder, empty, unreachable."""
+
+
+def error_row(video_id: str, uri: str, stage: str, exc: BaseException) -> dict:
+    """One ``errors/`` row: what failed, where, and why."""
+    return {
+        "video_id": video_id,
+        "uri": uri,
+        "stage": stage,
+        "error_type": type(exc).__name__,
+        "message": str(exc) or repr(exc),
+    }
+
+
+def sample_video(
+    video_id: str, uri: str, options: SamplingOptions, decode: Callable[..., dict]
+) -> dict:
+    """The ``videos/`` row of one video; raises with ``.stage`` set on failure.
+
+    Reading (stat, download) happens here; ``decode(path, options)`` runs the
+    native decoder, in a child process when the job calls it.
+    """
+    stage = "read"
+    try:
+        fs, path = storage.filesystem(uri)
+        if not fs.exists(path):
+            raise VideoReadError(f"no such file: {uri}")
+        if fs.isdir(path):
+            raise VideoReadError(f"is a folder, not a video file: {uri}")
+        fingerprint = storage.fingerprint(fs, path)
+        if fingerprint.size_bytes == 0:
+            raise VideoReadError(f"empty file (0 bytes): {uri}")
+        with storage.local_copy(uri) as local:
+            stage = "decode"
+            sampled = decode(local, options)
+    except Exception as exc:
+        exc.stage = stage  # type: ignore[attr-defined]
+        raise
+    return {
+        "video_id": video_id,
+        "uri": uri,
+        **sampled,
+        "size_bytes": fingerprint.size_bytes,
+        "mtime": fingerprint.mtime,
+        "etag": fingerprint.etag,
+    }
+
+
+class VideoSampler:
+    """Ray Data UDF: ``video_id``/``uri`` batch -> ``videos/`` rows; failures to ``on_error``."""
+
+    def __init__(
+        self, options: SamplingOptions, on_error: ErrorSink, timeout_s: float | None = None
+    ) -> None:
+        self.options = options
+        self.on_error = on_error
+        self.decode = IsolatedRunner(decode_video, timeout_s)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows, errors = [], []
+        for video_id, uri in zip(
+            batch.column("video_id").to_pylist(), batch.column("uri").to_pylist(), strict=True
+        ):
+            try:
+                rows.append(sample_video(video_id, uri, self.options, self.decode))
+            except Exception as exc:  # noqa: BLE001 - every failure becomes an errors/ row
+                errors.append(error_row(video_id, uri, getattr(exc, "stage", "decode"), exc))
+        if errors:
+            self.on_error(errors)
+        return pa.Table.from_pylist(rows, schema=schemas.VIDEOS)
+
+
+class CaptionKeywords:
+    """Ray Data UDF: caption batch -> ``captions/`` rows with lemmatised keywords."""
+
+    def __init__(self, options: KeywordOptions) -> None:
+        self.extract = KeywordExtractor(options)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        keywords = self.extract(batch.column("caption").to_pylist())
+        return pa.table(
+            {
+                "video_id": batch.column("video_id"),
+                "caption": batch.column("caption"),
+                "keywords": pa.array(keywords, type=pa.list_(pa.string())),
+                "split": batch.column("split").cast(pa.string()),
+            },
+            schema=schemas.CAPTIONS,
+        )

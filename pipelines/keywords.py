@@ -1,0 +1,90 @@
+"""Caption keywords: KeyBERT over a sentence-transformers model, lemmatised with simplemma.
+
+METHOD.md S1: K keywords of up to L words per caption, extracted with a
+multilingual MiniLM by default, then lemmatised so that "dogs" and "dog" are one
+keyword. simplemma ships its dictionaries inside the package (no download) and
+covers the 50+ languages of the default model.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_MODEL = "paraphrase-multilingual-MiniLM-L12-v2"
+
+
+class KeywordModelError(RuntimeError):
+    """The sentence model could not be loaded; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class KeywordOptions:
+    """KeyBERT settings shared by every caption of a job."""
+
+    model: str = DEFAULT_MODEL
+    num_keywords: int = 5
+    max_ngram: int = 2
+    use_mmr: bool = True
+    diversity: float = 0.5
+    stop_words: str | None = "english"
+    languages: tuple[str, ...] = ("en",)
+
+
+def load_sentence_model(name_or_path: str):
+    """A SentenceTransformer on the CPU, from a local folder or a hub name.
+
+    Raises :class:`KeywordModelError` with instructions when it cannot load, so
+    a job stops before any work instead of failing on every actor.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(name_or_path, device="cpu")
+    except Exception as exc:  # noqa: BLE001 - any load failure gets the same advice
+        where = "folder" if os.path.isdir(name_or_path) else "model name"
+        raise KeywordModelError(
+            f"cannot load the keyword model {name_or_path!r} ({where}): "
+            f"{type(exc).__name__}: {exc}\n"
+            "Without network access, download the sentence-transformers model once "
+            f"(e.g. `huggingface-cli download sentence-transformers/{DEFAULT_MODEL} "
+            "--local-dir /models/minilm`) and pass --keyword-model /models/minilm."
+        ) from exc
+
+
+def lemmatise(phrase: str, languages: tuple[str, ...]) -> str:
+    """Lemmatise every word of a keyword phrase."""
+    import simplemma
+
+    lang = languages[0] if len(languages) == 1 else languages
+    return " ".join(simplemma.lemmatize(word, lang=lang) for word in phrase.split())
+
+
+class KeywordExtractor:
+    """Batched keyword extraction; build once per process (it holds the model)."""
+
+    def __init__(self, options: KeywordOptions, model=None) -> None:
+        from keybert import KeyBERT
+
+        self.options = options
+        self.keybert = KeyBERT(model=model or load_sentence_model(options.model))
+
+    def __call__(self, captions: list[str]) -> list[list[str]]:
+        """Lemmatised keywords of each caption, best first, without repeats."""
+        if not captions:
+            return []
+        opts = self.options
+        found = self.keybert.extract_keywords(
+            captions,
+            keyphrase_ngram_range=(1, opts.max_ngram),
+            top_n=opts.num_keywords,
+            use_mmr=opts.use_mmr,
+            diversity=opts.diversity,
+            stop_words=opts.stop_words,
+        )
+        if len(captions) == 1:  # KeyBERT unwraps the list for a single document
+            found = [found]
+        return [
+            list(dict.fromkeys(lemmatise(word, opts.languages) for word, _ in pairs))
+            for pairs in found
+        ]

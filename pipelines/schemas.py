@@ -1,0 +1,43 @@
+"""Arrow schemas of the ingest outputs: the contract later jobs and users read.
+
+Every part is written with an explicit schema so that ``pyarrow.dataset.dataset(path)``
+sees the same columns and types whatever the data, empty parts included.
+"""
+
+import pyarrow as pa
+
+VIDEOS = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("uri", pa.string()),
+        ("duration_s", pa.float64()),
+        ("native_fps", pa.float64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("num_frames", pa.int32()),
+        ("timestamps_s", pa.list_(pa.float64())),
+        ("frames", pa.list_(pa.binary())),
+        ("size_bytes", pa.int64()),
+        ("mtime", pa.float64()),
+        ("etag", pa.string()),
+    ]
+)
+
+CAPTIONS = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("caption", pa.string()),
+        ("keywords", pa.list_(pa.string())),
+        ("split", pa.string()),
+    ]
+)
+
+ERRORS = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("uri", pa.string()),
+        ("stage", pa.string()),
+        ("error_type", pa.string()),
+        ("message", pa.string()),
+    ]
+)
