@@ -1,7 +1,8 @@
 """Ingest job: videos -> uniformly sampled JPEG frames and caption keywords, in Parquet.
 
     python pipelines/ingest.py --manifest manifest.csv --output out/
-    ray job submit --working-dir . -- python pipelines/ingest.py --videos s3://bucket/clips/ --output s3://bucket/ingest/
+    ray job submit --working-dir . -- \
+        python pipelines/ingest.py --videos s3://bucket/clips/ --output s3://bucket/ingest/
 
 Ray Data streams the videos through a pool of decode actors (each with a
 crash-isolated decoder process) and the captions through a pool of KeyBERT
@@ -41,7 +42,8 @@ def _help(text: str, **extra) -> dict:
 class IngestConfig:
     """Every setting of the ingest job; each field is a CLI flag of the same name."""
 
-    output: str = field(metadata=_help("output folder or s3:// prefix for videos/, captions/, errors/"))
+    output: str = field(metadata=_help(
+        "output folder or s3:// prefix for videos/, captions/, errors/"))
     manifest: str | None = field(default=None, metadata=_help(
         "manifest file (.csv, .jsonl, .parquet) with video_id, uri, caption[, split]; "
         "with --manifest-format msrvtt, the MSR-VTT annotation folder"))

@@ -113,5 +113,6 @@ def manifest_from_folder(root: str) -> Manifest:
     """An uncaptioned manifest of every video file under a folder or S3 prefix."""
     videos = [{"video_id": vid, "uri": uri} for vid, uri in storage.list_videos(root)]
     if not videos:
-        raise ManifestError(f"--videos {root}: no video files ({', '.join(storage.VIDEO_EXTENSIONS)})")
+        kinds = ", ".join(storage.VIDEO_EXTENSIONS)
+        raise ManifestError(f"--videos {root}: no video files ({kinds})")
     return Manifest(videos=videos)
