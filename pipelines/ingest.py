@@ -233,7 +233,7 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
         num_videos, num_frames = _count_frames(videos_uri)
         staged.publish()
     except BaseException:
-        staged.abandon()
+        staged.discard_staging()
         raise
     return IngestSummary(num_videos, len(failed), len(captions), num_frames,
                          time.perf_counter() - start)
@@ -245,10 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     # No address: join the cluster a `ray job submit` runs us on, else start a local one.
-    ray.init(address=config.ray_address)
+    ray.init(address=config.ray_address, ignore_reinit_error=True)
     try:
         summary = run_ingest(config)
-    except (ManifestError, KeywordModelError, FileExistsError, FileNotFoundError) as exc:
+    except (ManifestError, KeywordModelError, FileExistsError) as exc:
         print(f"ingest: error: {exc}", file=sys.stderr)
         return 2
     print(summary, flush=True)

@@ -73,11 +73,15 @@ class VideoSampler:
     """Ray Data UDF: ``video_id``/``uri`` batch -> ``videos/`` rows; failures to ``on_error``."""
 
     def __init__(
-        self, options: SamplingOptions, on_error: ErrorSink, timeout_s: float | None = None
+        self,
+        options: SamplingOptions,
+        on_error: ErrorSink,
+        timeout_s: float | None = None,
+        decode: Callable[[str, SamplingOptions], dict] = decode_video,
     ) -> None:
         self.options = options
         self.on_error = on_error
-        self.decode = IsolatedRunner(decode_video, timeout_s)
+        self.decode = IsolatedRunner(decode, timeout_s)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows, errors = [], []

@@ -135,15 +135,24 @@ class StagedOutput:
             target = join(self.path, name)
             if self.fs.exists(target):
                 self.fs.rm(target, recursive=True)
-            staged = join(self.staging_path, name)
-            if self.fs.exists(staged):
-                self.fs.mv(staged, target, recursive=True)
-            else:
-                self.fs.makedirs(target, exist_ok=True)
-        self.fs.rm(self.staging_path, recursive=True)
+            self._move_tree(join(self.staging_path, name), target)
+        self.discard_staging()
         self.fs.pipe_file(success, b"")
 
-    def abandon(self) -> None:
-        """Remove the staging folder after a failed run."""
+    def _move_tree(self, source: str, target: str) -> None:
+        """Move a folder: one rename locally; on object stores, copy each object then delete.
+
+        (fsspec's recursive ``mv`` on S3 also tries to copy the prefix itself, which fails.)
+        """
+        if "file" in self.fs.protocol:
+            self.fs.mv(source, target, recursive=True)
+            return
+        files = self.fs.find(source)
+        if files:
+            self.fs.copy(files, [target + f[len(source) :] for f in files])
+            self.fs.rm(files)
+
+    def discard_staging(self) -> None:
+        """Remove what is left of the staging folder (all of it after a failed run)."""
         if self.fs.exists(self.staging_path):
             self.fs.rm(self.staging_path, recursive=True)

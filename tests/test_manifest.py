@@ -1,0 +1,127 @@
+"""Manifest formats, the MSR-VTT adapter, and validation errors that name the row."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from pipelines.manifest import ManifestError, manifest_from_folder, read_manifest
+from pipelines.msrvtt import read_msrvtt
+
+ROWS = [
+    {"video_id": "007", "uri": "/data/a.mp4", "caption": "a dog runs", "split": "train"},
+    {"video_id": "007", "uri": "/data/a.mp4", "caption": "a dog is running", "split": "train"},
+    {"video_id": "b", "uri": "s3://bucket/b.mp4", "caption": "a cat sleeps", "split": "test"},
+]
+
+
+def _write(path, rows, fmt):
+    df = pd.DataFrame(rows)
+    if fmt == "csv":
+        df.to_csv(path, index=False)
+    elif fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        df.to_parquet(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_formats_give_the_same_manifest(tmp_path, fmt):
+    manifest = read_manifest(_write(tmp_path / f"m.{fmt}", ROWS, fmt))
+    assert manifest.videos == [
+        {"video_id": "007", "uri": "/data/a.mp4"},
+        {"video_id": "b", "uri": "s3://bucket/b.mp4"},
+    ]
+    assert [c["caption"] for c in manifest.captions] == [r["caption"] for r in ROWS]
+    assert [c["split"] for c in manifest.captions] == ["train", "train", "test"]
+
+
+def test_split_is_optional(tmp_path):
+    rows = [{k: v for k, v in r.items() if k != "split"} for r in ROWS]
+    manifest = read_manifest(_write(tmp_path / "m.csv", rows, "csv"))
+    assert all(c["split"] is None for c in manifest.captions)
+
+
+def test_missing_column(tmp_path):
+    rows = [{k: v for k, v in r.items() if k != "uri"} for r in ROWS]
+    with pytest.raises(ManifestError, match="missing column.*uri"):
+        read_manifest(_write(tmp_path / "m.csv", rows, "csv"))
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "m.csv").write_text("")
+    with pytest.raises(ManifestError, match="empty"):
+        read_manifest(str(tmp_path / "m.csv"))
+
+
+def test_header_only_file(tmp_path):
+    (tmp_path / "m.csv").write_text("video_id,uri,caption\n")
+    with pytest.raises(ManifestError, match="no rows"):
+        read_manifest(str(tmp_path / "m.csv"))
+
+
+def test_one_video_id_two_uris_names_both_rows(tmp_path):
+    rows = [*ROWS, {"video_id": "b", "uri": "/other/b.mp4", "caption": "x", "split": "test"}]
+    with pytest.raises(ManifestError, match=r"'b' has two uris.*row 3.*row 4"):
+        read_manifest(_write(tmp_path / "m.jsonl", rows, "jsonl"))
+
+
+def test_empty_caption_names_the_row(tmp_path):
+    rows = [*ROWS, {"video_id": "c", "uri": "/c.mp4", "caption": "  ", "split": "test"}]
+    with pytest.raises(ManifestError, match="row 4 has an empty caption"):
+        read_manifest(_write(tmp_path / "m.parquet", rows, "parquet"))
+
+
+def test_unknown_extension_and_missing_file(tmp_path):
+    with pytest.raises(ManifestError, match="unknown extension"):
+        read_manifest(str(tmp_path / "m.xlsx"))
+    with pytest.raises(ManifestError, match="no such file"):
+        read_manifest(str(tmp_path / "absent.csv"))
+
+
+def test_unparseable_file(tmp_path):
+    (tmp_path / "m.jsonl").write_text("{not json\n")
+    with pytest.raises(ManifestError, match="cannot parse as jsonl"):
+        read_manifest(str(tmp_path / "m.jsonl"))
+
+
+def test_folder_listing_derives_ids_from_paths(tmp_path):
+    for name in ["a.mp4", "sub/b c.MP4", "notes.txt"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    manifest = manifest_from_folder(str(tmp_path))
+    assert [(v["video_id"], v["uri"]) for v in manifest.videos] == [
+        ("a", str(tmp_path / "a.mp4")),
+        ("sub/b c", str(tmp_path / "sub/b c.MP4")),
+    ]
+    assert manifest.captions == []
+
+
+def test_msrvtt_adapter(tmp_path):
+    sentences = [
+        {"video_id": f"video{i}", "caption": f"caption {j} of video {i}", "sen_id": 10 * i + j}
+        for i in range(4)
+        for j in range(3)
+    ]
+    (tmp_path / "MSRVTT_data.json").write_text(json.dumps({"videos": [], "sentences": sentences}))
+    pd.DataFrame({"video_id": ["video0", "video1"]}).to_csv(
+        tmp_path / "MSRVTT_train.9k.csv", index=False
+    )
+    pd.DataFrame(
+        {"key": ["ret0"], "vid_key": ["msr2"], "video_id": ["video2"], "sentence": ["a test one"]}
+    ).to_csv(tmp_path / "MSRVTT_JSFUSION_test.csv", index=False)
+    manifest = read_msrvtt(str(tmp_path))
+    assert [v["video_id"] for v in manifest.videos] == ["video0", "video1", "video2"]
+    assert manifest.videos[2]["uri"] == f"{tmp_path}/videos/all/video2.mp4"
+    train = [c for c in manifest.captions if c["split"] == "train"]
+    test = [c for c in manifest.captions if c["split"] == "test"]
+    assert len(train) == 6 and {c["video_id"] for c in train} == {"video0", "video1"}
+    assert test == [{"video_id": "video2", "caption": "a test one", "split": "test"}]
+
+
+def test_msrvtt_missing_file_is_named(tmp_path):
+    with pytest.raises(ManifestError, match="MSRVTT_data.json not found"):
+        read_msrvtt(str(tmp_path))
