@@ -129,9 +129,13 @@ def s3_bucket(s3_endpoint) -> str:
     return "vtr-test"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local(s3_endpoint):
-    """One local Ray instance (2 CPUs) for the in-process job tests."""
+    """A local Ray instance (2 CPUs) for one module's in-process job tests.
+
+    Module-scoped so that it is gone before a test that runs its own cluster
+    (``ray stop`` stops every Ray on the machine).
+    """
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
