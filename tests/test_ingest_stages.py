@@ -7,9 +7,9 @@ import signal
 from pathlib import Path
 
 import pyarrow as pa
-from conftest import make_clip
 
 from pipelines.ingest_stages import VideoSampler
+from pipelines.samples import write_clip
 from pipelines.video_decode import SamplingOptions, decode_video
 
 
@@ -21,9 +21,9 @@ def crash_on_poison(path: str, options: SamplingOptions) -> dict:
 
 
 def test_native_crash_costs_one_video(tmp_path):
-    good1 = make_clip(tmp_path / "good1.mp4", seed=1)
-    poison = make_clip(tmp_path / "poison.mp4", seed=2)
-    good2 = make_clip(tmp_path / "good2.mp4", seed=3)
+    good1 = write_clip(tmp_path / "good1.mp4", seed=1)
+    poison = write_clip(tmp_path / "poison.mp4", seed=2)
+    good2 = write_clip(tmp_path / "good2.mp4", seed=3)
     errors: list[dict] = []
     sampler = VideoSampler(SamplingOptions(), errors.extend, timeout_s=60, decode=crash_on_poison)
     batch = pa.table({"video_id": ["g1", "p", "g2"], "uri": [str(good1), str(poison), str(good2)]})

@@ -7,9 +7,9 @@ import io
 import av
 import numpy as np
 import pytest
-from conftest import make_clip
 from PIL import Image
 
+from pipelines.samples import write_clip
 from pipelines.video_decode import (
     SamplingOptions,
     VideoDecodeError,
@@ -83,12 +83,12 @@ def test_long_video_is_capped_uniformly(sample_videos):
 
 
 def test_clip_shorter_than_one_period_gives_one_frame(tmp_path):
-    clip = make_clip(tmp_path / "short.mp4", num_frames=6, fps=12)  # 0.5 s
+    clip = write_clip(tmp_path / "short.mp4", num_frames=6, fps=12)  # 0.5 s
     out = decode_video(str(clip), SamplingOptions(fps=1.0))
     assert out["num_frames"] == 1 and out["timestamps_s"] == [0.0]
 
 
 def test_one_frame_video_is_rejected(tmp_path):
-    clip = make_clip(tmp_path / "one.mp4", num_frames=1)
+    clip = write_clip(tmp_path / "one.mp4", num_frames=1)
     with pytest.raises(VideoDecodeError, match="1 decodable frame"):
         decode_video(str(clip), SamplingOptions())
