@@ -1,0 +1,44 @@
+"""Checkpoints as folders: ``config.json`` plus weights in safetensors; nothing unpickled.
+
+``config.json`` holds the model's name, backbone spec and every hyper-parameter;
+loading rebuilds the architecture from it (without fetching pretrained
+backbone weights) and fills every tensor from ``model.safetensors``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from safetensors.torch import load_model, save_model
+
+from vtr_models.factory import create_model
+from vtr_models.model_config import model_config
+from vtr_models.retrieval_model import RetrievalModel
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def save_checkpoint(model: RetrievalModel, folder: str | Path) -> Path:
+    """Write ``folder/config.json`` and ``folder/model.safetensors``; returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(model.config), indent=2))
+    save_model(model, str(folder / WEIGHTS_FILE))
+    return folder
+
+
+def load_checkpoint(folder: str | Path, device: str = "cpu") -> RetrievalModel:
+    """Rebuild the exact model saved in ``folder`` (in eval mode)."""
+    folder = Path(folder)
+    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {folder}: {path.name} not found")
+    settings = json.loads(config_path.read_text())
+    config = model_config(settings.pop("name"), **settings)
+    model = create_model(config, load_weights=False)
+    load_model(model, str(weights_path), strict=True, device=device)
+    return model.eval()

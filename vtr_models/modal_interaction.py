@@ -1,0 +1,48 @@
+"""Modal interaction (METHOD.md S4): text-conditioned pooling of frames, as in X-Pool.
+
+The text's global feature queries the video's temporal frame features:
+``v_t = CrossAttn(Q = t W'q, K = F' W'k, V = F' W'v)``, with a LayerNorm on the
+inputs, a residual feed-forward projection behind dropout, and a LayerNorm on
+the output (X-Pool's layer, with its two input norms shared as one). Every
+(text, video) pair gets its own ``v_t``, so this is computed per pair block.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class TextConditionedPooling(nn.Module):
+    def __init__(self, dim: int, heads: int = 1, dropout: float = 0.1) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.norm_in = nn.LayerNorm(dim)
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+        self.dropout = nn.Dropout(dropout)
+        self.norm_out = nn.LayerNorm(dim)
+
+    def forward(
+        self, text: torch.Tensor, frames: torch.Tensor, frame_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """``[Nt, D]`` texts x ``[Nv, T, D]`` videos -> ``[Nt, Nv, D]`` pooled video features."""
+        nt, d = text.shape
+        nv, t, _ = frames.shape
+        h, dh = self.heads, d // self.heads
+        q = self.q(self.norm_in(text)).view(nt, h, dh)
+        f = self.norm_in(frames)
+        k = self.k(f).view(nv, t, h, dh)
+        v = self.v(f).view(nv, t, h, dh)
+        logits = torch.einsum("ahd,bthd->abht", q, k) / math.sqrt(dh)
+        logits = logits.masked_fill(~frame_mask.bool()[None, :, None, :], float("-inf"))
+        attn = logits.softmax(dim=-1)
+        pooled = self.out(torch.einsum("abht,bthd->abhd", attn, v).reshape(nt, nv, d))
+        return self.norm_out(pooled + self.dropout(self.proj(pooled)))

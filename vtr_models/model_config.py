@@ -1,0 +1,82 @@
+"""Model configurations: one dataclass per named model, every hyper-parameter in it.
+
+A checkpoint's ``config.json`` is ``dataclasses.asdict`` of one of these, so
+loading rebuilds the exact model. The switches (``video_enhance``,
+``text_enhance``, ``interaction``, ``fine_grained``) turn parts of the full
+model off for ablations; ``meanp`` and ``seqtransf`` are the full model's
+CLIP4Clip baselines with everything off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass
+class ModelConfig:
+    """The full model (``lfemi``): local feature enhancement + modal interaction."""
+
+    name: str = "lfemi"
+    backbone: str = "vtr-tiny"  # open_clip NAME[:PRETRAINED]
+    max_frames: int = 12
+    temporal: bool = True  # S2 temporal encoder (else F' = F)
+    temporal_layers: int = 2
+    heads: int = 4  # attention heads of the temporal encoder and the enhancement layers
+    dropout: float = 0.1
+    video_enhance: bool = True  # S2 video local enhancement
+    text_enhance: bool = True  # S3 keyword-guided text local enhancement
+    interaction: bool = True  # S4 text-conditioned pooling
+    interaction_heads: int = 1
+    fine_grained: bool = True  # S5 fine-grained similarity
+    max_keywords: int = 5  # K
+    keyword_length: int = 16  # tokens per keyword
+
+    def replace(self, **changes) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class LfemiConfig(ModelConfig):
+    name: str = "lfemi"
+
+
+@dataclass
+class MeanPConfig(ModelConfig):
+    """CLIP4Clip meanP: mean of CLIP frame features, cosine with the caption."""
+
+    name: str = "meanp"
+    temporal: bool = False
+    video_enhance: bool = False
+    text_enhance: bool = False
+    interaction: bool = False
+    fine_grained: bool = False
+
+
+@dataclass
+class SeqTransfConfig(ModelConfig):
+    """CLIP4Clip seqTransf: temporal transformer over frames, then mean pooling."""
+
+    name: str = "seqtransf"
+    video_enhance: bool = False
+    text_enhance: bool = False
+    interaction: bool = False
+    fine_grained: bool = False
+
+
+MODEL_CONFIGS: dict[str, type[ModelConfig]] = {
+    "lfemi": LfemiConfig,
+    "meanp": MeanPConfig,
+    "seqtransf": SeqTransfConfig,
+}
+
+
+def model_config(name: str, **overrides) -> ModelConfig:
+    """The config of model ``name`` with its defaults, changed by ``overrides``."""
+    if name not in MODEL_CONFIGS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_CONFIGS)}")
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = set(overrides) - fields
+    if unknown:
+        raise ValueError(f"unknown model setting(s): {', '.join(sorted(unknown))}")
+    return MODEL_CONFIGS[name](**overrides)

@@ -1,0 +1,172 @@
+"""The retrieval model: CLIP backbone + temporal encoder + local enhancement + interaction.
+
+The interface that training, embedding and querying build on:
+
+- ``encode_video(frames, frame_mask) -> VideoFeatures``: query-independent; holds
+  the vector-search embedding and everything the full score needs later, so a
+  stored video never needs its frames again;
+- ``encode_text(tokens, keyword_tokens, keyword_mask) -> TextFeatures``;
+- ``score(text, video) -> [num_texts, num_videos]``: the full-model similarity
+  (coarse + fine), in chunks so that large score matrices fit in memory;
+- ``video_embedding`` / ``text_embedding``: the first-stage (vector index) pair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vtr_models.backbone import ClipBackbone
+from vtr_models.loss import ContrastiveLoss
+from vtr_models.masking import masked_mean
+from vtr_models.modal_interaction import TextConditionedPooling
+from vtr_models.model_config import ModelConfig
+from vtr_models.similarity import conditioned_cosine, fine_grained, pairwise_cosine
+from vtr_models.temporal_encoder import TemporalEncoder
+from vtr_models.text_enhancement import TextLocalEnhancement
+from vtr_models.video_enhancement import VideoLocalEnhancement
+
+
+@dataclass
+class VideoFeatures:
+    """Per-video features; ``local`` is None when the model has no fine-grained part."""
+
+    pooled: torch.Tensor  # [B, D] mean of temporal frame features (the first-stage vector)
+    frames: torch.Tensor  # [B, T, D] temporal frame features F' (for interaction)
+    local: torch.Tensor | None  # [B, T, D] enhanced local features V_e (for fine-grained)
+    mask: torch.Tensor  # [B, T] bool
+
+    def __getitem__(self, index: slice) -> VideoFeatures:
+        return VideoFeatures(self.pooled[index], self.frames[index],
+                             None if self.local is None else self.local[index], self.mask[index])
+
+    def __len__(self) -> int:
+        return self.pooled.shape[0]
+
+
+@dataclass
+class TextFeatures:
+    """Per-caption features; ``tokens`` is None when the model has no fine-grained part."""
+
+    global_feature: torch.Tensor  # [B, D] the EOT feature t
+    tokens: torch.Tensor | None  # [B, L, D] enhanced word features W_e
+    mask: torch.Tensor  # [B, L] bool
+
+    def __getitem__(self, index: slice) -> TextFeatures:
+        return TextFeatures(self.global_feature[index],
+                            None if self.tokens is None else self.tokens[index], self.mask[index])
+
+    def __len__(self) -> int:
+        return self.global_feature.shape[0]
+
+
+class RetrievalModel(nn.Module):
+    """One class for ``lfemi`` and its baselines; the config says which parts exist."""
+
+    def __init__(self, config: ModelConfig, backbone: ClipBackbone) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+        dim = backbone.embed_dim
+        self.temporal = (
+            TemporalEncoder(dim, config.max_frames, config.temporal_layers, config.heads,
+                            config.dropout)
+            if config.temporal else None
+        )
+        self.video_enhance = (
+            VideoLocalEnhancement(dim, config.heads) if config.video_enhance else None
+        )
+        self.text_enhance = (
+            TextLocalEnhancement(dim, config.heads, config.dropout) if config.text_enhance else None
+        )
+        self.interaction = (
+            TextConditionedPooling(dim, config.interaction_heads, config.dropout)
+            if config.interaction else None
+        )
+        self.loss = ContrastiveLoss()
+
+    def clip_parameters(self) -> list[nn.Parameter]:
+        """Parameters initialised from CLIP (they usually take a smaller learning rate)."""
+        return list(self.backbone.parameters())
+
+    def new_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the modules this model adds on top of CLIP (and the temperature)."""
+        clip = {id(p) for p in self.backbone.parameters()}
+        return [p for p in self.parameters() if id(p) not in clip]
+
+    def encode_video(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> VideoFeatures:
+        """``[B, T, 3, H, W]`` frames with a ``[B, T]`` mask (padding at the end)."""
+        mask = frame_mask.bool()
+        features = self.backbone.encode_frames(frames, mask)
+        if self.temporal is not None:
+            features = self.temporal(features, mask)
+        local = None
+        if self.config.fine_grained:
+            if self.video_enhance is not None:
+                local = self.video_enhance(features, mask)
+            else:
+                local = F.normalize(features, dim=-1) * mask.unsqueeze(-1).to(features.dtype)
+        return VideoFeatures(masked_mean(features, mask, dim=1), features, local, mask)
+
+    def encode_text(
+        self,
+        tokens: torch.Tensor,
+        keyword_tokens: torch.Tensor | None = None,
+        keyword_mask: torch.Tensor | None = None,
+    ) -> TextFeatures:
+        """``[B, L]`` caption tokens; ``[B, K, Lk]`` keyword tokens and ``[B, K]`` mask.
+
+        Keywords go through the same text encoder (shared parameters) and only
+        matter to the text enhancement; models without it ignore them.
+        """
+        text = self.backbone.encode_tokens(tokens)
+        words = text.tokens
+        if self.text_enhance is not None and keyword_tokens is not None:
+            b, k, length = keyword_tokens.shape
+            keywords = self.backbone.encode_tokens(keyword_tokens.reshape(b * k, length))
+            keyword_features = keywords.global_feature.reshape(b, k, -1)
+            words = self.text_enhance(words, keyword_features, keyword_mask.bool())
+        return TextFeatures(
+            text.global_feature, words if self.config.fine_grained else None, text.mask
+        )
+
+    def video_embedding(self, video: VideoFeatures) -> torch.Tensor:
+        """First-stage, query-independent video vector (unit length)."""
+        return F.normalize(video.pooled, dim=-1)
+
+    def text_embedding(self, text: TextFeatures) -> torch.Tensor:
+        """First-stage query vector (unit length): the caption's global feature."""
+        return F.normalize(text.global_feature, dim=-1)
+
+    def coarse_score(self, text: TextFeatures, video: VideoFeatures) -> torch.Tensor:
+        if self.interaction is not None:
+            pooled = self.interaction(text.global_feature, video.frames, video.mask)
+            return conditioned_cosine(text.global_feature, pooled)
+        return pairwise_cosine(text.global_feature, video.pooled)
+
+    def fine_score(self, text: TextFeatures, video: VideoFeatures) -> torch.Tensor:
+        return fine_grained(text.tokens, text.mask, video.local, video.mask)
+
+    def score(
+        self, text: TextFeatures, video: VideoFeatures, chunk_size: int = 128
+    ) -> torch.Tensor:
+        """Full-model similarity ``[num_texts, num_videos]``: coarse + fine, block by block.
+
+        Text-conditioned pooling and token-wise matching need a ``[texts, videos, ...]``
+        tensor per block; chunking bounds it to ``chunk_size**2`` pairs.
+        """
+        rows = []
+        for i in range(0, len(text), chunk_size):
+            t = text[i : i + chunk_size]
+            cols = []
+            for j in range(0, len(video), chunk_size):
+                v = video[j : j + chunk_size]
+                block = self.coarse_score(t, v)
+                if self.config.fine_grained:
+                    block = block + self.fine_score(t, v)
+                cols.append(block)
+            rows.append(torch.cat(cols, dim=1))
+        return torch.cat(rows, dim=0)
