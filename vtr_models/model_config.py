@@ -54,14 +54,11 @@ class MeanPConfig(ModelConfig):
 
 
 @dataclass
-class SeqTransfConfig(ModelConfig):
-    """CLIP4Clip seqTransf: temporal transformer over frames, then mean pooling."""
+class SeqTransfConfig(MeanPConfig):
+    """CLIP4Clip seqTransf: meanP with a temporal transformer over frames before pooling."""
 
     name: str = "seqtransf"
-    video_enhance: bool = False
-    text_enhance: bool = False
-    interaction: bool = False
-    fine_grained: bool = False
+    temporal: bool = True
 
 
 MODEL_CONFIGS: dict[str, type[ModelConfig]] = {
