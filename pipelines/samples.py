@@ -56,6 +56,24 @@ def write_sample_manifest(path: Path) -> Path:
     return path
 
 
+def write_video(path: Path, frames, fps: int, codec: str = "libx264") -> Path:
+    """Encode an iterable of ``[H, W, 3]`` uint8 RGB frames as an MP4 with PyAV."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=Fraction(fps))
+        stream.pix_fmt = "yuv420p"
+        for i, img in enumerate(frames):
+            if i == 0:
+                stream.height, stream.width = img.shape[:2]
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
 def write_clip(
     path: Path,
     num_frames: int = 24,
@@ -68,17 +86,13 @@ def write_clip(
 
     For fixtures and benchmarks: any number of distinct, decodable clips.
     """
-    import av
     import numpy as np
 
     width, height = size
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 255, size=3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=Fraction(fps))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        xs = np.linspace(0, 255, width, dtype=np.float32)
+    base = np.random.default_rng(seed).integers(0, 255, size=3)
+    xs = np.linspace(0, 255, width, dtype=np.float32)
+
+    def frames():
         for i in range(num_frames):
             img = np.empty((height, width, 3), np.uint8)
             img[..., 0] = (xs + base[0]) % 256
@@ -86,9 +100,6 @@ def write_clip(
             img[..., 2] = (255 - xs + base[2]) % 256
             x0 = (i * 7) % max(1, width - 8)
             img[:, x0 : x0 + 8] = 255
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+            yield img
+
+    return write_video(path, frames(), fps, codec)

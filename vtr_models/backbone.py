@@ -46,8 +46,8 @@ class BackboneSpec:
         return f"{self.name}:{self.pretrained}" if self.pretrained else self.name
 
 
-def create_clip(spec: BackboneSpec, load_weights: bool = True) -> tuple[CLIP, object]:
-    """The open_clip model and its evaluation image transform.
+def create_clip(spec: BackboneSpec, load_weights: bool = True) -> CLIP:
+    """The open_clip model for ``spec``.
 
     ``load_weights=False`` builds the architecture only (a checkpoint will fill it).
     """
@@ -58,9 +58,7 @@ def create_clip(spec: BackboneSpec, load_weights: bool = True) -> tuple[CLIP, ob
         )
     pretrained = spec.pretrained if load_weights else None
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            spec.name, pretrained=pretrained, weights_only=True
-        )
+        model = open_clip.create_model(spec.name, pretrained=pretrained, weights_only=True)
     except Exception as exc:
         if pretrained is None:
             raise
@@ -81,7 +79,7 @@ def create_clip(spec: BackboneSpec, load_weights: bool = True) -> tuple[CLIP, ob
             f"backbone {spec.name}: only open_clip CLIP models with the built-in text "
             f"tower are supported, not {type(model).__name__}"
         )
-    return model, preprocess
+    return model
 
 
 @dataclass
