@@ -1,6 +1,7 @@
 """A synthetic text-video benchmark that only temporal order can solve.
 
-    python -m pipelines.synthetic --output data/synth --train-groups 134 --test-groups 33
+    python -m pipelines.synthetic --output data/synth \
+        --train-groups 134 --val-groups 33 --test-groups 33
 
 Each clip shows two coloured shapes on black; first one moves, then the other.
 Its caption says, in order, what happens: "a red circle moves left, then a
@@ -15,7 +16,7 @@ motions:
 All three show nearly the same set of frames, so their mean-pooled frame
 features are nearly equal and a model that averages frames (``meanp``) cannot
 rank the right clip of a group first more than about one time in three. Groups
-are wholly in ``train`` or ``test``. Writes ``OUTPUT/clips/*.mp4`` and
+are wholly in ``train``, ``val`` or ``test``. Writes ``OUTPUT/clips/*.mp4`` and
 ``OUTPUT/manifest.csv`` in the ingest format.
 """
 
@@ -118,13 +119,13 @@ def group_clips(rng: np.random.Generator, size: int, frames_per_motion: int):
     ]
 
 
-def generate(output: Path, train_groups: int, test_groups: int, seed: int = 0,
-             size: int = 96, fps: int = 4, seconds_per_motion: int = 4) -> Path:
+def generate(output: Path, train_groups: int, test_groups: int, val_groups: int = 0,
+             seed: int = 0, size: int = 96, fps: int = 4, seconds_per_motion: int = 4) -> Path:
     """Write the clips and ``manifest.csv``; returns the manifest path."""
     rng = np.random.default_rng(seed)
+    splits = ["train"] * train_groups + ["val"] * val_groups + ["test"] * test_groups
     rows = []
-    for g in range(train_groups + test_groups):
-        split = "train" if g < train_groups else "test"
+    for g, split in enumerate(splits):
         for v, (caption, frames) in enumerate(group_clips(rng, size, fps * seconds_per_motion)):
             video_id = f"g{g:04d}_v{v}"
             path = write_video(output / "clips" / f"{video_id}.mp4", frames, fps)
@@ -139,14 +140,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True, help="folder for clips/ and manifest.csv")
     parser.add_argument("--train-groups", type=int, default=134, help="groups of 3 for training")
+    parser.add_argument("--val-groups", type=int, default=33,
+                        help="groups of 3 for model selection")
     parser.add_argument("--test-groups", type=int, default=33, help="groups of 3 for testing")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=96, help="frame width and height, pixels")
     parser.add_argument("--fps", type=int, default=4, help="frame rate of the clips")
     parser.add_argument("--seconds-per-motion", type=int, default=4)
     args = parser.parse_args(argv)
-    manifest = generate(Path(args.output), args.train_groups, args.test_groups, args.seed,
-                        args.size, args.fps, args.seconds_per_motion)
+    manifest = generate(Path(args.output), args.train_groups, args.test_groups, args.val_groups,
+                        args.seed, args.size, args.fps, args.seconds_per_motion)
     print(f"wrote {manifest}")
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -51,12 +52,15 @@ def test_ingest_through_ray_job_submit(head_node, sample_videos, keyword_model, 
         ]
     ).to_json(manifest, orient="records", lines=True)
     output = tmp_path / "out"
-    result = subprocess.run(
-        [ray, "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
-         "python", "pipelines/ingest.py", "--manifest", str(manifest), "--output", str(output),
-         "--keyword-model", keyword_model, "--frame-size", "112"],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
+    command = [ray, "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
+               "python", "pipelines/ingest.py", "--manifest", str(manifest), "--output",
+               str(output), "--keyword-model", keyword_model, "--frame-size", "112"]
+    deadline = time.monotonic() + 120
+    while True:  # the head's job agent may still be starting: it then refuses the job
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        if "No available agent" not in result.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(3)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "ingest done: 2 videos ok, 1 failed" in result.stdout
     videos = pads.dataset(str(output / "videos")).to_table().to_pandas()

@@ -39,7 +39,7 @@ class VideoFeatures:
     local: torch.Tensor | None  # [B, T, D] enhanced local features V_e (for fine-grained)
     mask: torch.Tensor  # [B, T] bool
 
-    def __getitem__(self, index: slice) -> VideoFeatures:
+    def __getitem__(self, index: slice | torch.Tensor) -> VideoFeatures:
         return VideoFeatures(self.pooled[index], self.frames[index],
                              None if self.local is None else self.local[index], self.mask[index])
 
@@ -55,7 +55,7 @@ class TextFeatures:
     tokens: torch.Tensor | None  # [B, L, D] enhanced word features W_e
     mask: torch.Tensor  # [B, L] bool
 
-    def __getitem__(self, index: slice) -> TextFeatures:
+    def __getitem__(self, index: slice | torch.Tensor) -> TextFeatures:
         return TextFeatures(self.global_feature[index],
                             None if self.tokens is None else self.tokens[index], self.mask[index])
 
@@ -131,6 +131,19 @@ class RetrievalModel(nn.Module):
             words = self.text_enhance(words, keyword_features, keyword_mask.bool())
         return TextFeatures(
             text.global_feature, words if self.config.fine_grained else None, text.mask
+        )
+
+    def forward(
+        self,
+        frames: torch.Tensor,
+        frame_mask: torch.Tensor,
+        tokens: torch.Tensor,
+        keyword_tokens: torch.Tensor | None = None,
+        keyword_mask: torch.Tensor | None = None,
+    ) -> tuple[TextFeatures, VideoFeatures]:
+        """Both encoders at once: the call a DistributedDataParallel wrapper sees."""
+        return self.encode_text(tokens, keyword_tokens, keyword_mask), self.encode_video(
+            frames, frame_mask
         )
 
     def video_embedding(self, video: VideoFeatures) -> torch.Tensor:

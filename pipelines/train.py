@@ -1,0 +1,193 @@
+"""Train job: distributed contrastive training on Ray Train, from an ingest output.
+
+    python pipelines/train.py --data ingest_out/ --output ckpt/ --model lfemi \\
+        --backbone ViT-B-32:openai --epochs 5 --batch-size 128 --num-workers 4 --use-gpu
+
+Ray Data streams (video, caption) pairs of the ``train`` split from the ingest
+output, decoding JPEGs and tokenizing in its read tasks; a ``TorchTrainer`` runs
+``training_loop.train_loop_per_worker`` on every worker. Each epoch reports a
+checkpoint (model, optimiser, scheduler, history); ``--resume`` continues the
+run under ``OUTPUT/ray/``, and a failed worker group restarts from the last
+checkpoint. At the end the checkpoint best on the validation split is written
+to ``OUTPUT/final/`` in the vtr_models format, with ``OUTPUT/metrics.jsonl``
+and ``OUTPUT/curves.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipelines.job_config import parse_config
+from pipelines.train_data import pair_dataset, read_captions
+from pipelines.training_loop import HISTORY_FILE, MODEL_DIR, train_loop_per_worker
+from vtr_models.backbone import BackboneSpec
+from vtr_models.model_config import MODEL_CONFIGS, model_config
+
+log = logging.getLogger("train")
+PARTS = ("video_enhance", "text_enhance", "interaction", "fine_grained")
+
+
+def _help(text: str, **extra) -> dict:
+    return {"help": text, **extra}
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of the train job; each field is a CLI flag of the same name."""
+
+    data: str = field(metadata=_help("ingest output folder (videos/, captions/)"))
+    output: str = field(metadata=_help(
+        "checkpoint folder: ray/ (run state), final/, metrics.jsonl, curves.png"))
+    model: str = field(default="lfemi", metadata=_help(
+        "model to train", choices=tuple(MODEL_CONFIGS)))
+    backbone: str = field(default="vtr-tiny", metadata=_help(
+        "open_clip NAME[:PRETRAINED], e.g. ViT-B-32:openai, or vtr-tiny (random init)"))
+    disable: str = field(default="", metadata=_help(
+        f"comma-separated parts of lfemi to switch off for ablations: {', '.join(PARTS)}"))
+    max_frames: int = field(default=12, metadata=_help("frames per video the model sees"))
+    epochs: int = field(default=5, metadata=_help("training epochs"))
+    batch_size: int = field(default=32, metadata=_help(
+        "global batch size (split evenly across workers)"))
+    num_workers: int = field(default=1, metadata=_help("Ray Train workers"))
+    use_gpu: bool = field(default=False, metadata=_help("one GPU per worker; bf16 autocast"))
+    resume: bool = field(default=False, metadata=_help(
+        "continue the run in OUTPUT from its latest checkpoint"))
+    lr: float = field(default=1e-4, metadata=_help("learning rate of the new modules"))
+    lr_clip: float | None = field(default=None, metadata=_help(
+        "learning rate of the CLIP backbone (default: 1e-6 with pretrained weights, "
+        "--lr with random init, which must learn from scratch)"))
+    weight_decay: float = field(default=0.2, metadata=_help("AdamW weight decay"))
+    warmup_ratio: float = field(default=0.1, metadata=_help(
+        "fraction of the steps spent in linear warm-up before the cosine decay"))
+    grad_clip: float = field(default=1.0, metadata=_help("gradient norm clip"))
+    seed: int = field(default=0, metadata=_help("seed for initialisation and shuffling"))
+    val_split: str = field(default="val", metadata=_help(
+        "split for model selection after each epoch (MSR-VTT 1k-A has none: use test)"))
+    shuffle_buffer: int = field(default=256, metadata=_help(
+        "rows in each worker's local shuffle buffer (0: no shuffle)"))
+    max_failures: int = field(default=2, metadata=_help(
+        "times a failed worker group restarts from the last checkpoint"))
+    ray_address: str | None = field(default=None, metadata=_help(
+        "Ray cluster to join (default: the one the job was submitted to, else a local one)"))
+
+    def __post_init__(self) -> None:
+        unknown = set(self.disabled_parts) - set(PARTS)
+        if unknown:
+            raise ValueError(f"--disable: unknown part(s) {', '.join(sorted(unknown))}")
+        if self.batch_size % self.num_workers:
+            raise ValueError("--batch-size must be a multiple of --num-workers")
+        if self.lr_clip is None:
+            pretrained = BackboneSpec.parse(self.backbone).pretrained
+            self.lr_clip = 1e-6 if pretrained else self.lr
+
+    @property
+    def disabled_parts(self) -> list[str]:
+        return [p.strip() for p in self.disable.split(",") if p.strip()]
+
+    @property
+    def model_overrides(self) -> dict:
+        return {"backbone": self.backbone, "max_frames": self.max_frames,
+                **dict.fromkeys(self.disabled_parts, False)}
+
+
+def run_training(config: TrainConfig):
+    """Fit on the connected Ray cluster; returns the Ray Train ``Result``."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    model_cfg = model_config(config.model, **config.model_overrides)
+    num_pairs = read_captions(config.data, "train").num_rows
+    read_captions(config.data, config.val_split)  # fail now, not after the first epoch
+    output = Path(config.output).resolve()
+    run_dir = output / "ray" / "train"
+    if run_dir.exists() and not config.resume:
+        raise FileExistsError(f"{output} already holds a training run; pass --resume to "
+                              "continue it, or choose another --output")
+    settings = {**dataclasses.asdict(config), "model_overrides": config.model_overrides,
+                "num_pairs": num_pairs}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=settings,
+        scaling_config=ray.train.ScalingConfig(num_workers=config.num_workers,
+                                               use_gpu=config.use_gpu),
+        run_config=ray.train.RunConfig(
+            name="train",
+            storage_path=str(output / "ray"),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
+        ),
+        datasets={"train": pair_dataset(config.data, "train", model_cfg)},
+    )
+    return trainer.fit()
+
+
+def export(result, output: Path) -> dict:
+    """Write ``final/`` (best on val), ``metrics.jsonl`` and ``curves.png``; return the best."""
+    with result.checkpoint.as_directory() as folder:
+        history = json.loads((Path(folder) / HISTORY_FILE).read_text())
+    best_epoch = history["best"]["epoch"]
+    best = next(
+        (c for c, m in result.best_checkpoints if m.get("epoch") == best_epoch), None
+    ) or result.checkpoint
+    final = output / "final"
+    if final.exists():
+        shutil.rmtree(final)
+    with best.as_directory() as folder:
+        if json.loads((Path(folder) / HISTORY_FILE).read_text())["epoch"] != best_epoch:
+            log.warning("the best epoch's checkpoint was not kept; exporting the latest")
+        shutil.copytree(Path(folder) / MODEL_DIR, final)
+    with open(output / "metrics.jsonl", "w") as f:
+        for row in history["epochs"]:
+            f.write(json.dumps(row) + "\n")
+    plot_curves(history["epochs"], output / "curves.png")
+    return history["best"]
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    """Training loss and validation R@1 per epoch, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    left.plot(epochs, [r["loss"] for r in rows], marker="o")
+    left.set(xlabel="epoch", ylabel="training loss", title="loss")
+    right.plot(epochs, [r.get("val_t2v_R@1", float("nan")) for r in rows], marker="o")
+    right.set(xlabel="epoch", ylabel="R@1 (%)", title="validation text-to-video R@1")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_config(TrainConfig, __doc__.splitlines()[0], argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    import ray
+    import ray.train
+
+    ray.init(address=config.ray_address, ignore_reinit_error=True)
+    try:
+        result = run_training(config)
+    except (ValueError, FileExistsError) as exc:
+        print(f"train: error: {exc}", file=sys.stderr)
+        return 2
+    except ray.train.TrainingFailedError as exc:
+        print(f"train: error: training failed after {config.max_failures} restart(s): {exc}",
+              file=sys.stderr)
+        return 1
+    best = export(result, Path(config.output).resolve())
+    print(f"train done: best epoch {best['epoch']}, val t2v R@1 {best['val_t2v_R@1']:.1f}%, "
+          f"model in {Path(config.output) / 'final'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Ingest output -> model-ready (video, caption) pairs, for training and evaluation.
+
+JPEG decoding, frame preprocessing and tokenization happen here, in Ray Data
+actors (or in-process for evaluation), never in the training loop. Videos are
+keyed by a stable 63-bit hash of ``video_id`` so that the contrastive loss can
+recognise captions of the same video across workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+from collections import defaultdict
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from pipelines import storage
+from vtr_models.factory import create_inputs
+from vtr_models.model_config import ModelConfig, model_config
+
+
+def video_key(video_id: str) -> int:
+    """A stable int64 id for a ``video_id`` string (same on every worker and run)."""
+    return int.from_bytes(hashlib.blake2b(video_id.encode(), digest_size=8).digest(), "big") >> 1
+
+
+def open_part(data: str, part: str) -> pads.Dataset:
+    """One Parquet part (``videos``, ``captions``) of an ingest output, local or S3."""
+    fs, path = storage.arrow_filesystem(storage.join(data, part))
+    return pads.dataset(path, filesystem=fs, format="parquet")
+
+
+def read_captions(data: str, split: str) -> pa.Table:
+    """Captions of one split (``video_id``, ``caption``, ``keywords``)."""
+    table = open_part(data, "captions").to_table(
+        columns=["video_id", "caption", "keywords"], filter=pc.field("split") == split
+    )
+    if table.num_rows == 0:
+        raise ValueError(f"{data}: no captions in split {split!r}")
+    return table
+
+
+def captions_by_video(captions: pa.Table) -> dict[str, list[tuple[str, list[str]]]]:
+    grouped: dict[str, list[tuple[str, list[str]]]] = defaultdict(list)
+    for vid, caption, keywords in zip(*(captions.column(c).to_pylist() for c in
+                                        ("video_id", "caption", "keywords")), strict=True):
+        grouped[vid].append((caption, keywords or []))
+    return dict(grouped)
+
+
+@functools.lru_cache(maxsize=4)
+def _inputs(config_json: str):
+    """Preprocessor and tokenizer per model config, built once per worker process."""
+    return create_inputs(model_config(**json.loads(config_json)))
+
+
+def encode_pairs(
+    batch: pa.Table, config_json: str, captions: dict[str, list[tuple[str, list[str]]]]
+) -> dict[str, np.ndarray]:
+    """Ray Data UDF: ``videos/`` rows -> one preprocessed row per (video, caption) pair.
+
+    A plain function (tasks, not actors), so Ray Data fuses it with the Parquet
+    read: on a small machine whose CPUs the training workers hold, the data
+    side then needs one free CPU, not one per stage.
+    """
+    preprocess, tokenizer = _inputs(config_json)
+    max_keywords = json.loads(config_json)["max_keywords"]
+    frames, masks, texts, keywords, keys = [], [], [], [], []
+    for vid, jpegs in zip(batch.column("video_id").to_pylist(),
+                          batch.column("frames").to_pylist(), strict=True):
+        pairs = captions.get(vid)
+        if not pairs:
+            continue
+        video, mask = preprocess(jpegs)
+        for caption, kws in pairs:
+            frames.append(video)
+            masks.append(mask)
+            texts.append(caption)
+            keywords.append(kws)
+            keys.append(video_key(vid))
+    if not texts:
+        return {}
+    kw_tokens, kw_mask = tokenizer.keywords(keywords, max_keywords)
+    return {
+        "frames": np.stack([f.numpy() for f in frames]),
+        "frame_mask": np.stack([m.numpy() for m in masks]),
+        "tokens": tokenizer.captions(texts).numpy(),
+        "keyword_tokens": kw_tokens.numpy(),
+        "keyword_mask": kw_mask.numpy(),
+        "video_key": np.asarray(keys, dtype=np.int64),
+    }
+
+
+def pair_dataset(data: str, split: str, config: ModelConfig):
+    """A Ray Dataset of preprocessed pairs of one split, streamed from the ingest output."""
+    import ray
+
+    grouped = captions_by_video(read_captions(data, split))
+    fs, path = storage.arrow_filesystem(storage.join(data, "videos"))
+    videos = ray.data.read_parquet(path, filesystem=fs, columns=["video_id", "frames"])
+    return videos.map_batches(
+        encode_pairs,
+        fn_kwargs={"config_json": json.dumps(dataclasses.asdict(config)), "captions": grouped},
+        batch_size=8,
+        batch_format="pyarrow",
+    )

@@ -1,0 +1,172 @@
+"""The per-worker training loop of ``pipelines/train.py`` (runs inside Ray Train workers).
+
+Contrastive loss over the *global* batch: every worker encodes its share, then
+text features, video features (pooled, per-frame and enhanced local ones) and
+video keys are all-gathered with gradients (``torch.distributed.nn``), so that
+text-conditioned pooling and fine-grained matching see every video of the
+global batch and each worker computes the same loss. With DDP averaging the
+parameter gradients, one step equals a single-worker step on the whole batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
+
+from pipelines.evaluation import evaluate_split
+from vtr_models.checkpoint import WEIGHTS_FILE, save_checkpoint
+from vtr_models.factory import create_model
+from vtr_models.model_config import model_config
+from vtr_models.retrieval_model import RetrievalModel
+
+MODEL_DIR = "model"  # inside each Ray Train checkpoint: a vtr_models checkpoint folder
+STATE_FILE = "training_state.pt"  # optimiser and scheduler state dicts (tensors only)
+HISTORY_FILE = "history.json"  # epoch, per-epoch metrics, best so far
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate a tensor from every worker along dim 0, keeping gradients."""
+    if _world() == 1:
+        return tensor
+    if tensor.dtype == torch.bool or not tensor.requires_grad:
+        parts = [torch.empty_like(tensor) for _ in range(_world())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+    return torch.cat(dist_nn.all_gather(tensor.contiguous()))
+
+
+def gather_features(features):
+    """All-gather every tensor of a TextFeatures / VideoFeatures (None stays None)."""
+    values = [getattr(features, f) for f in features.__dataclass_fields__]
+    return type(features)(*[None if v is None else gather(v) for v in values])
+
+
+def first_occurrences(keys: torch.Tensor) -> torch.Tensor:
+    """Indices of the first row of each distinct key, in order of first appearance."""
+    _, inverse = torch.unique(keys, return_inverse=True)
+    positions = torch.arange(len(keys), device=keys.device)
+    first = torch.full((int(inverse.max()) + 1,), len(keys), device=keys.device)
+    first = first.scatter_reduce(0, inverse, positions, reduce="amin")
+    return first.sort().values
+
+
+def contrastive_step(model: RetrievalModel, module, batch: dict) -> torch.Tensor:
+    """Loss of one global batch; ``module`` is the (DDP-wrapped) model to call forward on.
+
+    A video captioned twice in the global batch becomes one column, so its
+    captions are positives of the same video, never each other's negatives.
+    """
+    text, video = module(batch["frames"], batch["frame_mask"], batch["tokens"],
+                         batch["keyword_tokens"], batch["keyword_mask"])
+    text, video = gather_features(text), gather_features(video)
+    keys = gather(batch["video_key"])
+    columns = first_occurrences(keys)
+    sim = model.score(text, video[columns], chunk_size=max(len(keys), 1))
+    return model.loss(sim, keys, keys[columns])
+
+
+def cosine_with_warmup(total_steps: int, warmup_steps: int):
+    """LR multiplier: linear warm-up, then cosine decay to zero."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _save(model: RetrievalModel, optimizer, scheduler, history: dict, folder: Path) -> None:
+    save_checkpoint(model, folder / MODEL_DIR)
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+               folder / STATE_FILE)
+    (folder / HISTORY_FILE).write_text(json.dumps(history))
+
+
+def _restore(model: RetrievalModel, optimizer, scheduler, folder: Path) -> dict:
+    from safetensors.torch import load_model
+
+    load_model(model, str(folder / MODEL_DIR / WEIGHTS_FILE))
+    state = torch.load(folder / STATE_FILE, weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return json.loads((folder / HISTORY_FILE).read_text())
+
+
+def train_loop_per_worker(settings: dict) -> None:
+    """Ray Train entry point; ``settings`` is ``dataclasses.asdict`` of a TrainConfig."""
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    torch.manual_seed(settings["seed"])
+    config = model_config(settings["model"], **settings["model_overrides"])
+    model = create_model(config)
+    lr_new = settings["lr"]
+    lr_clip = settings["lr_clip"]
+    optimizer = torch.optim.AdamW(
+        [{"params": model.clip_parameters(), "lr": lr_clip},
+         {"params": model.new_parameters(), "lr": lr_new}],
+        weight_decay=settings["weight_decay"],
+    )
+    steps_per_epoch = max(1, settings["num_pairs"] // settings["batch_size"])
+    total = steps_per_epoch * settings["epochs"]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, cosine_with_warmup(total, int(settings["warmup_ratio"] * total)))
+    history = {"epoch": 0, "epochs": [], "best": None}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            history = _restore(model, optimizer, scheduler, Path(folder))
+    torch.manual_seed(settings["seed"] * 1000 + history["epoch"] * 10 + rank)
+    module = ray.train.torch.prepare_model(model)
+    device = ray.train.torch.get_device()
+    per_worker = settings["batch_size"] // context.get_world_size()
+    use_amp = device.type == "cuda"
+    shard = ray.train.get_dataset_shard("train")
+
+    for epoch in range(history["epoch"], settings["epochs"]):
+        model.train()
+        losses = []
+        for batch in shard.iter_torch_batches(
+            batch_size=per_worker, drop_last=True, device=device,
+            local_shuffle_buffer_size=settings["shuffle_buffer"] or None,
+            local_shuffle_seed=settings["seed"] + epoch,
+        ):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = contrastive_step(model, module, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings["grad_clip"])
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+        metrics = {"epoch": epoch + 1, "loss": sum(losses) / max(1, len(losses)),
+                   "steps": len(losses), "lr": scheduler.get_last_lr()[-1]}
+        if rank == 0:
+            val = evaluate_split(model, settings["data"], settings["val_split"])
+            metrics.update({f"val_t2v_{k}": v for k, v in val["t2v"].items()})
+            metrics.update({f"val_v2t_{k}": v for k, v in val["v2t"].items()})
+        history["epoch"] = epoch + 1
+        history["epochs"].append(metrics)
+        score = metrics.get("val_t2v_R@1", -1.0)
+        if rank == 0 and (history["best"] is None or score > history["best"]["val_t2v_R@1"]):
+            history["best"] = metrics
+        with tempfile.TemporaryDirectory() as tmp:
+            report_checkpoint = None
+            if rank == 0:
+                _save(model, optimizer, scheduler, history, Path(tmp))
+                report_checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=report_checkpoint)
