@@ -56,6 +56,9 @@ class TrainConfig:
         "global batch size (split evenly across workers)"))
     num_workers: int = field(default=1, metadata=_help("Ray Train workers"))
     use_gpu: bool = field(default=False, metadata=_help("one GPU per worker; bf16 autocast"))
+    cpus_per_worker: float = field(default=1.0, metadata=_help(
+        "CPUs reserved per training worker; leave some for Ray Data (e.g. 0.5 to run "
+        "2 workers on a 2-CPU machine)"))
     resume: bool = field(default=False, metadata=_help(
         "continue the run in OUTPUT from its latest checkpoint"))
     lr: float = field(default=1e-4, metadata=_help("learning rate of the new modules"))
@@ -114,8 +117,11 @@ def run_training(config: TrainConfig):
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=settings,
-        scaling_config=ray.train.ScalingConfig(num_workers=config.num_workers,
-                                               use_gpu=config.use_gpu),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=config.num_workers, use_gpu=config.use_gpu,
+            resources_per_worker={"CPU": config.cpus_per_worker,
+                                  **({"GPU": 1} if config.use_gpu else {})},
+        ),
         run_config=ray.train.RunConfig(
             name="train",
             storage_path=str(output / "ray"),

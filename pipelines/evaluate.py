@@ -1,0 +1,60 @@
+"""Evaluate a checkpoint on one split of an ingest output: every caption against every video.
+
+    python pipelines/evaluate.py --data ingest_out/ --checkpoint ckpt/final --split test \\
+        [--json metrics.json]
+
+Prints a table of text-to-video and video-to-text R@1/5/10 (percent), median
+and mean rank, and writes them as JSON:
+``{"t2v": {...}, "v2t": {...}, "num_videos": N, "num_captions": M}``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+
+from pipelines.evaluation import evaluate_split
+from pipelines.job_config import parse_config
+from vtr_models.checkpoint import load_checkpoint
+
+COLUMNS = ("R@1", "R@5", "R@10", "MdR", "MnR")
+
+
+@dataclass
+class EvaluateConfig:
+    """Every setting of the evaluate job; each field is a CLI flag of the same name."""
+
+    data: str = field(metadata={"help": "ingest output folder (videos/, captions/)"})
+    checkpoint: str = field(metadata={"help": "vtr_models checkpoint folder (e.g. ckpt/final)"})
+    split: str = field(default="test", metadata={"help": "split to evaluate"})
+    json: str | None = field(default=None, metadata={"help": "also write the metrics here"})
+    batch_size: int = field(default=32, metadata={"help": "videos or captions per forward"})
+
+
+def format_table(metrics: dict) -> str:
+    """The metrics as a small fixed-width table, one row per direction."""
+    lines = [f"{'':5}" + "".join(f"{c:>8}" for c in COLUMNS)]
+    for direction in ("t2v", "v2t"):
+        lines.append(f"{direction:5}" + "".join(f"{metrics[direction][c]:8.1f}" for c in COLUMNS))
+    lines.append(f"({metrics['num_videos']} videos, {metrics['num_captions']} captions)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_config(EvaluateConfig, __doc__.splitlines()[0], argv)
+    try:
+        model = load_checkpoint(config.checkpoint)
+        metrics = evaluate_split(model, config.data, config.split, config.batch_size)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(metrics))
+    if config.json:
+        with open(config.json, "w") as f:
+            json.dump(metrics, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
