@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, field
 
 from pipelines.evaluation import evaluate_split
-from pipelines.job_config import parse_config
+from pipelines.job_config import flag, parse_config
 from vtr_models.checkpoint import load_checkpoint
 
 COLUMNS = ("R@1", "R@5", "R@10", "MdR", "MnR")
@@ -25,11 +25,11 @@ COLUMNS = ("R@1", "R@5", "R@10", "MdR", "MnR")
 class EvaluateConfig:
     """Every setting of the evaluate job; each field is a CLI flag of the same name."""
 
-    data: str = field(metadata={"help": "ingest output folder (videos/, captions/)"})
-    checkpoint: str = field(metadata={"help": "vtr_models checkpoint folder (e.g. ckpt/final)"})
-    split: str = field(default="test", metadata={"help": "split to evaluate"})
-    json: str | None = field(default=None, metadata={"help": "also write the metrics here"})
-    batch_size: int = field(default=32, metadata={"help": "videos or captions per forward"})
+    data: str = field(metadata=flag("ingest output folder (videos/, captions/)"))
+    checkpoint: str = field(metadata=flag("vtr_models checkpoint folder (e.g. ckpt/final)"))
+    split: str = field(default="test", metadata=flag("split to evaluate"))
+    json: str | None = field(default=None, metadata=flag("also write the metrics here"))
+    batch_size: int = field(default=32, metadata=flag("videos or captions per forward"))
 
 
 def format_table(metrics: dict) -> str:

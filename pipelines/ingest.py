@@ -24,7 +24,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from pipelines import schemas, storage
-from pipelines.job_config import parse_config
+from pipelines.job_config import flag, parse_config
 from pipelines.keywords import KeywordModelError, KeywordOptions, load_sentence_model
 from pipelines.manifest import Manifest, ManifestError, manifest_from_folder, read_manifest
 from pipelines.msrvtt import read_msrvtt
@@ -34,57 +34,53 @@ log = logging.getLogger("ingest")
 PARTS = ("videos", "captions", "errors")
 
 
-def _help(text: str, **extra) -> dict:
-    return {"help": text, **extra}
-
-
 @dataclass
 class IngestConfig:
     """Every setting of the ingest job; each field is a CLI flag of the same name."""
 
-    output: str = field(metadata=_help(
+    output: str = field(metadata=flag(
         "output folder or s3:// prefix for videos/, captions/, errors/"))
-    manifest: str | None = field(default=None, metadata=_help(
+    manifest: str | None = field(default=None, metadata=flag(
         "manifest file (.csv, .jsonl, .parquet) with video_id, uri, caption[, split]; "
         "with --manifest-format msrvtt, the MSR-VTT annotation folder"))
-    videos: str | None = field(default=None, metadata=_help(
+    videos: str | None = field(default=None, metadata=flag(
         "instead of a manifest: a folder or s3:// prefix of videos to ingest without captions"))
-    manifest_format: str = field(default="auto", metadata=_help(
+    manifest_format: str = field(default="auto", metadata=flag(
         "'auto' (by file extension) or 'msrvtt' (MSRVTT_data.json + 1k-A split CSVs)",
         choices=("auto", "msrvtt")))
-    video_root: str | None = field(default=None, metadata=_help(
+    video_root: str | None = field(default=None, metadata=flag(
         "msrvtt only: folder of <video_id>.mp4 files (default: MANIFEST/videos/all)"))
-    overwrite: bool = field(default=False, metadata=_help("replace an existing output"))
-    fps: float = field(default=1.0, metadata=_help("frames sampled per second of video"))
-    max_frames: int = field(default=12, metadata=_help(
+    overwrite: bool = field(default=False, metadata=flag("replace an existing output"))
+    fps: float = field(default=1.0, metadata=flag("frames sampled per second of video"))
+    max_frames: int = field(default=12, metadata=flag(
         "cap on frames per video; longer videos are subsampled uniformly"))
-    frame_size: int = field(default=224, metadata=_help("short side of stored frames, pixels"))
-    jpeg_quality: int = field(default=90, metadata=_help("JPEG quality of stored frames (1-95)"))
-    decode_threads: int = field(default=1, metadata=_help(
+    frame_size: int = field(default=224, metadata=flag("short side of stored frames, pixels"))
+    jpeg_quality: int = field(default=90, metadata=flag("JPEG quality of stored frames (1-95)"))
+    decode_threads: int = field(default=1, metadata=flag(
         "decoder threads per decode actor (0: decord's choice)"))
-    decode_timeout_s: float = field(default=600.0, metadata=_help(
+    decode_timeout_s: float = field(default=600.0, metadata=flag(
         "seconds one video may take to decode before its decoder is killed and it is skipped"))
-    decode_concurrency: int | None = field(default=None, metadata=_help(
+    decode_concurrency: int | None = field(default=None, metadata=flag(
         "number of decode actors (default: one per CPU of the cluster)"))
-    keyword_model: str = field(default=KeywordOptions.model, metadata=_help(
+    keyword_model: str = field(default=KeywordOptions.model, metadata=flag(
         "sentence-transformers model for KeyBERT: a hub name or a local folder"))
-    num_keywords: int = field(default=KeywordOptions.num_keywords, metadata=_help(
+    num_keywords: int = field(default=KeywordOptions.num_keywords, metadata=flag(
         "keywords per caption (K)"))
-    keyword_ngram: int = field(default=KeywordOptions.max_ngram, metadata=_help(
+    keyword_ngram: int = field(default=KeywordOptions.max_ngram, metadata=flag(
         "longest keyword, in words (L)"))
-    keyword_mmr: bool = field(default=True, metadata=_help(
+    keyword_mmr: bool = field(default=True, metadata=flag(
         "diversify keywords with Maximal Marginal Relevance"))
-    keyword_diversity: float = field(default=KeywordOptions.diversity, metadata=_help(
+    keyword_diversity: float = field(default=KeywordOptions.diversity, metadata=flag(
         "MMR diversity, 0 (similar) to 1 (diverse)"))
-    keyword_stop_words: str = field(default="english", metadata=_help(
+    keyword_stop_words: str = field(default="english", metadata=flag(
         "stop-word list passed to KeyBERT's vectoriser, or 'none'"))
-    keyword_languages: str = field(default="en", metadata=_help(
+    keyword_languages: str = field(default="en", metadata=flag(
         "comma-separated language codes for the simplemma lemmatiser, e.g. 'en' or 'de,en'"))
-    keyword_concurrency: int = field(default=1, metadata=_help("number of KeyBERT actors"))
-    keyword_batch_size: int = field(default=64, metadata=_help("captions per KeyBERT batch"))
-    max_error_rate: float = field(default=1.0, metadata=_help(
+    keyword_concurrency: int = field(default=1, metadata=flag("number of KeyBERT actors"))
+    keyword_batch_size: int = field(default=64, metadata=flag("captions per KeyBERT batch"))
+    max_error_rate: float = field(default=1.0, metadata=flag(
         "exit non-zero when more than this fraction of videos fail (outputs are still written)"))
-    ray_address: str | None = field(default=None, metadata=_help(
+    ray_address: str | None = field(default=None, metadata=flag(
         "Ray cluster to join (default: the one the job was submitted to, else a local one)"))
 
     def __post_init__(self) -> None:

@@ -21,6 +21,11 @@ import yaml
 T = TypeVar("T")
 
 
+def flag(help: str, **extra: Any) -> dict[str, Any]:
+    """Field metadata for a config flag: its ``--help`` text plus argparse extras (choices)."""
+    return {"help": help, **extra}
+
+
 def _base_type(annotation: Any) -> type:
     """The scalar type behind ``X | None`` / ``Optional[X]``."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):

@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.job_config import parse_config
+from pipelines.job_config import flag, parse_config
 from pipelines.train_data import pair_dataset, read_captions
 from pipelines.training_loop import HISTORY_FILE, MODEL_DIR, train_loop_per_worker
 from vtr_models.backbone import BackboneSpec
@@ -33,50 +33,46 @@ log = logging.getLogger("train")
 PARTS = ("video_enhance", "text_enhance", "interaction", "fine_grained")
 
 
-def _help(text: str, **extra) -> dict:
-    return {"help": text, **extra}
-
-
 @dataclass
 class TrainConfig:
     """Every setting of the train job; each field is a CLI flag of the same name."""
 
-    data: str = field(metadata=_help("ingest output folder (videos/, captions/)"))
-    output: str = field(metadata=_help(
+    data: str = field(metadata=flag("ingest output folder (videos/, captions/)"))
+    output: str = field(metadata=flag(
         "checkpoint folder: ray/ (run state), final/, metrics.jsonl, curves.png"))
-    model: str = field(default="lfemi", metadata=_help(
+    model: str = field(default="lfemi", metadata=flag(
         "model to train", choices=tuple(MODEL_CONFIGS)))
-    backbone: str = field(default="vtr-tiny", metadata=_help(
+    backbone: str = field(default="vtr-tiny", metadata=flag(
         "open_clip NAME[:PRETRAINED], e.g. ViT-B-32:openai, or vtr-tiny (random init)"))
-    disable: str = field(default="", metadata=_help(
+    disable: str = field(default="", metadata=flag(
         f"comma-separated parts of lfemi to switch off for ablations: {', '.join(PARTS)}"))
-    max_frames: int = field(default=12, metadata=_help("frames per video the model sees"))
-    epochs: int = field(default=5, metadata=_help("training epochs"))
-    batch_size: int = field(default=32, metadata=_help(
+    max_frames: int = field(default=12, metadata=flag("frames per video the model sees"))
+    epochs: int = field(default=5, metadata=flag("training epochs"))
+    batch_size: int = field(default=32, metadata=flag(
         "global batch size (split evenly across workers)"))
-    num_workers: int = field(default=1, metadata=_help("Ray Train workers"))
-    use_gpu: bool = field(default=False, metadata=_help("one GPU per worker; bf16 autocast"))
-    cpus_per_worker: float = field(default=1.0, metadata=_help(
+    num_workers: int = field(default=1, metadata=flag("Ray Train workers"))
+    use_gpu: bool = field(default=False, metadata=flag("one GPU per worker; bf16 autocast"))
+    cpus_per_worker: float = field(default=1.0, metadata=flag(
         "CPUs reserved per training worker; leave some for Ray Data (e.g. 0.5 to run "
         "2 workers on a 2-CPU machine)"))
-    resume: bool = field(default=False, metadata=_help(
+    resume: bool = field(default=False, metadata=flag(
         "continue the run in OUTPUT from its latest checkpoint"))
-    lr: float = field(default=1e-4, metadata=_help("learning rate of the new modules"))
-    lr_clip: float | None = field(default=None, metadata=_help(
+    lr: float = field(default=1e-4, metadata=flag("learning rate of the new modules"))
+    lr_clip: float | None = field(default=None, metadata=flag(
         "learning rate of the CLIP backbone (default: 1e-6 with pretrained weights, "
         "--lr with random init, which must learn from scratch)"))
-    weight_decay: float = field(default=0.2, metadata=_help("AdamW weight decay"))
-    warmup_ratio: float = field(default=0.1, metadata=_help(
+    weight_decay: float = field(default=0.2, metadata=flag("AdamW weight decay"))
+    warmup_ratio: float = field(default=0.1, metadata=flag(
         "fraction of the steps spent in linear warm-up before the cosine decay"))
-    grad_clip: float = field(default=1.0, metadata=_help("gradient norm clip"))
-    seed: int = field(default=0, metadata=_help("seed for initialisation and shuffling"))
-    val_split: str = field(default="val", metadata=_help(
+    grad_clip: float = field(default=1.0, metadata=flag("gradient norm clip"))
+    seed: int = field(default=0, metadata=flag("seed for initialisation and shuffling"))
+    val_split: str = field(default="val", metadata=flag(
         "split for model selection after each epoch (MSR-VTT 1k-A has none: use test)"))
-    shuffle_buffer: int = field(default=256, metadata=_help(
+    shuffle_buffer: int = field(default=256, metadata=flag(
         "rows in each worker's local shuffle buffer (0: no shuffle)"))
-    max_failures: int = field(default=2, metadata=_help(
+    max_failures: int = field(default=2, metadata=flag(
         "times a failed worker group restarts from the last checkpoint"))
-    ray_address: str | None = field(default=None, metadata=_help(
+    ray_address: str | None = field(default=None, metadata=flag(
         "Ray cluster to join (default: the one the job was submitted to, else a local one)"))
 
     def __post_init__(self) -> None:
