@@ -12,7 +12,6 @@ folder that is published only when every part is written.
 
 from __future__ import annotations
 
-import logging
 import math
 import sys
 import time
@@ -24,13 +23,13 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from pipelines import schemas, storage
-from pipelines.job_config import flag, parse_config
+from pipelines.job_config import flag
 from pipelines.keywords import KeywordModelError, KeywordOptions, load_sentence_model
 from pipelines.manifest import Manifest, ManifestError, manifest_from_folder, read_manifest
 from pipelines.msrvtt import read_msrvtt
+from pipelines.ray_job import start_job
 from pipelines.video_decode import SamplingOptions
 
-log = logging.getLogger("ingest")
 PARTS = ("videos", "captions", "errors")
 
 
@@ -236,12 +235,7 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_config(IngestConfig, __doc__.splitlines()[0], argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    import ray
-
-    # No address: join the cluster a `ray job submit` runs us on, else start a local one.
-    ray.init(address=config.ray_address, ignore_reinit_error=True)
+    config = start_job(IngestConfig, __doc__.splitlines()[0], argv)
     try:
         summary = run_ingest(config)
     except (ManifestError, KeywordModelError, FileExistsError) as exc:

@@ -23,7 +23,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.job_config import flag, parse_config
+from pipelines.job_config import flag
+from pipelines.ray_job import start_job
 from pipelines.train_data import pair_dataset, read_captions
 from pipelines.training_loop import HISTORY_FILE, MODEL_DIR, train_loop_per_worker
 from vtr_models.backbone import BackboneSpec
@@ -170,12 +171,9 @@ def plot_curves(rows: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_config(TrainConfig, __doc__.splitlines()[0], argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    import ray
+    config = start_job(TrainConfig, __doc__.splitlines()[0], argv)
     import ray.train
 
-    ray.init(address=config.ray_address, ignore_reinit_error=True)
     try:
         result = run_training(config)
     except (ValueError, FileExistsError) as exc:

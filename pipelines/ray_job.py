@@ -1,0 +1,25 @@
+"""What every Ray job script does first: parse its config, set up logging, join Ray."""
+
+from __future__ import annotations
+
+import logging
+from typing import TypeVar
+
+from pipelines.job_config import parse_config
+
+T = TypeVar("T")
+
+
+def start_job(cls: type[T], description: str, argv: list[str] | None) -> T:
+    """Parse flags into ``cls``, configure logging and connect to Ray.
+
+    With no ``ray_address`` the job joins the cluster that ``ray job submit``
+    runs it on (``RAY_ADDRESS``), else starts a local one; a Ray already
+    initialised in this process (a test, the demo) is reused.
+    """
+    config = parse_config(cls, description, argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    import ray
+
+    ray.init(address=config.ray_address, ignore_reinit_error=True)
+    return config
