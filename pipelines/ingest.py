@@ -83,6 +83,7 @@ class IngestConfig:
         "Ray cluster to join (default: the one the job was submitted to, else a local one)"))
 
     def __post_init__(self) -> None:
+        self.output = storage.absolute(self.output)
         if (self.manifest is None) == (self.videos is None):
             raise ValueError("give exactly one of --manifest or --videos")
         if self.fps <= 0 or self.max_frames < 1 or self.frame_size < 8:

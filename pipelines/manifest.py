@@ -83,7 +83,8 @@ def validate(df: pd.DataFrame, source: str) -> Manifest:
     manifest = Manifest()
     uri_of: dict[str, tuple[str, int]] = {}
     for row_number, row in enumerate(df.itertuples(index=False), start=1):
-        video_id, uri, caption = _text(row.video_id), _text(row.uri), _text(row.caption)
+        video_id, caption = _text(row.video_id), _text(row.caption)
+        uri = storage.absolute(_text(row.uri)) if _text(row.uri) else ""
         for name, value in (("video_id", video_id), ("uri", uri), ("caption", caption)):
             if not value:
                 raise ManifestError(f"manifest {source}: row {row_number} has an empty {name}")

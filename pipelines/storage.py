@@ -34,6 +34,15 @@ def arrow_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
 
 
+def absolute(uri: str) -> str:
+    """A URI unchanged, a local path made absolute against this process's directory.
+
+    Ray workers run in other directories, so every local path a job hands to
+    them must be absolute.
+    """
+    return uri if "://" in uri else os.path.abspath(os.path.expanduser(uri))
+
+
 def join(uri: str, *parts: str) -> str:
     """Join path parts onto a local path or URI without touching ``://``."""
     return "/".join([uri.rstrip("/"), *[p.strip("/") for p in parts]])

@@ -23,6 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipelines import storage
 from pipelines.job_config import flag
 from pipelines.ray_job import start_job
 from pipelines.train_data import pair_dataset, read_captions
@@ -77,6 +78,7 @@ class TrainConfig:
         "Ray cluster to join (default: the one the job was submitted to, else a local one)"))
 
     def __post_init__(self) -> None:
+        self.data = storage.absolute(self.data)
         unknown = set(self.disabled_parts) - set(PARTS)
         if unknown:
             raise ValueError(f"--disable: unknown part(s) {', '.join(sorted(unknown))}")

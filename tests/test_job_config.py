@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -14,7 +15,7 @@ def test_flags_fill_the_dataclass():
     cfg = parse_config(IngestConfig, "x", ["--manifest", "m.csv", "--output", "o", "--fps", "2",
                                           "--no-keyword-mmr", "--overwrite"])
     assert (cfg.manifest, cfg.output, cfg.fps, cfg.keyword_mmr, cfg.overwrite) == (
-        "m.csv", "o", 2.0, False, True)
+        "m.csv", os.path.abspath("o"), 2.0, False, True)  # Ray workers need absolute paths
     assert cfg.max_frames == 12 and cfg.frame_size == 224
 
 
@@ -22,7 +23,7 @@ def test_config_file_then_flags_override(tmp_path):
     path = tmp_path / "ingest.json"
     path.write_text(json.dumps({"manifest": "m.csv", "output": "o", "max-frames": 8, "fps": 3}))
     cfg = parse_config(IngestConfig, "x", ["--config", str(path), "--fps", "0.5"])
-    assert (cfg.max_frames, cfg.fps, cfg.output) == (8, 0.5, "o")
+    assert (cfg.max_frames, cfg.fps, cfg.output) == (8, 0.5, os.path.abspath("o"))
 
 
 def test_yaml_config_and_unknown_key(tmp_path, capsys):

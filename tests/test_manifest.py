@@ -39,6 +39,13 @@ def test_formats_give_the_same_manifest(tmp_path, fmt):
     assert [c["split"] for c in manifest.captions] == ["train", "train", "test"]
 
 
+def test_relative_local_uris_become_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rows = [{"video_id": "a", "uri": "clips/a.mp4", "caption": "a dog"}]
+    manifest = read_manifest(_write(tmp_path / "m.csv", rows, "csv"))
+    assert manifest.videos[0]["uri"] == str(tmp_path / "clips" / "a.mp4")
+
+
 def test_split_is_optional(tmp_path):
     rows = [{k: v for k, v in r.items() if k != "split"} for r in ROWS]
     manifest = read_manifest(_write(tmp_path / "m.csv", rows, "csv"))
