@@ -14,7 +14,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 
-from pipelines.evaluation import evaluate_split
+from pipelines.evaluation import evaluate_split, load_split
 from pipelines.job_config import flag, parse_config
 from vtr_models.checkpoint import load_checkpoint
 
@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_config(EvaluateConfig, __doc__.splitlines()[0], argv)
     try:
         model = load_checkpoint(config.checkpoint)
-        metrics = evaluate_split(model, config.data, config.split, config.batch_size)
+        metrics = evaluate_split(
+            model, load_split(model, config.data, config.split, config.batch_size))
     except (FileNotFoundError, ValueError) as exc:
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 2

@@ -26,7 +26,7 @@ from pathlib import Path
 from pipelines import storage
 from pipelines.job_config import flag
 from pipelines.ray_job import start_job
-from pipelines.train_data import pair_dataset, read_captions
+from pipelines.train_data import pair_dataset, pair_nbytes, read_captions
 from pipelines.training_loop import HISTORY_FILE, MODEL_DIR, train_loop_per_worker
 from vtr_models.backbone import BackboneSpec
 from vtr_models.model_config import MODEL_CONFIGS, model_config
@@ -57,6 +57,10 @@ class TrainConfig:
     cpus_per_worker: float = field(default=1.0, metadata=flag(
         "CPUs reserved per training worker; leave some for Ray Data (e.g. 0.5 to run "
         "2 workers on a 2-CPU machine)"))
+    cache_data: str = field(default="auto", metadata=flag(
+        "keep the preprocessed training pairs in Ray's object store after one pass instead "
+        "of decoding their JPEGs again every epoch: auto (when they fit in half of it), "
+        "always, never", choices=("auto", "always", "never")))
     resume: bool = field(default=False, metadata=flag(
         "continue the run in OUTPUT from its latest checkpoint"))
     lr: float = field(default=1e-4, metadata=flag("learning rate of the new modules"))
@@ -98,6 +102,29 @@ class TrainConfig:
                 **dict.fromkeys(self.disabled_parts, False)}
 
 
+def training_data(config: TrainConfig, model_cfg, num_pairs: int):
+    """The train split's pairs, materialized in the object store when ``--cache-data`` says so.
+
+    Cached, an epoch after the first costs no decoding, so the training workers
+    may then hold every CPU; streamed, Ray Data needs a CPU beside them.
+    """
+    import ray
+
+    dataset = pair_dataset(config.data, "train", model_cfg)
+    store = ray.cluster_resources().get("object_store_memory", 0)
+    size = num_pairs * pair_nbytes(model_cfg)
+    if config.cache_data == "always" or (config.cache_data == "auto" and size <= store / 2):
+        log.info("caching %d preprocessed training pairs (about %.0f MB) in the object store",
+                 num_pairs, size / 1e6)
+        return dataset.materialize()
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if config.num_workers * config.cpus_per_worker >= cpus:
+        raise ValueError(
+            f"the training workers would hold all {cpus:g} CPUs and leave none to stream the "
+            "data: lower --cpus-per-worker, or cache the data (--cache-data always)")
+    return dataset
+
+
 def run_training(config: TrainConfig):
     """Fit on the connected Ray cluster; returns the Ray Train ``Result``."""
     import ray.train
@@ -113,6 +140,7 @@ def run_training(config: TrainConfig):
                               "continue it, or choose another --output")
     settings = {**dataclasses.asdict(config), "model_overrides": config.model_overrides,
                 "num_pairs": num_pairs}
+    dataset = training_data(config, model_cfg, num_pairs)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=settings,
@@ -124,10 +152,12 @@ def run_training(config: TrainConfig):
         run_config=ray.train.RunConfig(
             name="train",
             storage_path=str(output / "ray"),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            # keeps the best epoch on val for final/; Ray also always keeps the latest
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute="val_t2v_R@1"),
             failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
         ),
-        datasets={"train": pair_dataset(config.data, "train", model_cfg)},
+        datasets={"train": dataset},
     )
     return trainer.fit()
 

@@ -15,11 +15,13 @@ import json
 from collections import defaultdict
 
 import numpy as np
+import open_clip
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from pipelines import storage
+from vtr_models.backbone import BackboneSpec
 from vtr_models.factory import create_inputs
 from vtr_models.model_config import ModelConfig, model_config
 
@@ -94,6 +96,14 @@ def encode_pairs(
         "keyword_mask": kw_mask.numpy(),
         "video_key": np.asarray(keys, dtype=np.int64),
     }
+
+
+def pair_nbytes(config: ModelConfig) -> int:
+    """Size of one preprocessed pair, dominated by its float32 frames ``[T, 3, H, W]``."""
+    size = open_clip.get_model_config(BackboneSpec.parse(config.backbone).name)["vision_cfg"][
+        "image_size"]
+    height, width = (size, size) if isinstance(size, int) else size
+    return config.max_frames * 3 * height * width * 4 + 4096  # + tokens, masks, key
 
 
 def pair_dataset(data: str, split: str, config: ModelConfig):

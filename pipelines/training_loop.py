@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 
-from pipelines.evaluation import evaluate_split
+from pipelines.evaluation import evaluate_split, load_split
 from vtr_models.checkpoint import WEIGHTS_FILE, save_checkpoint
 from vtr_models.factory import create_model
 from vtr_models.model_config import model_config
@@ -136,10 +137,12 @@ def train_loop_per_worker(settings: dict) -> None:
     per_worker = settings["batch_size"] // context.get_world_size()
     use_amp = device.type == "cuda"
     shard = ray.train.get_dataset_shard("train")
+    val_inputs = load_split(model, settings["data"], settings["val_split"]) if rank == 0 else None
 
     for epoch in range(history["epoch"], settings["epochs"]):
         model.train()
         losses = []
+        started = time.perf_counter()
         for batch in shard.iter_torch_batches(
             batch_size=per_worker, drop_last=True, device=device,
             local_shuffle_buffer_size=settings["shuffle_buffer"] or None,
@@ -154,15 +157,20 @@ def train_loop_per_worker(settings: dict) -> None:
             scheduler.step()
             losses.append(loss.item())
         metrics = {"epoch": epoch + 1, "loss": sum(losses) / max(1, len(losses)),
-                   "steps": len(losses), "lr": scheduler.get_last_lr()[-1]}
+                   "steps": len(losses), "lr": scheduler.get_last_lr()[-1],
+                   "train_s": time.perf_counter() - started}
         if rank == 0:
-            val = evaluate_split(model, settings["data"], settings["val_split"])
+            started = time.perf_counter()
+            val = evaluate_split(model, val_inputs)
+            metrics["val_s"] = time.perf_counter() - started
             metrics.update({f"val_t2v_{k}": v for k, v in val["t2v"].items()})
             metrics.update({f"val_v2t_{k}": v for k, v in val["v2t"].items()})
+        metrics["time"] = time.time()  # epoch end: benchmarks time whole epochs from it
         history["epoch"] = epoch + 1
         history["epochs"].append(metrics)
         score = metrics.get("val_t2v_R@1", -1.0)
-        if rank == 0 and (history["best"] is None or score > history["best"]["val_t2v_R@1"]):
+        # ties go to the later epoch, as Ray's checkpoint retention keeps the later one
+        if rank == 0 and (history["best"] is None or score >= history["best"]["val_t2v_R@1"]):
             history["best"] = metrics
         with tempfile.TemporaryDirectory() as tmp:
             report_checkpoint = None

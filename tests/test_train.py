@@ -17,7 +17,8 @@ import torch.multiprocessing as mp
 from conftest import free_port
 
 from pipelines.synthetic import generate
-from pipelines.training_loop import contrastive_step, first_occurrences
+from pipelines.training_loop import MODEL_DIR, contrastive_step, first_occurrences
+from vtr_models.checkpoint import WEIGHTS_FILE
 from vtr_models.factory import create_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,6 +98,16 @@ def read_metrics(output: Path) -> list[dict]:
     return [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
 
 
+def assert_final_is_best_epoch(output: Path, rows: list[dict]) -> None:
+    """``final/`` holds the weights of the epoch best on val (ties: the later epoch)."""
+    best = max(rows, key=lambda r: (r["val_t2v_R@1"], r["epoch"]))["epoch"]
+    kept = {json.loads((c / "history.json").read_text())["epoch"]: c
+            for c in (output / "ray" / "train").glob("checkpoint_*") if c.is_dir()}
+    assert best in kept, (best, sorted(kept))
+    final = (output / "final" / WEIGHTS_FILE).read_bytes()
+    assert final == (kept[best] / MODEL_DIR / WEIGHTS_FILE).read_bytes()
+
+
 
 @pytest.mark.slow
 def test_one_and_two_workers_agree(synthetic_data, tmp_path):
@@ -110,12 +121,22 @@ def test_one_and_two_workers_agree(synthetic_data, tmp_path):
         rows = read_metrics(output)
         assert [r["epoch"] for r in rows] == [1, 2, 3]
         assert all(r["steps"] == 2 for r in rows)  # 18 pairs // global batch 8, either way
+        assert all(r["train_s"] > 0 and r["val_s"] > 0 for r in rows)
+        assert [r["time"] for r in rows] == sorted(r["time"] for r in rows)
+        assert_final_is_best_epoch(output, rows)
         assert (output / "final" / "config.json").exists() and (output / "curves.png").exists()
         results[workers] = rows
     # Batches are drawn in a different order, so the losses differ by sampling noise only;
     # a loss over each worker's half batch (no all-gather) would sit about log(2) = 0.69 lower.
     mean = {w: sum(r["loss"] for r in rows) / len(rows) for w, rows in results.items()}
     assert abs(mean[1] - mean[2]) < 0.35, mean
+
+
+def test_streaming_needs_a_cpu_beside_the_workers(synthetic_data, tmp_path):
+    result = run(train_args(synthetic_data, tmp_path / "starved", "--cache-data", "never",
+                            "--cpus-per-worker", str(os.cpu_count()), "--ray-address", "local"))
+    assert result.returncode == 2
+    assert "leave none to stream the data" in result.stderr
 
 
 @pytest.mark.slow
