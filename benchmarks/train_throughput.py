@@ -53,7 +53,7 @@ def make_data(folder: Path, groups: int) -> str:
     return str(output)
 
 
-def load_pairs(data: str, config_json: str) -> list[dict[str, torch.Tensor]]:
+def load_pairs(data: str, config_json: str) -> dict[str, torch.Tensor]:
     """The train split's pairs, preprocessed by the job's own UDF, as in-memory tensors."""
     videos = open_part(data, "videos").to_table(columns=["video_id", "frames"])
     grouped = captions_by_video(read_captions(data, "train"))

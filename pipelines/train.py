@@ -55,8 +55,9 @@ class TrainConfig:
     num_workers: int = field(default=1, metadata=flag("Ray Train workers"))
     use_gpu: bool = field(default=False, metadata=flag("one GPU per worker; bf16 autocast"))
     cpus_per_worker: float = field(default=1.0, metadata=flag(
-        "CPUs reserved per training worker; leave some for Ray Data (e.g. 0.5 to run "
-        "2 workers on a 2-CPU machine)"))
+        "CPUs reserved per training worker (and its torch threads); streamed data needs "
+        "some left for Ray Data (e.g. 0.5 to run 2 workers on a 2-CPU machine), cached "
+        "data does not"))
     cache_data: str = field(default="auto", metadata=flag(
         "keep the preprocessed training pairs in Ray's object store after one pass instead "
         "of decoding their JPEGs again every epoch: auto (when they fit in half of it), "
@@ -111,13 +112,14 @@ def training_data(config: TrainConfig, model_cfg, num_pairs: int):
     import ray
 
     dataset = pair_dataset(config.data, "train", model_cfg)
-    store = ray.cluster_resources().get("object_store_memory", 0)
+    resources = ray.cluster_resources()
+    store = resources.get("object_store_memory", 0)
     size = num_pairs * pair_nbytes(model_cfg)
     if config.cache_data == "always" or (config.cache_data == "auto" and size <= store / 2):
         log.info("caching %d preprocessed training pairs (about %.0f MB) in the object store",
                  num_pairs, size / 1e6)
         return dataset.materialize()
-    cpus = ray.cluster_resources().get("CPU", 0)
+    cpus = resources.get("CPU", 0)
     if config.num_workers * config.cpus_per_worker >= cpus:
         raise ValueError(
             f"the training workers would hold all {cpus:g} CPUs and leave none to stream the "
