@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check pipelines vtr_models tests benchmarks
+	$(BIN)/ruff check pipelines vtr_models tests benchmarks examples
 
 test: lint
 	$(BIN)/python -m pytest -q tests

@@ -30,27 +30,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_data import REPO, make_data
 
-from pipelines.samples import bundled_minilm
-from pipelines.synthetic import generate
 from pipelines.train_data import captions_by_video, encode_pairs, open_part, read_captions
 from pipelines.training_loop import contrastive_step
 from vtr_models.factory import create_model
 from vtr_models.model_config import model_config
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def make_data(folder: Path, groups: int) -> str:
-    """Synthetic clips (``groups`` of 3 to train on, 4 to validate), ingested at 64 px."""
-    manifest = generate(folder / "synthetic", train_groups=groups, test_groups=0, val_groups=4)
-    output = folder / "ingest"
-    subprocess.run(
-        [sys.executable, "pipelines/ingest.py", "--manifest", str(manifest), "--output",
-         str(output), "--frame-size", "64", "--keyword-model", str(bundled_minilm())],
-        cwd=REPO, check=True, capture_output=True,
-    )
-    return str(output)
 
 
 def load_pairs(data: str, config_json: str) -> dict[str, torch.Tensor]:
@@ -98,6 +83,7 @@ def ray_job(args, data: str, output: Path) -> dict:
          str(args.max_frames), "--epochs", str(args.epochs), "--batch-size",
          str(args.batch_size), "--lr", str(args.lr), "--num-workers", "1",
          "--cpus-per-worker", str(os.cpu_count()), "--cache-data", "always",
+         "--checkpoint-every", str(args.checkpoint_every),
          "--ray-address", "local"],
         cwd=REPO, env=env, check=True, capture_output=True,
     )
@@ -123,6 +109,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6, help="epochs; the first is not timed")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--checkpoint-every", type=int, default=1,
+                        help="the job's --checkpoint-every (it also saves each new best)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or make_data(Path(tmp), args.groups)
@@ -131,6 +119,7 @@ def main() -> None:
     print(json.dumps({
         "model": args.model, "backbone": args.backbone, "batch_size": args.batch_size,
         "frames": args.max_frames, "epochs_timed": args.epochs - 1, "cpus": os.cpu_count(),
+        "checkpoint_every": args.checkpoint_every,
         "bare_loop": bare, "ray_job": ray,
         "ratio": ray["samples_per_s"] / bare["samples_per_s"],
     }, indent=2))

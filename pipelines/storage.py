@@ -135,18 +135,22 @@ class StagedOutput:
         """The staging URI to write part ``name`` to."""
         return join(self.staging, name)
 
-    def publish(self) -> None:
-        """Replace the published parts with the staged ones, then mark success."""
-        success = join(self.path, "_SUCCESS")
-        if self.fs.exists(success):
-            self.fs.rm(success)
+    def publish(self, success: bytes = b"") -> None:
+        """Replace the published parts with the staged ones, then mark success.
+
+        ``success`` becomes the content of ``_SUCCESS`` (e.g. JSON settings that
+        later jobs need, as Hadoop's S3A committers do).
+        """
+        marker = join(self.path, "_SUCCESS")
+        if self.fs.exists(marker):
+            self.fs.rm(marker)
         for name in self.parts:
             target = join(self.path, name)
             if self.fs.exists(target):
                 self.fs.rm(target, recursive=True)
             self._move_tree(join(self.staging_path, name), target)
         self.discard_staging()
-        self.fs.pipe_file(success, b"")
+        self.fs.pipe_file(marker, success)
 
     def _move_tree(self, source: str, target: str) -> None:
         """Move a folder: one rename locally; on object stores, copy each object then delete.

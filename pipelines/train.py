@@ -59,9 +59,14 @@ class TrainConfig:
         "some left for Ray Data (e.g. 0.5 to run 2 workers on a 2-CPU machine), cached "
         "data does not"))
     cache_data: str = field(default="auto", metadata=flag(
-        "keep the preprocessed training pairs in Ray's object store after one pass instead "
-        "of decoding their JPEGs again every epoch: auto (when they fit in half of it), "
-        "always, never", choices=("auto", "always", "never")))
+        "keep the preprocessed training pairs in Ray's object store and in each worker's "
+        "memory after one pass instead of decoding their JPEGs again every epoch: auto "
+        "(when they fit in half of the object store), always, never",
+        choices=("auto", "always", "never")))
+    hard_negatives: int = field(default=0, metadata=flag(
+        "build each batch from random captions and their N nearest captions (token TF-IDF), "
+        "so that near-duplicate captions meet as negatives; 0: random batches. Needs cached "
+        "data"))
     resume: bool = field(default=False, metadata=flag(
         "continue the run in OUTPUT from its latest checkpoint"))
     lr: float = field(default=1e-4, metadata=flag("learning rate of the new modules"))
@@ -76,7 +81,11 @@ class TrainConfig:
     val_split: str = field(default="val", metadata=flag(
         "split for model selection after each epoch (MSR-VTT 1k-A has none: use test)"))
     shuffle_buffer: int = field(default=256, metadata=flag(
-        "rows in each worker's local shuffle buffer (0: no shuffle)"))
+        "rows in each worker's local shuffle buffer for streamed data (0: no shuffle); "
+        "cached data is shuffled whole"))
+    checkpoint_every: int = field(default=1, metadata=flag(
+        "epochs between checkpoints; the last epoch and each new best on val are always "
+        "checkpointed, and --resume or a restarted worker group goes back to the latest"))
     max_failures: int = field(default=2, metadata=flag(
         "times a failed worker group restarts from the last checkpoint"))
     ray_address: str | None = field(default=None, metadata=flag(
@@ -87,6 +96,8 @@ class TrainConfig:
         unknown = set(self.disabled_parts) - set(PARTS)
         if unknown:
             raise ValueError(f"--disable: unknown part(s) {', '.join(sorted(unknown))}")
+        if self.checkpoint_every < 1:
+            raise ValueError("--checkpoint-every must be at least 1")
         if self.batch_size % self.num_workers:
             raise ValueError("--batch-size must be a multiple of --num-workers")
         if self.lr_clip is None:
@@ -104,10 +115,12 @@ class TrainConfig:
 
 
 def training_data(config: TrainConfig, model_cfg, num_pairs: int):
-    """The train split's pairs, materialized in the object store when ``--cache-data`` says so.
+    """The train split's pairs, and whether they are cached (``--cache-data``).
 
-    Cached, an epoch after the first costs no decoding, so the training workers
-    may then hold every CPU; streamed, Ray Data needs a CPU beside them.
+    Cached, they are materialized in the object store and each worker reads its
+    shard once into memory: later epochs cost no decoding (the workers may hold
+    every CPU) and batches may be drawn in any order. Streamed, Ray Data decodes
+    every epoch and needs a CPU beside the workers.
     """
     import ray
 
@@ -116,15 +129,17 @@ def training_data(config: TrainConfig, model_cfg, num_pairs: int):
     store = resources.get("object_store_memory", 0)
     size = num_pairs * pair_nbytes(model_cfg)
     if config.cache_data == "always" or (config.cache_data == "auto" and size <= store / 2):
-        log.info("caching %d preprocessed training pairs (about %.0f MB) in the object store",
-                 num_pairs, size / 1e6)
-        return dataset.materialize()
+        log.info("caching %d preprocessed training pairs (about %.0f MB)", num_pairs, size / 1e6)
+        return dataset.materialize(), True
+    if config.hard_negatives:
+        raise ValueError(f"--hard-negatives needs the pairs cached, and {size / 1e9:.1f} GB "
+                         "exceed half the object store (or --cache-data never was given)")
     cpus = resources.get("CPU", 0)
     if config.num_workers * config.cpus_per_worker >= cpus:
         raise ValueError(
             f"the training workers would hold all {cpus:g} CPUs and leave none to stream the "
             "data: lower --cpus-per-worker, or cache the data (--cache-data always)")
-    return dataset
+    return dataset, False
 
 
 def run_training(config: TrainConfig):
@@ -142,7 +157,8 @@ def run_training(config: TrainConfig):
                               "continue it, or choose another --output")
     settings = {**dataclasses.asdict(config), "model_overrides": config.model_overrides,
                 "num_pairs": num_pairs}
-    dataset = training_data(config, model_cfg, num_pairs)
+    dataset, cached = training_data(config, model_cfg, num_pairs)
+    settings["cached"] = cached
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=settings,

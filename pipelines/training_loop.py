@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 
+from pipelines.batch_sampling import caption_neighbours, neighbour_batches, random_batches
 from pipelines.evaluation import evaluate_split, load_split
 from vtr_models.checkpoint import WEIGHTS_FILE, save_checkpoint
 from vtr_models.factory import create_model
@@ -105,6 +106,39 @@ def _restore(model: RetrievalModel, optimizer, scheduler, folder: Path) -> dict:
     return json.loads((folder / HISTORY_FILE).read_text())
 
 
+class CachedShard:
+    """A worker's shard of training pairs, read once into memory (``--cache-data``).
+
+    Batches then come from memory in a full random order each epoch, or as
+    hard-negative batches (``--hard-negatives``), which need random access.
+    """
+
+    def __init__(self, shard, hard_negatives: int) -> None:
+        parts = list(shard.iter_torch_batches(batch_size=256, device="cpu"))
+        self.pairs = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        self.neighbours = (caption_neighbours(self.pairs["tokens"], hard_negatives)
+                           if hard_negatives else None)
+
+    def batches(self, batch_size: int, seed: int, device: torch.device):
+        generator = torch.Generator().manual_seed(seed)
+        size = len(self.pairs["video_key"])
+        indices = (random_batches(size, batch_size, generator) if self.neighbours is None
+                   else neighbour_batches(self.neighbours, batch_size, generator))
+        for index in indices:
+            yield {k: v[index].to(device, non_blocking=True) for k, v in self.pairs.items()}
+
+
+def epoch_batches(shard, memory: CachedShard | None, settings: dict, batch_size: int,
+                  device: torch.device, epoch: int):
+    """One epoch of a worker's batches: from memory when cached, else streamed by Ray Data."""
+    seed = settings["seed"] * 1000 + epoch
+    if memory is not None:
+        return memory.batches(batch_size, seed, device)
+    return shard.iter_torch_batches(
+        batch_size=batch_size, drop_last=True, device=device,
+        local_shuffle_buffer_size=settings["shuffle_buffer"] or None, local_shuffle_seed=seed)
+
+
 def train_loop_per_worker(settings: dict) -> None:
     """Ray Train entry point; ``settings`` is ``dataclasses.asdict`` of a TrainConfig."""
     import ray.train
@@ -137,17 +171,21 @@ def train_loop_per_worker(settings: dict) -> None:
     per_worker = settings["batch_size"] // context.get_world_size()
     use_amp = device.type == "cuda"
     shard = ray.train.get_dataset_shard("train")
+    memory = CachedShard(shard, settings["hard_negatives"]) if settings["cached"] else None
     val_inputs = load_split(model, settings["data"], settings["val_split"]) if rank == 0 else None
 
     for epoch in range(history["epoch"], settings["epochs"]):
         model.train()
         losses = []
         started = time.perf_counter()
-        for batch in shard.iter_torch_batches(
-            batch_size=per_worker, drop_last=True, device=device,
-            local_shuffle_buffer_size=settings["shuffle_buffer"] or None,
-            local_shuffle_seed=settings["seed"] + epoch,
-        ):
+        batches = iter(epoch_batches(shard, memory, settings, per_worker, device, epoch))
+        data_s = 0.0  # time blocked on the data pipeline: a data-bound run shows it here
+        while True:
+            waited = time.perf_counter()
+            batch = next(batches, None)
+            data_s += time.perf_counter() - waited
+            if batch is None:
+                break
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss = contrastive_step(model, module, batch)
             optimizer.zero_grad(set_to_none=True)
@@ -158,7 +196,7 @@ def train_loop_per_worker(settings: dict) -> None:
             losses.append(loss.item())
         metrics = {"epoch": epoch + 1, "loss": sum(losses) / max(1, len(losses)),
                    "steps": len(losses), "lr": scheduler.get_last_lr()[-1],
-                   "train_s": time.perf_counter() - started}
+                   "train_s": time.perf_counter() - started, "data_s": data_s}
         if rank == 0:
             started = time.perf_counter()
             val = evaluate_split(model, val_inputs)
@@ -166,15 +204,19 @@ def train_loop_per_worker(settings: dict) -> None:
             metrics.update({f"val_t2v_{k}": v for k, v in val["t2v"].items()})
             metrics.update({f"val_v2t_{k}": v for k, v in val["v2t"].items()})
         metrics["time"] = time.time()  # epoch end: benchmarks time whole epochs from it
-        history["epoch"] = epoch + 1
-        history["epochs"].append(metrics)
         score = metrics.get("val_t2v_R@1", -1.0)
         # ties go to the later epoch, as Ray's checkpoint retention keeps the later one
-        if rank == 0 and (history["best"] is None or score >= history["best"]["val_t2v_R@1"]):
+        improved = rank == 0 and (history["best"] is None
+                                  or score >= history["best"]["val_t2v_R@1"])
+        due = (epoch + 1) % settings["checkpoint_every"] == 0 or epoch + 1 == settings["epochs"]
+        metrics["checkpointed"] = rank == 0 and (due or improved)  # final/ needs the best
+        history["epoch"] = epoch + 1
+        history["epochs"].append(metrics)
+        if improved:
             history["best"] = metrics
         with tempfile.TemporaryDirectory() as tmp:
             report_checkpoint = None
-            if rank == 0:
+            if metrics["checkpointed"]:
                 _save(model, optimizer, scheduler, history, Path(tmp))
                 report_checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=report_checkpoint)

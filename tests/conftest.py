@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -11,6 +13,9 @@ import numpy as np
 import pytest
 
 from pipelines import samples
+from pipelines.synthetic import generate
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def make_audio_only(path: Path, seconds: float = 1.0) -> Path:
@@ -95,3 +100,21 @@ def ray_local(s3_endpoint):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """Run a repository script (e.g. ``pipelines/train.py``) as its own process, on its own Ray."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=900, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory, keyword_model) -> Path:
+    """A small synthetic benchmark (18 train, 6 val, 6 test videos), ingested at 64 px."""
+    root = tmp_path_factory.mktemp("synthetic")
+    manifest = generate(root, train_groups=6, test_groups=2, val_groups=2, seed=1)
+    result = run(["pipelines/ingest.py", "--manifest", str(manifest), "--output",
+                  str(root / "ingest"), "--frame-size", "64", "--keyword-model", keyword_model])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "ingest"

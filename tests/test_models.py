@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from PIL import Image
 from vtr_models.backbone import BackboneLoadError, BackboneSpec
 from vtr_models.checkpoint import load_checkpoint, save_checkpoint
 from vtr_models.factory import create_model
+from vtr_models.modal_interaction import TextConditionedPooling
 from vtr_models.model_config import MODEL_CONFIGS
 
 CAPTIONS = ["a red circle moves left", "a blue square jumps", "two dogs run", "a cat sleeps"]
@@ -198,3 +200,29 @@ def test_a_few_steps_fit_eight_pairs():
         optimizer.step()
         losses.append(loss.item())
     assert losses[0] > 1.5 and losses[-1] < 0.1, losses
+
+
+def attention_pooling_reference(layer, text, frames, frame_mask):
+    """X-Pool's layer written the direct way: project every frame to keys and values."""
+    nt, d = text.shape
+    nv, t, _ = frames.shape
+    h, dh = layer.heads, d // layer.heads
+    q = layer.q(layer.norm_in(text)).view(nt, h, dh)
+    f = layer.norm_in(frames)
+    k, v = layer.k(f).view(nv, t, h, dh), layer.v(f).view(nv, t, h, dh)
+    logits = torch.einsum("ahd,bthd->abht", q, k) / math.sqrt(dh)
+    attn = logits.masked_fill(~frame_mask[None, :, None, :], float("-inf")).softmax(dim=-1)
+    pooled = layer.out(torch.einsum("abht,bthd->abhd", attn, v).reshape(nt, nv, d))
+    return layer.norm_out(pooled + layer.proj(pooled))
+
+
+@pytest.mark.parametrize("heads", [1, 4])
+@pytest.mark.parametrize("texts", [1, 20])  # both branches: a search query, a training batch
+def test_text_conditioned_pooling_equals_the_direct_form(heads, texts):
+    torch.manual_seed(heads + texts)
+    layer = TextConditionedPooling(64, heads).eval()
+    text, frames = torch.randn(texts, 64), torch.randn(7, 6, 64)
+    mask = torch.ones(7, 6, dtype=torch.bool)
+    mask[2, 3:] = False
+    expected = attention_pooling_reference(layer, text, frames, mask)
+    assert torch.allclose(layer(text, frames, mask), expected, atol=1e-5)

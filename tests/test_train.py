@@ -14,9 +14,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import free_port
+from conftest import free_port, run
 
-from pipelines.synthetic import generate
 from pipelines.training_loop import MODEL_DIR, contrastive_step, first_occurrences
 from vtr_models.checkpoint import WEIGHTS_FILE
 from vtr_models.factory import create_model
@@ -72,23 +71,6 @@ def test_two_workers_give_the_single_worker_gradient(tmp_path):
         assert torch.allclose(double["grads"][name], grad, atol=1e-5, rtol=1e-3), name
 
 
-def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=900, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def synthetic_data(tmp_path_factory, keyword_model):
-    """A small synthetic benchmark (18 train, 6 val, 6 test videos), ingested at 64 px."""
-    root = tmp_path_factory.mktemp("synthetic")
-    manifest = generate(root, train_groups=6, test_groups=2, val_groups=2, seed=1)
-    result = run(["pipelines/ingest.py", "--manifest", str(manifest), "--output",
-                  str(root / "ingest"), "--frame-size", "64", "--keyword-model", keyword_model])
-    assert result.returncode == 0, result.stderr[-3000:]
-    return root / "ingest"
-
-
 def train_args(data: Path, output: Path, *extra: str) -> list[str]:
     return ["pipelines/train.py", "--data", str(data), "--output", str(output),
             "--max-frames", "8", "--batch-size", "8", "--lr", "3e-4", *extra]
@@ -108,14 +90,27 @@ def assert_final_is_best_epoch(output: Path, rows: list[dict]) -> None:
     assert final == (kept[best] / MODEL_DIR / WEIGHTS_FILE).read_bytes()
 
 
+def expected_checkpoints(rows: list[dict], every: int) -> list[bool]:
+    """Epochs that must have a checkpoint: every ``every``-th, each new best on val, the last."""
+    best = float("-inf")
+    expected = []
+    for row in rows:
+        improved = row["val_t2v_R@1"] >= best
+        best = max(best, row["val_t2v_R@1"])
+        expected.append(improved or row["epoch"] % every == 0 or row is rows[-1])
+    return expected
+
 
 @pytest.mark.slow
 def test_one_and_two_workers_agree(synthetic_data, tmp_path):
     results = {}
     for workers in (1, 2):
         output = tmp_path / f"w{workers}"
+        # 2 workers: checkpoints only at new bests on val and at the end
+        every = {1: "1", 2: "5"}[workers]
         result = run(train_args(synthetic_data, output, "--epochs", "3", "--num-workers",
-                                str(workers), "--cpus-per-worker", "0.5"))
+                                str(workers), "--cpus-per-worker", "0.5",
+                                "--checkpoint-every", every, "--hard-negatives", "2"))
         assert result.returncode == 0, result.stderr[-3000:]
         assert "train done" in result.stdout
         rows = read_metrics(output)
@@ -123,6 +118,7 @@ def test_one_and_two_workers_agree(synthetic_data, tmp_path):
         assert all(r["steps"] == 2 for r in rows)  # 18 pairs // global batch 8, either way
         assert all(r["train_s"] > 0 and r["val_s"] > 0 for r in rows)
         assert [r["time"] for r in rows] == sorted(r["time"] for r in rows)
+        assert [r["checkpointed"] for r in rows] == expected_checkpoints(rows, int(every))
         assert_final_is_best_epoch(output, rows)
         assert (output / "final" / "config.json").exists() and (output / "curves.png").exists()
         results[workers] = rows
@@ -137,6 +133,10 @@ def test_streaming_needs_a_cpu_beside_the_workers(synthetic_data, tmp_path):
                             "--cpus-per-worker", str(os.cpu_count()), "--ray-address", "local"))
     assert result.returncode == 2
     assert "leave none to stream the data" in result.stderr
+    result = run(train_args(synthetic_data, tmp_path / "streamed", "--cache-data", "never",
+                            "--hard-negatives", "2", "--ray-address", "local"))
+    assert result.returncode == 2
+    assert "--hard-negatives needs the pairs cached" in result.stderr
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ backbone weights) and fills every tensor from ``model.safetensors``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -42,3 +43,18 @@ def load_checkpoint(folder: str | Path, device: str = "cpu") -> RetrievalModel:
     model = create_model(config, load_weights=False)
     load_model(model, str(weights_path), strict=True, device=device)
     return model.eval()
+
+
+def checkpoint_id(folder: str | Path) -> str:
+    """A short hash of a checkpoint's config and weights: equal ids mean the same model.
+
+    Embeddings written by one model are meaningless to another; stores record
+    this id with every vector so that a query can refuse a mismatch.
+    """
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        with open(folder / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]

@@ -42,7 +42,7 @@ def _as_id_list(ids: Sequence[Hashable] | np.ndarray | torch.Tensor, name: str) 
     return values
 
 
-def _summarise(ranks: torch.Tensor) -> dict[str, float]:
+def rank_metrics(ranks: torch.Tensor) -> dict[str, float]:
     """R@K (percent), median rank and mean rank of a 1-D tensor of 1-based ranks."""
     ranks = ranks.to(torch.float64)
     out = {f"R@{k}": float((ranks <= k).to(torch.float64).mean() * 100.0) for k in RECALL_KS}
@@ -132,4 +132,4 @@ def retrieval_metrics(
     best_own = scores.masked_fill(~is_own, float("-inf")).amax(dim=0)
     v2t_ranks = 1 + (scores > best_own[None, :]).sum(dim=0)
 
-    return {"t2v": _summarise(t2v_ranks), "v2t": _summarise(v2t_ranks)}
+    return {"t2v": rank_metrics(t2v_ranks), "v2t": rank_metrics(v2t_ranks)}

@@ -38,11 +38,21 @@ class TextConditionedPooling(nn.Module):
         nv, t, _ = frames.shape
         h, dh = self.heads, d // self.heads
         q = self.q(self.norm_in(text)).view(nt, h, dh)
-        f = self.norm_in(frames)
-        k = self.k(f).view(nv, t, h, dh)
-        v = self.v(f).view(nv, t, h, dh)
-        logits = torch.einsum("ahd,bthd->abht", q, k) / math.sqrt(dh)
+        f = self.norm_in(frames)  # [Nv, T, D]
+        # The key map is linear, so q.k(f) = (Wk_h^T q).f + q.bk_h: no frame needs projecting.
+        wk = self.k.weight.view(h, dh, d)
+        q_in = torch.einsum("ahe,hed->ahd", q, wk)  # [Nt, H, D]: queries in frame space
+        bias = torch.einsum("ahe,he->ah", q, self.k.bias.view(h, dh))  # [Nt, H]
+        logits = torch.einsum("ahd,btd->abht", q_in, f) + bias[:, None, :, None]
         logits = logits.masked_fill(~frame_mask.bool()[None, :, None, :], float("-inf"))
-        attn = logits.softmax(dim=-1)
-        pooled = self.out(torch.einsum("abht,bthd->abhd", attn, v).reshape(nt, nv, d))
+        attn = (logits / math.sqrt(dh)).softmax(dim=-1)  # [Nt, Nv, H, T]
+        if nt <= t:
+            # Few texts (a search query): the weights sum to one, so sum_t a_t v(f_t) =
+            # Wv_h (sum_t a_t f_t) + bv_h, one projection per pair instead of per frame.
+            mixed = torch.einsum("abht,btd->abhd", attn, f)
+            values = (torch.einsum("abhd,hed->abhe", mixed, self.v.weight.view(h, dh, d))
+                      + self.v.bias.view(h, dh))
+        else:  # many texts (a training batch): project each frame once
+            values = torch.einsum("abht,bthd->abhd", attn, self.v(f).view(nv, t, h, dh))
+        pooled = self.out(values.reshape(nt, nv, d))
         return self.norm_out(pooled + self.dropout(self.proj(pooled)))

@@ -1,0 +1,24 @@
+"""Benchmark inputs shared by the scripts in this folder: synthetic clips, ingested."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from pipelines.samples import bundled_minilm
+from pipelines.synthetic import generate
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_data(folder: Path, groups: int) -> str:
+    """Synthetic clips (``groups`` of 3 to train on, 4 to validate), ingested at 64 px."""
+    manifest = generate(folder / "synthetic", train_groups=groups, test_groups=0, val_groups=4)
+    output = folder / "ingest"
+    subprocess.run(
+        [sys.executable, "pipelines/ingest.py", "--manifest", str(manifest), "--output",
+         str(output), "--frame-size", "64", "--keyword-model", str(bundled_minilm())],
+        cwd=REPO, check=True, capture_output=True,
+    )
+    return str(output)

@@ -1,0 +1,58 @@
+"""Query job: one text query against a video table, printed as a table or JSON.
+
+    python pipelines/query.py --db lancedb/ --table videos --checkpoint ckpt/final \\
+        --text "a dog catches a frisbee on the beach" [--k 10] [--candidates 100] [--json]
+
+Runs :class:`pipelines.search.VideoSearch` (vector search, then rerank with the
+full model) in this process; no Ray needed.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from pipelines.job_config import flag, parse_config
+
+
+@dataclass
+class QueryConfig:
+    """Every setting of the query command; each field is a CLI flag of the same name."""
+
+    db: str = field(metadata=flag("LanceDB URI: a local folder or s3://bucket/prefix"))
+    checkpoint: str = field(metadata=flag("the checkpoint that wrote the table"))
+    text: str = field(metadata=flag("what to look for, in words"))
+    table: str = field(default="videos", metadata=flag("table written by pipelines/embed.py"))
+    k: int = field(default=10, metadata=flag("results to return"))
+    candidates: int = field(default=100, metadata=flag(
+        "nearest neighbours the full model reranks (at least --k)"))
+    where: str | None = field(default=None, metadata=flag(
+        "SQL filter on metadata columns applied before the vector search, "
+        "e.g. \"duration_s < 30\""))
+    keyword_model: str | None = field(default=None, metadata=flag(
+        "local folder of the ingest's keyword sentence model (default: the name the "
+        "table records)"))
+    json: bool = field(default=False, metadata=flag("print JSON records instead of a table"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_config(QueryConfig, __doc__.splitlines()[0], argv)
+    from pipelines.search import VideoSearch
+
+    try:
+        search = VideoSearch(config.db, config.table, config.checkpoint,
+                             keyword_model=config.keyword_model)
+        results = search.search(config.text, k=config.k, candidates=config.candidates,
+                                where=config.where)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"query: error: {exc}", file=sys.stderr)
+        return 2
+    if config.json:
+        print(results.to_json(orient="records", indent=2))
+    else:
+        print(results.to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Two-stage text search over a video table: LanceDB vector search, then the full model.
+
+    from pipelines.search import VideoSearch
+    search = VideoSearch("s3://bucket/lancedb", "videos", "ckpt/final")
+    search.search("a dog catches a frisbee on the beach", k=10, candidates=100)
+
+The full model's score depends on the text, so a video cannot be one stored
+vector (METHOD.md, "Why reranking"). Stage one asks LanceDB for the
+``candidates`` nearest neighbours of the text's global feature (optionally
+filtered by a SQL ``where`` on the metadata columns); stage two rescores those
+candidates with the full model from their stored features and keeps the top
+``k``. The query text is only ever a model input, never part of a SQL string.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import torch
+
+from pipelines.keywords import KeywordExtractor, KeywordOptions
+from pipelines.video_table import keyword_options_of, video_features
+from vtr_models.checkpoint import checkpoint_id, load_checkpoint
+
+RESULT_COLUMNS = ["rank", "video_id", "uri", "score", "first_stage_score"]
+# what stage one returns per candidate: enough to rerank and answer, no other metadata
+FETCHED_COLUMNS = ["video_id", "uri", "frame_features", "local_features", "feature_frames",
+                   "model_id"]
+
+
+class ModelMismatchError(ValueError):
+    """The table was written by another checkpoint than the one querying it."""
+
+
+class VideoSearch:
+    """Query one LanceDB video table with one checkpoint (build once, search many times).
+
+    ``keyword_model`` overrides the sentence model the ingest job used for
+    caption keywords (a local folder on a machine without the hub); the other
+    keyword settings come from the table, so queries get the keywords captions got.
+    ``nprobes`` and ``refine_factor`` tune the vector index, when the table has one
+    (LanceDB's meaning: IVF partitions searched; candidates x factor re-ranked by
+    exact distance before the full model sees them).
+    """
+
+    def __init__(self, db_uri: str, table: str, checkpoint: str,
+                 keyword_model: str | None = None, nprobes: int = 20,
+                 refine_factor: int = 1) -> None:
+        import lancedb
+
+        self.model = load_checkpoint(checkpoint)
+        self.model_id = checkpoint_id(checkpoint)
+        self.table = lancedb.connect(db_uri).open_table(table)
+        self.nprobes = nprobes
+        self.refine_factor = refine_factor
+        self._check_model(self.table.search().select(["model_id"]).limit(1).to_arrow()
+                          .column("model_id").to_pylist())
+        self.keywords = None
+        if self.model.config.text_enhance:
+            options = KeywordOptions(**_keyword_settings(self.table.schema))
+            if keyword_model:
+                options = KeywordOptions(**{**options.__dict__, "model": keyword_model})
+            self.keywords = KeywordExtractor(options)
+        self.timings: dict[str, float] = {}
+
+    def _check_model(self, model_ids: list[str]) -> None:
+        others = sorted(set(model_ids) - {self.model_id})
+        if others:
+            raise ModelMismatchError(
+                f"the table holds embeddings of model {', '.join(others)}, not of this "
+                f"checkpoint ({self.model_id}); re-run pipelines/embed.py with this checkpoint "
+                "or query with the checkpoint that wrote the table")
+
+    @torch.no_grad()
+    def encode_text(self, text: str):
+        """The query's text features (caption tokens and, when the model uses them, keywords)."""
+        tokenizer = self.model.tokenizer
+        tokens = tokenizer.captions([text])
+        if self.keywords is None:
+            return self.model.encode_text(tokens)
+        kw_tokens, kw_mask = tokenizer.keywords(self.keywords([text]),
+                                                self.model.config.max_keywords)
+        return self.model.encode_text(tokens, kw_tokens, kw_mask)
+
+    @torch.no_grad()
+    def search(self, text: str, k: int = 10, candidates: int = 100,
+               where: str | None = None) -> pd.DataFrame:
+        """The top ``k`` videos for ``text``: ``rank``, ``video_id``, ``uri``, ``score``
+        (full model), ``first_stage_score`` (cosine of the vectors).
+
+        ``where`` is a LanceDB SQL filter over the table's metadata columns,
+        applied before the vector search (e.g. ``"duration_s < 30"``).
+        """
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("the query text is empty")
+        if k < 1 or candidates < k:
+            raise ValueError(f"k ({k}) must be at least 1 and at most candidates ({candidates})")
+        started = time.perf_counter()
+        features = self.encode_text(text.strip())
+        vector = self.model.text_embedding(features)[0].float().numpy()
+        encoded = time.perf_counter()
+        query = (self.table.search(vector, vector_column_name="vector").metric("cosine")
+                 .select(FETCHED_COLUMNS).limit(candidates).nprobes(self.nprobes))
+        if self.refine_factor > 1:
+            query = query.refine_factor(self.refine_factor)
+        if where:
+            query = query.where(where, prefilter=True)
+        rows = query.to_arrow()
+        fetched = time.perf_counter()
+        self._check_model(rows.column("model_id").to_pylist())
+        if rows.num_rows == 0:
+            result = pd.DataFrame(columns=RESULT_COLUMNS)
+        else:
+            scores = self.model.score(features, video_features(rows, self.model.config))[0]
+            top = torch.argsort(scores, descending=True)[:k].tolist()
+            result = pd.DataFrame({
+                "rank": range(1, len(top) + 1),
+                "video_id": rows.column("video_id").take(top).to_pylist(),
+                "uri": rows.column("uri").take(top).to_pylist(),
+                "score": scores[top].tolist(),
+                "first_stage_score": [1.0 - d for d in
+                                      rows.column("_distance").take(top).to_pylist()],
+            })
+        self.timings = {"text_s": encoded - started, "search_s": fetched - encoded,
+                        "rerank_s": time.perf_counter() - fetched}
+        return result
+
+
+def _keyword_settings(schema) -> dict:
+    """The table's recorded KeyBERT settings (defaults when the ingest recorded none)."""
+    settings = keyword_options_of(schema) or {}
+    if "languages" in settings:
+        settings["languages"] = tuple(settings["languages"])
+    return settings

@@ -1,0 +1,52 @@
+"""The video side of a trained model as a Ray Data UDF: ingest rows -> video table rows.
+
+A callable class, so that Ray Data runs it in an actor pool and each actor
+loads the checkpoint once; it is also plain Python, so tests call it directly.
+A video whose frames cannot be decoded becomes an error row (``error`` set,
+no features) instead of failing the batch: the job records and skips it.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from pipelines.video_table import METADATA_COLUMNS, feature_columns
+from vtr_models.checkpoint import checkpoint_id, load_checkpoint
+
+
+class VideoEmbedder:
+    """Encode batches of ``videos/`` rows with the checkpoint's video encoder."""
+
+    def __init__(self, checkpoint: str, device: str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model = load_checkpoint(checkpoint, device=str(self.device)).to(self.device)
+        self.model_id = checkpoint_id(checkpoint)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        """Metadata and features of each decodable video; the others with only ``error`` set."""
+        frames, masks, errors = [], [], []
+        for jpegs in batch.column("frames").to_pylist():
+            try:
+                video, mask = self.model.preprocess(jpegs or [])
+            except Exception as exc:  # noqa: BLE001 - any bad frame costs its video only
+                errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            frames.append(video)
+            masks.append(mask)
+            errors.append(None)
+        failed = pa.array([e is not None for e in errors])
+        parts = [batch.select(["video_id", "uri"]).filter(failed).append_column(
+            "error", pa.array([e for e in errors if e is not None], pa.string()))]
+        if frames:
+            with torch.no_grad():
+                video = self.model.encode_video(torch.stack(frames).to(self.device),
+                                                torch.stack(masks).to(self.device))
+                vector = self.model.video_embedding(video)
+            good = batch.select(list(METADATA_COLUMNS)).filter(pc.invert(failed))
+            columns = feature_columns(video, vector, self.model_id)
+            parts.insert(0, pa.table({**{c: good.column(c) for c in METADATA_COLUMNS},
+                                      **columns}))
+        # missing columns become nulls: failed rows carry no features, good rows no error
+        return pa.concat_tables(parts, promote_options="default")

@@ -1,0 +1,89 @@
+"""The LanceDB video table: one row per video, its search vector and its rerank features.
+
+Columns (see :func:`table_schema`): the video's ingest metadata, ``split``,
+``vector`` (the query-independent first-stage embedding, float32, unit
+length), ``frame_features`` and ``local_features`` (the model's per-frame
+features that the full score needs, float16, flattened ``[max_frames, dim]``),
+``feature_frames`` (how many of those frames are real) and ``model_id`` (the
+checkpoint that wrote the row). The table opens with plain ``lancedb``; this
+module turns rows back into ``VideoFeatures`` for reranking.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from vtr_models.masking import masked_mean
+from vtr_models.model_config import ModelConfig
+from vtr_models.retrieval_model import VideoFeatures
+
+METADATA_COLUMNS = ("video_id", "uri", "duration_s", "native_fps", "width", "height",
+                    "num_frames", "timestamps_s", "size_bytes", "mtime", "etag")
+FEATURE_COLUMNS = ("vector", "frame_features", "local_features", "feature_frames", "model_id")
+KEYWORD_OPTIONS_KEY = "vtr.keyword_options"  # on the vector field: the ingest's KeyBERT setup
+
+
+def table_schema(videos: pa.Schema, dim: int, max_frames: int) -> pa.Schema:
+    """The table's Arrow schema for a model of feature size ``dim`` and ``max_frames``."""
+    features = pa.list_(pa.float16(), max_frames * dim)
+    return pa.schema([
+        *(videos.field(name) for name in METADATA_COLUMNS),
+        pa.field("split", pa.string()),
+        pa.field("vector", pa.list_(pa.float32(), dim)),
+        pa.field("frame_features", features),
+        pa.field("local_features", features),  # null when the model has no fine-grained part
+        pa.field("feature_frames", pa.int32()),
+        pa.field("model_id", pa.string()),
+    ])
+
+
+def _fixed_list(values: torch.Tensor, value_type: pa.DataType) -> pa.FixedSizeListArray:
+    """``[N, ...]`` tensor -> N fixed-size lists of ``value_type`` (rows flattened)."""
+    flat = values.detach().float().cpu().reshape(len(values), -1).numpy()
+    flat = flat.astype(value_type.to_pandas_dtype())
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel(), value_type), flat.shape[1])
+
+
+def feature_columns(video: VideoFeatures, vector: torch.Tensor, model_id: str) -> dict:
+    """Arrow columns of ``FEATURE_COLUMNS`` for a batch of encoded videos."""
+    count = len(video)
+    local = (pa.nulls(count, pa.list_(pa.float16(), video.frames[0].numel()))
+             if video.local is None else _fixed_list(video.local, pa.float16()))
+    return {
+        "vector": _fixed_list(vector, pa.float32()),
+        "frame_features": _fixed_list(video.frames, pa.float16()),
+        "local_features": local,
+        "feature_frames": pa.array(video.mask.sum(dim=1).cpu().numpy().astype(np.int32)),
+        "model_id": pa.array([model_id] * count, pa.string()),
+    }
+
+
+def _tensor(column: pa.ChunkedArray | pa.Array, shape: tuple[int, ...]) -> torch.Tensor:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    return torch.from_numpy(values.astype(np.float32).reshape(shape))
+
+
+def video_features(rows: pa.Table, config: ModelConfig) -> VideoFeatures:
+    """Rerank features of table rows, in row order, as the model's ``VideoFeatures``."""
+    count = rows.num_rows
+    frames = _tensor(rows.column("frame_features"), (count, config.max_frames, -1))
+    local = (_tensor(rows.column("local_features"), frames.shape)
+             if config.fine_grained else None)
+    counts = torch.from_numpy(rows.column("feature_frames").to_numpy().astype(np.int64))
+    mask = torch.arange(config.max_frames).unsqueeze(0) < counts.unsqueeze(1)
+    # pooled is the masked mean of the frame features, as encode_video defines it; the
+    # stored vector is its unit-length float32 copy, which stage two need not fetch
+    return VideoFeatures(masked_mean(frames, mask, dim=1), frames, local, mask)
+
+
+def keyword_options_of(schema: pa.Schema) -> dict | None:
+    """The ingest's keyword settings recorded on the table, if any."""
+    metadata = schema.field("vector").metadata or {}
+    raw = metadata.get(KEYWORD_OPTIONS_KEY.encode())
+    return json.loads(raw) if raw else None

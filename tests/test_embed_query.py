@@ -1,0 +1,173 @@
+"""Embedding into LanceDB and two-stage queries: the table, upserts, the API, the CLIs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import lancedb
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+import torch
+from conftest import REPO, run
+
+from pipelines.evaluation import encode_split, load_split
+from pipelines.search import ModelMismatchError, VideoSearch
+from vtr_models.checkpoint import checkpoint_id, save_checkpoint
+from vtr_models.factory import create_model
+
+
+def make_checkpoint(folder: Path, seed: int) -> Path:
+    """A random-init ``lfemi`` over ``vtr-tiny``: the table and API do not need a trained one."""
+    torch.manual_seed(seed)
+    return save_checkpoint(create_model("lfemi", max_frames=8), folder)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("checkpoints")
+    return make_checkpoint(root / "a", 0), make_checkpoint(root / "b", 1)
+
+
+@pytest.fixture(scope="module")
+def data_with_broken_video(synthetic_data, tmp_path_factory) -> Path:
+    """The synthetic ingest output plus one video whose stored frames are not JPEGs."""
+    data = tmp_path_factory.mktemp("embed-data") / "ingest"
+    shutil.copytree(synthetic_data, data)
+    videos = pads.dataset(str(data / "videos")).to_table()
+    broken = videos.slice(0, 1).to_pylist()[0]
+    broken.update(video_id="broken", uri="/nowhere/broken.mp4", frames=[b"not a jpeg"])
+    pq.write_table(pa.Table.from_pylist([broken], schema=videos.schema),
+                   data / "videos" / "broken.parquet")
+    return data
+
+
+@pytest.fixture(scope="module")
+def table(data_with_broken_video, checkpoints, tmp_path_factory) -> dict:
+    """Embed twice into one table: checkpoint a, then checkpoint b (which must replace a)."""
+    db = tmp_path_factory.mktemp("lancedb") / "db"
+    outputs = []
+    for checkpoint in checkpoints:
+        result = run(["pipelines/embed.py", "--data", str(data_with_broken_video),
+                      "--checkpoint", str(checkpoint), "--db", str(db), "--table", "videos",
+                      "--batch-size", "4", "--index-min-rows", "10"])
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs.append(result)
+    rows = lancedb.connect(str(db)).open_table("videos").count_rows()
+    return {"db": str(db), "data": data_with_broken_video, "checkpoint": checkpoints[1],
+            "outputs": outputs, "rows": rows}
+
+
+def test_table_holds_one_row_per_video_of_the_latest_model(table, keyword_model):
+    rows = lancedb.connect(table["db"]).open_table("videos").to_arrow()  # no project code
+    ingest = pads.dataset(str(table["data"] / "videos")).to_table(columns=["video_id"])
+    good = set(ingest.column("video_id").to_pylist()) - {"broken"}
+    assert sorted(rows.column("video_id").to_pylist()) == sorted(good)
+    assert set(rows.column("model_id").to_pylist()) == {checkpoint_id(table["checkpoint"])}
+    assert rows.schema.field("vector").type == pa.list_(pa.float32(), 64)
+    assert rows.schema.field("frame_features").type == pa.list_(pa.float16(), 8 * 64)
+    vectors = torch.tensor(rows.column("vector").to_pylist())
+    assert torch.allclose(vectors.norm(dim=1), torch.ones(len(vectors)), atol=1e-4)
+    assert set(rows.column("split").to_pylist()) == {"train", "val", "test"}
+    assert all(n == 8 for n in rows.column("feature_frames").to_pylist())
+    recorded = json.loads(rows.schema.field("vector").metadata[b"vtr.keyword_options"])
+    assert recorded["num_keywords"] == 5 and recorded["model"] == keyword_model  # ingest's
+
+
+def test_broken_video_is_recorded_and_skipped(table):
+    for result in table["outputs"]:
+        assert "skipped broken (/nowhere/broken.mp4)" in result.stderr
+        assert "1 failed" in result.stdout
+
+
+def test_indexes_are_built(table):
+    indexed = {c for i in lancedb.connect(table["db"]).open_table("videos").list_indices()
+               for c in i.columns}
+    assert indexed == {"video_id", "vector"}
+
+
+def test_search_returns_the_exhaustive_top_10(table, keyword_model):
+    search = VideoSearch(table["db"], "videos", str(table["checkpoint"]),
+                         keyword_model=keyword_model)
+    text = "a red circle moves left, then a blue square moves up"
+    found = search.search(text, k=10, candidates=100)
+    assert list(found.columns) == ["rank", "video_id", "uri", "score", "first_stage_score"]
+    assert found["rank"].tolist() == list(range(1, 11))
+    model = search.model
+    every = []
+    for split in ("train", "val", "test"):
+        inputs = load_split(model, str(table["data"]), split)
+        _, video = encode_split(model, inputs)
+        every.append((video, inputs.video_ids))
+    scores = torch.cat([model.score(search.encode_text(text), v)[0] for v, _ in every])
+    ids = [i for _, video_ids in every for i in video_ids]
+    order = torch.argsort(scores, descending=True)[:10].tolist()
+    assert found["video_id"].tolist() == [ids[i] for i in order]
+    assert torch.allclose(torch.tensor(found["score"].tolist()), scores[order], atol=2e-2)
+    assert found["score"].is_monotonic_decreasing
+
+
+def test_filters_and_refusals(table, keyword_model, checkpoints):
+    search = VideoSearch(table["db"], "videos", str(table["checkpoint"]),
+                         keyword_model=keyword_model)
+    test_videos = search.search("a shape moves", k=6, candidates=50, where="split = 'test'")
+    assert len(test_videos) == 6
+    rows = lancedb.connect(table["db"]).open_table("videos").to_arrow()
+    split_of = dict(zip(rows.column("video_id").to_pylist(), rows.column("split").to_pylist(),
+                        strict=True))
+    assert {split_of[v] for v in test_videos["video_id"]} == {"test"}
+    sneaky = "x'; DROP TABLE videos; --"
+    assert len(search.search(sneaky, k=3, candidates=3)) == 3  # text is never SQL
+    with pytest.raises(ValueError, match="empty"):
+        search.search("   ", k=3)
+    with pytest.raises(ValueError, match="at most candidates"):
+        search.search("a shape", k=20, candidates=10)
+    with pytest.raises(ModelMismatchError, match="re-run pipelines/embed.py"):
+        VideoSearch(table["db"], "videos", str(checkpoints[0]), keyword_model=keyword_model)
+
+
+def test_query_cli_and_evaluate_via_index(table, keyword_model, tmp_path):
+    result = run(["pipelines/query.py", "--db", table["db"], "--table", "videos",
+                  "--checkpoint", str(table["checkpoint"]), "--text", "a green square moves",
+                  "--k", "3", "--candidates", "10", "--json", "--keyword-model", keyword_model])
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = json.loads(result.stdout)
+    assert [r["rank"] for r in records] == [1, 2, 3]
+    assert {"video_id", "uri", "score", "first_stage_score"} <= set(records[0])
+    refused = run(["pipelines/query.py", "--db", table["db"], "--checkpoint",
+                   str(table["checkpoint"]), "--text", "a shape", "--k", "5", "--candidates", "2"])
+    assert refused.returncode == 2 and "at most candidates" in refused.stderr
+
+    metrics = {}
+    for mode, extra in (("exhaustive", []), ("index", ["--via-index", "--db", table["db"],
+                                                       "--keyword-model", keyword_model])):
+        out = tmp_path / f"{mode}.json"
+        result = run(["pipelines/evaluate.py", "--data", str(table["data"]), "--checkpoint",
+                      str(table["checkpoint"]), "--split", "test", "--json", str(out), *extra])
+        assert result.returncode == 0, result.stderr[-3000:]
+        metrics[mode] = json.loads(out.read_text())
+    assert metrics["index"]["num_videos"] == metrics["exhaustive"]["num_videos"] == 6
+    for k in ("R@1", "R@5", "R@10"):
+        assert abs(metrics["index"]["t2v"][k] - metrics["exhaustive"]["t2v"][k]) < 1e-6, k
+
+
+def test_example_notebook_runs(table, keyword_model, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    for name, value in {"VTR_DB": table["db"], "VTR_TABLE": "videos",
+                        "VTR_CHECKPOINT": str(table["checkpoint"]),
+                        "VTR_INGEST": str(table["data"]), "VTR_KEYWORD_MODEL": keyword_model,
+                        "VTR_QUERY": "a red circle moves left"}.items():
+        monkeypatch.setenv(name, value)  # the kernel inherits them
+    notebook = nbformat.read(REPO / "examples" / "query.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(REPO / "examples")}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    texts = " ".join(str(o.get("data", {}).get("text/plain", o.get("text", ""))) for o in outputs)
+    assert f"{table['rows']} videos" in texts
+    assert any("image/png" in o.get("data", {}) for o in outputs)  # the grid of frames
