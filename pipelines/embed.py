@@ -52,7 +52,7 @@ class EmbedConfig:
         "GPU with --num-gpus-per-worker, else one per CPU)"))
     num_gpus_per_worker: float = field(default=0.0, metadata=flag(
         "GPUs per embedding actor (0: run on CPU)"))
-    index_min_rows: int = field(default=100_000, metadata=flag(
+    index_min_rows: int = field(default=10_000, metadata=flag(
         "build the vector index once the table holds this many rows (below, exact search "
         "is fast enough)"))
     index_type: str = field(default="IVF_PQ", metadata=flag(

@@ -17,8 +17,11 @@ def fine_grained(
     words: torch.Tensor, word_mask: torch.Tensor, frames: torch.Tensor, frame_mask: torch.Tensor
 ) -> torch.Tensor:
     """``[Nt, L, D]`` words x ``[Nv, T, D]`` frames -> ``[Nt, Nv]`` similarities."""
-    words = F.normalize(words, dim=-1)
     wm, fm = word_mask.bool(), frame_mask.bool()
+    # positions past the last valid word of every caption add nothing: drop them (a
+    # query of 5 words in a 77-token context costs 5 words, not 77)
+    length = int(wm.any(dim=0).nonzero().max()) + 1 if wm.any() else 1
+    words, wm = F.normalize(words[:, :length], dim=-1), wm[:, :length]
     sim = torch.einsum("ald,btd->ablt", words, frames)
     neg = torch.finfo(sim.dtype).min
     t2v = sim.masked_fill(~fm[None, :, None, :], neg).amax(dim=-1)  # [Nt, Nv, L]
