@@ -14,6 +14,7 @@ candidates with the full model from their stored features and keeps the top
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pandas as pd
@@ -60,7 +61,7 @@ class VideoSearch:
         if self.model.config.text_enhance:
             options = KeywordOptions(**_keyword_settings(self.table.schema))
             if keyword_model:
-                options = KeywordOptions(**{**options.__dict__, "model": keyword_model})
+                options = dataclasses.replace(options, model=keyword_model)
             self.keywords = KeywordExtractor(options)
         self.timings: dict[str, float] = {}
 

@@ -23,7 +23,6 @@ from vtr_models.retrieval_model import VideoFeatures
 
 METADATA_COLUMNS = ("video_id", "uri", "duration_s", "native_fps", "width", "height",
                     "num_frames", "timestamps_s", "size_bytes", "mtime", "etag")
-FEATURE_COLUMNS = ("vector", "frame_features", "local_features", "feature_frames", "model_id")
 KEYWORD_OPTIONS_KEY = "vtr.keyword_options"  # on the vector field: the ingest's KeyBERT setup
 
 
@@ -49,7 +48,7 @@ def _fixed_list(values: torch.Tensor, value_type: pa.DataType) -> pa.FixedSizeLi
 
 
 def feature_columns(video: VideoFeatures, vector: torch.Tensor, model_id: str) -> dict:
-    """Arrow columns of ``FEATURE_COLUMNS`` for a batch of encoded videos."""
+    """The ``vector``, feature, ``feature_frames`` and ``model_id`` columns of encoded videos."""
     count = len(video)
     local = (pa.nulls(count, pa.list_(pa.float16(), video.frames[0].numel()))
              if video.local is None else _fixed_list(video.local, pa.float16()))
