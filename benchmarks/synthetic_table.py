@@ -35,6 +35,8 @@ RUNS = {
     "lfemi -text_enhance": ["--model", "lfemi", "--disable", "text_enhance"],
     "lfemi -interaction": ["--model", "lfemi", "--disable", "interaction"],
     "lfemi -fine_grained": ["--model", "lfemi", "--disable", "fine_grained"],
+    # not an ablation: the full model plus the first-stage loss (see "Through the index")
+    "lfemi +first_stage_loss": ["--model", "lfemi", "--first-stage-loss", "0.5"],
 }
 
 
@@ -55,11 +57,11 @@ def prepare(workdir: Path, train_groups: int) -> Path:
 
 
 def run(name: str, data: Path, workdir: Path, args) -> dict:
-    output = workdir / ("ckpt-" + name.replace(" ", "").replace("-", "-no-"))
+    output = workdir / ("ckpt-" + name.replace(" ", "").replace("-", "-no-").replace("+", "-with-"))
     result_file = output / "table_row.json"
     if result_file.exists():
         return json.loads(result_file.read_text())
-    if not (output / "final").exists():  # trained already: evaluate only
+    if not (output / "final").exists():  # a trained run is only evaluated
         script(["pipelines/train.py", "--data", str(data), "--output", str(output),
                 *RUNS[name], "--max-frames", "8", "--epochs", str(args.epochs),
                 "--batch-size", "32", "--lr", str(args.lr), "--cpus-per-worker", str(args.cpus),
@@ -93,11 +95,14 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True, help="data and checkpoints go here")
-    parser.add_argument("--train-groups", type=int, default=1000)
-    parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--hard-negatives", type=int, default=5)
-    parser.add_argument("--cpus", type=float, default=2, help="--cpus-per-worker")
+    parser.add_argument("--train-groups", type=int, default=1000,
+                        help="synthetic training groups of 3 clips (val and test: 33 each)")
+    parser.add_argument("--epochs", type=int, default=60, help="training epochs of every run")
+    parser.add_argument("--lr", type=float, default=3e-4, help="learning rate of every run")
+    parser.add_argument("--hard-negatives", type=int, default=5,
+                        help="train.py --hard-negatives of every run (0: random batches)")
+    parser.add_argument("--cpus", type=float, default=2,
+                        help="train.py --cpus-per-worker of every run")
     parser.add_argument("--runs", default=",".join(RUNS),
                         help=f"comma-separated subset of: {', '.join(RUNS)}")
     args = parser.parse_args()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -48,10 +49,18 @@ class EmbedConfig:
         "the index); default: every video"))
     batch_size: int = field(default=32, metadata=flag("videos per forward pass"))
     concurrency: int | None = field(default=None, metadata=flag(
-        "most embedding actors; the pool grows to it while input waits (default: one per "
-        "GPU with --num-gpus-per-worker, else one per CPU)"))
+        "most embedding actors; the pool grows to it while input waits (default: as many "
+        "as the cluster's GPUs or CPUs hold, at the sizes below)"))
     num_gpus_per_worker: float = field(default=0.0, metadata=flag(
         "GPUs per embedding actor (0: run on CPU)"))
+    cpus_per_worker: float | None = field(default=None, metadata=flag(
+        "CPUs each embedding actor reserves (default: on CPU, all but one CPU of the "
+        "smallest node, since Ray Data's file listing and Parquet reads need one CPU free "
+        "or the job stalls; 1 with --num-gpus-per-worker)"))
+    threads_per_worker: int | None = field(default=None, metadata=flag(
+        "PyTorch threads per embedding actor (default: every CPU of the node with the "
+        "default reservation, since the reads are brief and one many-threaded actor uses "
+        "the cores best; else the reserved CPUs, rounded up)"))
     index_min_rows: int = field(default=10_000, metadata=flag(
         "build the vector index once the table holds this many rows (below, exact search "
         "is fast enough)"))
@@ -66,6 +75,10 @@ class EmbedConfig:
         self.data = storage.absolute(self.data)
         if self.batch_size < 1:
             raise ValueError("--batch-size must be at least 1")
+        if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
+            raise ValueError("--cpus-per-worker must be positive")
+        if self.threads_per_worker is not None and self.threads_per_worker < 1:
+            raise ValueError("--threads-per-worker must be at least 1")
 
 
 @dataclass
@@ -151,6 +164,28 @@ def ensure_indexes(table, min_rows: int, index_type: str) -> bool:
     return has_vector_index
 
 
+@dataclass
+class ActorSizes:
+    cpus: float  # reserved per actor
+    threads: int  # PyTorch threads per actor
+    actors: int  # most actors in the pool
+
+
+def actor_sizes(config: EmbedConfig, node_cpus: list[float], gpus: float) -> ActorSizes:
+    """How big the embedding actors are and how many fit, on nodes with ``node_cpus``."""
+    if config.num_gpus_per_worker:
+        cpus = config.cpus_per_worker or 1.0
+        fits = gpus / config.num_gpus_per_worker
+        threads = config.threads_per_worker or math.ceil(cpus)
+    else:
+        smallest = min(node_cpus, default=2.0)
+        cpus = config.cpus_per_worker or max(1.0, smallest - 1)
+        fits = sum(max(0.0, c - 1) // cpus for c in node_cpus)
+        threads = config.threads_per_worker or (
+            math.ceil(cpus) if config.cpus_per_worker else int(smallest))
+    return ActorSizes(cpus, threads, config.concurrency or max(1, int(fits)))
+
+
 def run_embed(config: EmbedConfig) -> EmbedSummary:
     """Embed on the connected Ray cluster and upsert into the table."""
     import lancedb
@@ -173,20 +208,19 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
         if not wanted:
             raise ValueError(f"{config.data}: no videos captioned in split {config.split!r}")
         rows = rows.filter(expr=col("video_id").is_in(wanted))
-    if config.concurrency:
-        actors = config.concurrency
-    else:
-        resources = ray.cluster_resources()
-        actors = (max(1, int(resources.get("GPU", 0) / config.num_gpus_per_worker))
-                  if config.num_gpus_per_worker else max(1, int(resources.get("CPU", 1))))
+    sizes = actor_sizes(config, [n["Resources"]["CPU"] for n in ray.nodes()
+                                 if n["Alive"] and n["Resources"].get("CPU")],
+                        ray.cluster_resources().get("GPU", 0))
+    log.info("embedding actors: up to %d, %g CPUs and %d threads each", sizes.actors,
+             sizes.cpus, sizes.threads)
     embedded = rows.map_batches(
         VideoEmbedder,
-        fn_constructor_kwargs={"checkpoint": config.checkpoint,
+        fn_constructor_kwargs={"checkpoint": config.checkpoint, "threads": sizes.threads,
                                "device": "cuda" if config.num_gpus_per_worker else "cpu"},
         batch_size=config.batch_size,
         batch_format="pyarrow",
-        # an autoscaling pool: a fixed one on every CPU would starve the Parquet reads
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=sizes.actors),
+        num_cpus=sizes.cpus,
         num_gpus=config.num_gpus_per_worker or None,
     )
     db = lancedb.connect(config.db)
@@ -200,7 +234,8 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
     for failure in failures:
         log.warning("skipped %s (%s): %s", failure["video_id"], failure["uri"], failure["error"])
     if keyword_options:
-        table.replace_field_metadata("vector", {KEYWORD_OPTIONS_KEY: json.dumps(keyword_options)})
+        table.update_field_metadata({"path": "vector", "metadata": {
+            KEYWORD_OPTIONS_KEY: json.dumps(keyword_options)}})
     vector_index = ensure_indexes(table, config.index_min_rows, config.index_type)
     written = result.num_inserted_rows + result.num_updated_rows
     return EmbedSummary(written, len(failures), table.count_rows(), vector_index,

@@ -5,7 +5,9 @@
 
 Prints a table of text-to-video and video-to-text R@1/5/10 (percent), median
 and mean rank, and writes them as JSON:
-``{"t2v": {...}, "v2t": {...}, "num_videos": N, "num_captions": M}``.
+``{"t2v": {...}, "v2t": {...}, "first_stage": {...}, "num_videos": N, "num_captions": M}``
+(``first_stage``: text-to-video by the first-stage vectors alone, what the
+vector index ranks before the rerank; absent with ``--via-index``).
 """
 
 from __future__ import annotations
@@ -48,9 +50,10 @@ class EvaluateConfig:
 
 def format_table(metrics: dict) -> str:
     """The metrics as a small fixed-width table, one row per direction."""
-    lines = [f"{'':5}" + "".join(f"{c:>8}" for c in COLUMNS)]
-    for direction in [d for d in ("t2v", "v2t") if d in metrics]:
-        lines.append(f"{direction:5}" + "".join(f"{metrics[direction][c]:8.1f}" for c in COLUMNS))
+    lines = [f"{'':12}" + "".join(f"{c:>8}" for c in COLUMNS)]
+    for direction in [d for d in ("t2v", "v2t", "first_stage") if d in metrics]:
+        lines.append(f"{direction:12}" + "".join(f"{metrics[direction][c]:8.1f}"
+                                                 for c in COLUMNS))
     lines.append(f"({metrics['num_videos']} videos, {metrics['num_captions']} captions)")
     return "\n".join(lines)
 

@@ -67,6 +67,11 @@ class TrainConfig:
         "build each batch from random captions and their N nearest captions (token TF-IDF), "
         "so that near-duplicate captions meet as negatives; 0: random batches. Needs cached "
         "data"))
+    first_stage_loss: float = field(default=0.0, metadata=flag(
+        "weight of an extra contrastive loss on the first-stage vectors (caption feature "
+        "against mean-pooled frames) that the vector index searches: the full model's "
+        "score does not train them. 0: off (the method as specified); e.g. 0.5 when "
+        "queries go through the index with few candidates"))
     resume: bool = field(default=False, metadata=flag(
         "continue the run in OUTPUT from its latest checkpoint"))
     lr: float = field(default=1e-4, metadata=flag("learning rate of the new modules"))

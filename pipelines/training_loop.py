@@ -62,19 +62,28 @@ def first_occurrences(keys: torch.Tensor) -> torch.Tensor:
     return first.sort().values
 
 
-def contrastive_step(model: RetrievalModel, module, batch: dict) -> torch.Tensor:
+def contrastive_step(model: RetrievalModel, module, batch: dict,
+                     first_stage_weight: float = 0.0) -> torch.Tensor:
     """Loss of one global batch; ``module`` is the (DDP-wrapped) model to call forward on.
 
     A video captioned twice in the global batch becomes one column, so its
     captions are positives of the same video, never each other's negatives.
+    ``first_stage_weight`` adds that weight times the same loss over the
+    first-stage vectors (``text_embedding`` against ``video_embedding``): the
+    full score never trains them directly, yet the vector index finds the
+    candidates with them.
     """
     text, video = module(batch["frames"], batch["frame_mask"], batch["tokens"],
                          batch["keyword_tokens"], batch["keyword_mask"])
     text, video = gather_features(text), gather_features(video)
     keys = gather(batch["video_key"])
     columns = first_occurrences(keys)
-    sim = model.score(text, video[columns], chunk_size=max(len(keys), 1))
-    return model.loss(sim, keys, keys[columns])
+    video = video[columns]
+    loss = model.loss(model.score(text, video, chunk_size=max(len(keys), 1)), keys, keys[columns])
+    if first_stage_weight:
+        first_stage = model.text_embedding(text) @ model.video_embedding(video).T
+        loss = loss + first_stage_weight * model.loss(first_stage, keys, keys[columns])
+    return loss
 
 
 def cosine_with_warmup(total_steps: int, warmup_steps: int):
@@ -187,7 +196,7 @@ def train_loop_per_worker(settings: dict) -> None:
             if batch is None:
                 break
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = contrastive_step(model, module, batch)
+                loss = contrastive_step(model, module, batch, settings["first_stage_loss"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings["grad_clip"])
@@ -203,6 +212,7 @@ def train_loop_per_worker(settings: dict) -> None:
             metrics["val_s"] = time.perf_counter() - started
             metrics.update({f"val_t2v_{k}": v for k, v in val["t2v"].items()})
             metrics.update({f"val_v2t_{k}": v for k, v in val["v2t"].items()})
+            metrics.update({f"val_first_stage_{k}": v for k, v in val["first_stage"].items()})
         metrics["time"] = time.time()  # epoch end: benchmarks time whole epochs from it
         score = metrics.get("val_t2v_R@1", -1.0)
         # ties go to the later epoch, as Ray's checkpoint retention keeps the later one

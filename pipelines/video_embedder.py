@@ -19,7 +19,9 @@ from vtr_models.checkpoint import checkpoint_id, load_checkpoint
 class VideoEmbedder:
     """Encode batches of ``videos/`` rows with the checkpoint's video encoder."""
 
-    def __init__(self, checkpoint: str, device: str = "cpu") -> None:
+    def __init__(self, checkpoint: str, device: str = "cpu", threads: int | None = None) -> None:
+        if threads:
+            torch.set_num_threads(threads)
         self.device = torch.device(device)
         self.model = load_checkpoint(checkpoint, device=str(self.device)).to(self.device)
         self.model_id = checkpoint_id(checkpoint)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import REPO, run
 
+from pipelines.embed import EmbedConfig, actor_sizes
 from pipelines.evaluation import encode_split, load_split
 from pipelines.search import ModelMismatchError, VideoSearch
 from vtr_models.checkpoint import checkpoint_id, save_checkpoint
@@ -171,3 +172,17 @@ def test_example_notebook_runs(table, keyword_model, monkeypatch):
     texts = " ".join(str(o.get("data", {}).get("text/plain", o.get("text", ""))) for o in outputs)
     assert f"{table['rows']} videos" in texts
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the grid of frames
+
+
+def test_embedding_actor_sizes():
+    """One many-threaded actor per node on CPU, leaving a CPU for Ray Data's reads."""
+    def sizes(node_cpus, gpus=0.0, **flags):
+        config = EmbedConfig(data="d", checkpoint="c", db="db", **flags)
+        found = actor_sizes(config, node_cpus, gpus)
+        return found.cpus, found.threads, found.actors
+
+    assert sizes([2.0]) == (1.0, 2, 1)
+    assert sizes([16.0, 16.0]) == (15.0, 16, 2)
+    assert sizes([16.0], cpus_per_worker=4) == (4, 4, 3)
+    assert sizes([16.0], cpus_per_worker=4, threads_per_worker=2, concurrency=1) == (4, 2, 1)
+    assert sizes([16.0], gpus=4, num_gpus_per_worker=1) == (1.0, 1, 4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import math
 
 import pytest
@@ -138,13 +139,18 @@ def test_switching_a_part_off_changes_the_score(part):
                               scores(ablated, video, mask, tokens, kw, kw_mask), atol=1e-4)
 
 
-def test_checkpoint_round_trip(tmp_path):
-    model = build("lfemi", temporal_layers=1, max_keywords=3)
+def test_checkpoint_round_trip(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        model = build("lfemi", temporal_layers=1, max_keywords=3)
+    assert "initialized randomly" in caplog.text  # a random backbone says so
+    caplog.clear()
     video, mask, tokens, kw, kw_mask = inputs(model)
     kw, kw_mask = kw[:, :3], kw_mask[:, :3]
     folder = save_checkpoint(model, tmp_path / "ckpt")
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
-    loaded = load_checkpoint(folder)
+    with caplog.at_level(logging.WARNING):
+        loaded = load_checkpoint(folder)
+    assert "initialized randomly" not in caplog.text  # a loaded checkpoint does not
     assert loaded.config == model.config
     assert torch.equal(scores(loaded, video, mask, tokens, kw, kw_mask),
                        scores(model, video, mask, tokens, kw, kw_mask))

@@ -12,6 +12,8 @@ initialisation happens only when the spec has no pretrained part.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,8 +59,10 @@ def create_clip(spec: BackboneSpec, load_weights: bool = True) -> CLIP:
             "ViT-B-16, ... (open_clip.list_models())"
         )
     pretrained = spec.pretrained if load_weights else None
+    quiet = _no_random_init_warning() if not load_weights else contextlib.nullcontext()
     try:
-        model = open_clip.create_model(spec.name, pretrained=pretrained, weights_only=True)
+        with quiet:
+            model = open_clip.create_model(spec.name, pretrained=pretrained, weights_only=True)
     except Exception as exc:
         if pretrained is None:
             raise
@@ -80,6 +84,24 @@ def create_clip(spec: BackboneSpec, load_weights: bool = True) -> CLIP:
             f"tower are supported, not {type(model).__name__}"
         )
     return model
+
+
+class _RandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+
+@contextlib.contextmanager
+def _no_random_init_warning():
+    """Hide open_clip's "initialized randomly" warning while building an architecture that a
+    checkpoint fills right after: there it would tell users the opposite of what happens."""
+    root = logging.getLogger()
+    quiet = _RandomInitWarning()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
 
 
 @dataclass
