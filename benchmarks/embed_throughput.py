@@ -70,8 +70,9 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=200,
                         help="synthetic groups of 3 clips when generating")
     parser.add_argument("--backbone", default="ViT-B-32", help="open_clip name, random init")
-    parser.add_argument("--max-frames", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-frames", type=int, default=8, help="frames per clip")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="videos per forward pass, in both")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or make_data(Path(tmp), args.groups)

@@ -118,8 +118,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=240, help="clips for the throughput run")
     parser.add_argument("--seconds", type=int, default=12, help="length of each clip")
-    parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--height", type=int, default=360)
+    parser.add_argument("--width", type=int, default=640, help="generated clip width")
+    parser.add_argument("--height", type=int, default=360, help="generated clip height")
     parser.add_argument("--memory-sizes", default="100,1000",
                         help="archive sizes for the memory runs (short 64x48 clips)")
     args = parser.parse_args()

@@ -75,14 +75,16 @@ def score_memory(backbone: str, count: int, frames: int, chunk: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="vtr-tiny")
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--backbone", default="vtr-tiny", help="open_clip name, random init")
+    parser.add_argument("--steps", type=int, default=10, help="timed training steps")
+    parser.add_argument("--batch", type=int, default=32, help="pairs per training step")
+    parser.add_argument("--frames", type=int, default=8, help="frames per video")
     parser.add_argument("--score-backbone", default="ViT-B-32",
                         help="architecture (random weights) whose feature sizes the scoring uses")
-    parser.add_argument("--score-count", type=int, default=1000)
-    parser.add_argument("--chunk-size", type=int, default=128)
+    parser.add_argument("--score-count", type=int, default=1000,
+                        help="captions and videos in the scoring run")
+    parser.add_argument("--chunk-size", type=int, default=128,
+                        help="RetrievalModel.score chunk size")
     args = parser.parse_args()
     # Scoring first, while the process's peak RSS is still low.
     scoring = score_memory(args.score_backbone, args.score_count, 12, args.chunk_size)

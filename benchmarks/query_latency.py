@@ -94,9 +94,11 @@ def time_search(search: VideoSearch, queries: int, candidates: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--queries", type=int, default=50)
-    parser.add_argument("--candidates", type=int, default=100)
+    parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000],
+                        help="table sizes to time")
+    parser.add_argument("--queries", type=int, default=50, help="timed queries per cell")
+    parser.add_argument("--candidates", type=int, default=100,
+                        help="first-stage candidates per query")
     parser.add_argument("--backbone", default="ViT-B-32", help="open_clip name, random init")
     parser.add_argument("--keyword-model", default="none",
                         help="local sentence model folder for query keywords, or none")

@@ -103,12 +103,12 @@ def main() -> None:
     parser.add_argument("--data", help="an ingest output to train on (default: generate one)")
     parser.add_argument("--groups", type=int, default=134,
                         help="synthetic groups of 3 clips to train on when generating")
-    parser.add_argument("--model", default="lfemi")
-    parser.add_argument("--backbone", default="vtr-tiny")
-    parser.add_argument("--max-frames", type=int, default=8)
+    parser.add_argument("--model", default="lfemi", help="lfemi, meanp or seqtransf")
+    parser.add_argument("--backbone", default="vtr-tiny", help="open_clip name, random init")
+    parser.add_argument("--max-frames", type=int, default=8, help="frames per video")
     parser.add_argument("--epochs", type=int, default=6, help="epochs; the first is not timed")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size, in both")
+    parser.add_argument("--lr", type=float, default=3e-4, help="learning rate, in both")
     parser.add_argument("--checkpoint-every", type=int, default=1,
                         help="the job's --checkpoint-every (it also saves each new best)")
     args = parser.parse_args()

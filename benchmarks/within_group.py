@@ -43,7 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="ingest output of the synthetic benchmark")
     parser.add_argument("--checkpoint", required=True, help="a vtr_models checkpoint folder")
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--split", default="test", help="split to evaluate")
     args = parser.parse_args()
     model = load_checkpoint(args.checkpoint)
     inputs = load_split(model, args.data, args.split)
