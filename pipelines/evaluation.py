@@ -76,7 +76,7 @@ def evaluate_split(model: RetrievalModel, inputs: SplitInputs) -> dict:
     text, video = encode_split(model, inputs)
     with torch.no_grad():
         scores = model.score(text, video)
-        first_stage = model.text_embedding(text) @ model.video_embedding(video).T
+        first_stage = model.first_stage_score(text, video)
     metrics = retrieval_metrics(scores, inputs.text_video_ids, inputs.video_ids)
     stage_one = retrieval_metrics(first_stage, inputs.text_video_ids, inputs.video_ids)["t2v"]
     return {**metrics, "first_stage": stage_one, "num_videos": len(inputs.video_ids),

@@ -69,7 +69,7 @@ def contrastive_step(model: RetrievalModel, module, batch: dict,
     A video captioned twice in the global batch becomes one column, so its
     captions are positives of the same video, never each other's negatives.
     ``first_stage_weight`` adds that weight times the same loss over the
-    first-stage vectors (``text_embedding`` against ``video_embedding``): the
+    first-stage vectors (``RetrievalModel.first_stage_score``): the
     full score never trains them directly, yet the vector index finds the
     candidates with them.
     """
@@ -81,7 +81,7 @@ def contrastive_step(model: RetrievalModel, module, batch: dict,
     video = video[columns]
     loss = model.loss(model.score(text, video, chunk_size=max(len(keys), 1)), keys, keys[columns])
     if first_stage_weight:
-        first_stage = model.text_embedding(text) @ model.video_embedding(video).T
+        first_stage = model.first_stage_score(text, video)
         loss = loss + first_stage_weight * model.loss(first_stage, keys, keys[columns])
     return loss
 

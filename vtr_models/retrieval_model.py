@@ -8,7 +8,8 @@ The interface that training, embedding and querying build on:
 - ``encode_text(tokens, keyword_tokens, keyword_mask) -> TextFeatures``;
 - ``score(text, video) -> [num_texts, num_videos]``: the full-model similarity
   (coarse + fine), in chunks so that large score matrices fit in memory;
-- ``video_embedding`` / ``text_embedding``: the first-stage (vector index) pair.
+- ``video_embedding`` / ``text_embedding``: the first-stage (vector index) pair;
+  ``first_stage_score``: their cosines, the ranking the index gives.
 """
 
 from __future__ import annotations
@@ -153,6 +154,11 @@ class RetrievalModel(nn.Module):
     def text_embedding(self, text: TextFeatures) -> torch.Tensor:
         """First-stage query vector (unit length): the caption's global feature."""
         return F.normalize(text.global_feature, dim=-1)
+
+    def first_stage_score(self, text: TextFeatures, video: VideoFeatures) -> torch.Tensor:
+        """``[num_texts, num_videos]`` cosine of the first-stage pair: the ranking the
+        vector index gives before the full model reranks."""
+        return self.text_embedding(text) @ self.video_embedding(video).T
 
     def coarse_score(self, text: TextFeatures, video: VideoFeatures) -> torch.Tensor:
         if self.interaction is not None:
