@@ -48,7 +48,7 @@ def script(args: list[str]) -> str:
 
 def prepare(workdir: Path, train_groups: int) -> Path:
     data = workdir / "ingest"
-    if not (data / "_SUCCESS").exists():
+    if not (data / "_ingest_log").exists():
         manifest = generate(workdir / "synthetic", train_groups=train_groups, val_groups=33,
                             test_groups=33)
         script(["pipelines/ingest.py", "--manifest", str(manifest), "--output", str(data),

@@ -16,9 +16,8 @@ import shutil
 import sys
 from pathlib import Path
 
-import pyarrow.dataset as pads
-
 from pipelines import embed, evaluate, ingest, query, samples, train
+from pipelines.ingest_store import open_ingest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,9 +31,10 @@ def main(argv: list[str] | None = None) -> int:
                         "--keyword-model", str(samples.bundled_minilm())])
     if code != 0:
         return code
-    videos = pads.dataset(str(ingest_out / "videos")).to_table(
+    snapshot = open_ingest(str(ingest_out))
+    videos = snapshot.dataset("videos").to_table(
         columns=["video_id", "duration_s", "width", "height", "num_frames"]).to_pandas()
-    captions = pads.dataset(str(ingest_out / "captions")).to_table().to_pandas()
+    captions = snapshot.dataset("captions").to_table().to_pandas()
     print(f"\nvideos/ ({ingest_out / 'videos'}):\n{videos.to_string(index=False)}")
     print(f"\ncaptions/ with keywords:\n{captions.to_string(index=False)}")
     ckpt = root / "checkpoint"

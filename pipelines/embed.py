@@ -1,19 +1,23 @@
 """Embed job: ingest output -> one LanceDB row per video (search vector + rerank features).
 
     python pipelines/embed.py --data ingest_out/ --checkpoint ckpt/final \\
-        --db s3://bucket/lancedb --table videos [--batch-size 64] [--num-gpus-per-worker 1]
+        --db s3://bucket/lancedb --table videos [--update | --overwrite]
 
-Ray Data reads ``videos/`` and runs the model's video side in an actor pool
-(the checkpoint loaded once per actor). The rows stream into a single LanceDB
-``merge_insert`` keyed on ``video_id``: one commit per run, so a re-run leaves
-one row per video and a run with another checkpoint replaces the rows. Then
-a scalar index on ``video_id`` and, once the table holds ``--index-min-rows``
-rows, a vector index; later runs fold new rows into both (``optimize``).
+Ray Data reads the ingest output's newest committed run and runs the model's
+video side in an actor pool (the checkpoint loaded once per actor). The table
+records, in the same commit as its rows, the ingest run and the checkpoint
+they come from (``video_table.TableState``). ``--update`` embeds only the
+videos that ingest runs wrote since then, deletes the rows of removed videos,
+and commits both in one ``merge_insert``; a first run, or ``--overwrite``,
+writes every row and swaps the whole table in with one commit (readers see the
+old rows until then, never an empty table). Then a scalar index on
+``video_id`` and, once the table holds ``--index-min-rows`` rows, a vector
+index: retrained after a rebuild, updated after an update (``optimize``).
 """
 
 from __future__ import annotations
 
-import json
+import itertools
 import logging
 import math
 import sys
@@ -24,13 +28,21 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines import storage
+from pipelines import schemas, storage
+from pipelines.failpoints import failpoint
+from pipelines.ingest_store import IngestSnapshot, changes_since, open_ingest
 from pipelines.job_config import flag
 from pipelines.ray_job import start_job
-from pipelines.train_data import open_part
+from pipelines.sql import sql_in
 from pipelines.video_embedder import VideoEmbedder
-from pipelines.video_table import KEYWORD_OPTIONS_KEY, METADATA_COLUMNS, table_schema
-from vtr_models.checkpoint import load_checkpoint
+from pipelines.video_table import (
+    METADATA_COLUMNS,
+    TableState,
+    keyword_options_of,
+    table_schema,
+    table_state,
+)
+from vtr_models.checkpoint import checkpoint_id, load_checkpoint
 
 log = logging.getLogger("embed")
 INDEX_TYPES = ("IVF_PQ", "HNSW_SQ")
@@ -66,13 +78,20 @@ class EmbedConfig:
         "is fast enough)"))
     index_type: str = field(default="IVF_PQ", metadata=flag(
         "vector index type", choices=INDEX_TYPES))
+    update: bool = field(default=False, metadata=flag(
+        "bring an existing table up to date with the ingest output: embed only the videos "
+        "written since the ingest run the table records, delete removed ones, one commit "
+        "(creates the table when there is none)"))
     overwrite: bool = field(default=False, metadata=flag(
-        "drop and recreate the table (needed when the model's feature sizes change)"))
+        "rebuild the table with this checkpoint and swap it in with one commit (needed for "
+        "a new checkpoint; queries keep the old rows until the swap)"))
     ray_address: str | None = field(default=None, metadata=flag(
         "Ray cluster to join (default: the one the job was submitted to, else a local one)"))
 
     def __post_init__(self) -> None:
         self.data = storage.absolute(self.data)
+        if self.update and self.overwrite:
+            raise ValueError("give at most one of --update and --overwrite")
         if self.batch_size < 1:
             raise ValueError("--batch-size must be at least 1")
         if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
@@ -83,31 +102,32 @@ class EmbedConfig:
 
 @dataclass
 class EmbedSummary:
-    videos_written: int
-    videos_failed: int
+    rebuilt: bool  # the whole table was written (first run, --overwrite)
+    ingest_version: int  # the ingest run the table now holds
+    embedded: int
+    deleted: int
+    unchanged: int
+    failed: int
     table_rows: int
     vector_index: bool
     seconds: float
 
     def __str__(self) -> str:
-        return (f"embed done: {self.videos_written} videos written, {self.videos_failed} failed, "
-                f"table holds {self.table_rows} rows, vector index: "
-                f"{'yes' if self.vector_index else 'no'}, in {self.seconds:.1f} s")
+        if self.rebuilt:
+            action = "built"
+        elif self.embedded or self.deleted or self.failed:
+            action = "updated"
+        else:
+            action = "already up to date"
+        return (f"embed done: table {action} at ingest version {self.ingest_version}: "
+                f"{self.embedded} videos embedded, {self.deleted} deleted, {self.unchanged} "
+                f"unchanged, {self.failed} failed; table holds {self.table_rows} rows, vector "
+                f"index: {'yes' if self.vector_index else 'no'}, in {self.seconds:.1f} s")
 
 
-def ingest_settings(data: str) -> dict:
-    """The JSON the ingest job left in ``_SUCCESS`` (empty for older outputs); refuses
-    a folder that holds no finished ingest."""
-    fs, path = storage.filesystem(storage.join(data, "_SUCCESS"))
-    if not fs.exists(path):
-        raise FileNotFoundError(f"{data}: no _SUCCESS; not a finished ingest output")
-    raw = fs.cat_file(path)
-    return json.loads(raw) if raw.strip() else {}
-
-
-def video_splits(data: str) -> dict[str, str]:
+def video_splits(snapshot: IngestSnapshot) -> dict[str, str]:
     """The split of each captioned video (its first caption's)."""
-    captions = open_part(data, "captions").to_table(columns=["video_id", "split"])
+    captions = snapshot.dataset("captions").to_table(columns=["video_id", "split"])
     splits: dict[str, str] = {}
     for video_id, split in zip(captions.column("video_id").to_pylist(),
                                captions.column("split").to_pylist(), strict=True):
@@ -127,24 +147,33 @@ def table_rows(batches: Iterable[pa.Table], schema: pa.Schema, splits: dict[str,
         split = pa.array([splits.get(v) for v in good.column("video_id").to_pylist()], pa.string())
         good = good.append_column("split", split)
         yield from good.select(schema.names).cast(schema).to_batches()
+        failpoint("embed.rows")  # some rows with the Lance writer, none committed
 
 
-def open_table(db, name: str, schema: pa.Schema, overwrite: bool):
-    """The table to upsert into: created when missing, checked against ``schema`` otherwise."""
-    if name in db.list_tables().tables:
-        if overwrite:
-            db.drop_table(name)
-        else:
-            table = db.open_table(name)
-            theirs = table.schema.remove_metadata()
-            ours = schema.remove_metadata()
-            if not theirs.equals(ours):
-                raise ValueError(
-                    f"table {name!r} has another layout than this checkpoint writes (different "
-                    "model or feature sizes); pass --overwrite to replace it, or choose another "
-                    f"--table.\n  table: {theirs}\n  checkpoint: {ours}")
-            return table
-    return db.create_table(name, schema=schema)
+def check_update(table, schema: pa.Schema, state: TableState | None, wanted: TableState,
+                 name: str) -> None:
+    """Refuse an update that would mix two models, two ingest outputs or two layouts in
+    one table; each message says what to do."""
+    rebuild = ("pass --overwrite to re-embed every video with this checkpoint and swap "
+               "the table in with one commit (queries keep the old rows until then)")
+    theirs = table.schema
+    if not theirs.remove_metadata().equals(schema.remove_metadata()):
+        raise ValueError(f"table {name!r} has another layout than this checkpoint writes "
+                         f"(different model or feature sizes); {rebuild}, or choose another "
+                         f"--table.\n  table: {theirs.remove_metadata()}\n  checkpoint: "
+                         f"{schema.remove_metadata()}")
+    if state is None:
+        raise ValueError(f"table {name!r} records no ingest run (written before incremental "
+                         f"updates, or its history was cleaned up); {rebuild}")
+    if state.model_id != wanted.model_id:
+        raise ValueError(f"table {name!r} holds embeddings of model {state.model_id}, not of "
+                         f"this checkpoint ({wanted.model_id}); {rebuild}")
+    if state.ingest_output != wanted.ingest_output:
+        raise ValueError(f"table {name!r} was built from ingest output {state.ingest_output}, "
+                         f"not {wanted.ingest_output}; {rebuild}, or choose another --table")
+    if keyword_options_of(theirs) != keyword_options_of(schema):
+        raise ValueError(f"table {name!r} records other keyword settings than the ingest "
+                         f"output now has; {rebuild}")
 
 
 def ensure_indexes(table, min_rows: int, index_type: str) -> bool:
@@ -186,34 +215,18 @@ def actor_sizes(config: EmbedConfig, node_cpus: list[float], gpus: float) -> Act
     return ActorSizes(cpus, threads, config.concurrency or max(1, int(fits)))
 
 
-def run_embed(config: EmbedConfig) -> EmbedSummary:
-    """Embed on the connected Ray cluster and upsert into the table."""
-    import lancedb
+def _embedded_rows(config: EmbedConfig, snapshot: IngestSnapshot, videos: set[str] | None,
+                   sizes: ActorSizes) -> Iterable[pa.Table]:
+    """The embedder's output for ``videos`` (None: every video), streamed from Ray."""
     import ray
+    from ray.data.expressions import col
 
-    start = time.perf_counter()
-    settings = ingest_settings(config.data)
-    model = load_checkpoint(config.checkpoint)  # fails here, not in every actor
-    splits = video_splits(config.data)
-    videos = open_part(config.data, "videos")
-    schema = table_schema(videos.schema, model.backbone.embed_dim, model.config.max_frames)
-    keyword_options = settings.get("keyword_options")
-    fs, path = storage.arrow_filesystem(storage.join(config.data, "videos"))
-    rows = ray.data.read_parquet(path, filesystem=fs).select_columns(
+    fs, _ = storage.arrow_filesystem(config.data)
+    rows = ray.data.read_parquet(snapshot.files("videos"), filesystem=fs).select_columns(
         [*METADATA_COLUMNS, "frames"])
-    if config.split is not None:
-        from ray.data.expressions import col
-
-        wanted = sorted(v for v, s in splits.items() if s == config.split)
-        if not wanted:
-            raise ValueError(f"{config.data}: no videos captioned in split {config.split!r}")
-        rows = rows.filter(expr=col("video_id").is_in(wanted))
-    sizes = actor_sizes(config, [n["Resources"]["CPU"] for n in ray.nodes()
-                                 if n["Alive"] and n["Resources"].get("CPU")],
-                        ray.cluster_resources().get("GPU", 0))
-    log.info("embedding actors: up to %d, %g CPUs and %d threads each", sizes.actors,
-             sizes.cpus, sizes.threads)
-    embedded = rows.map_batches(
+    if videos is not None:
+        rows = rows.filter(expr=col("video_id").is_in(sorted(videos)))
+    return rows.map_batches(
         VideoEmbedder,
         fn_constructor_kwargs={"checkpoint": config.checkpoint, "threads": sizes.threads,
                                "device": "cuda" if config.num_gpus_per_worker else "cpu"},
@@ -222,24 +235,111 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=sizes.actors),
         num_cpus=sizes.cpus,
         num_gpus=config.num_gpus_per_worker or None,
-    )
-    db = lancedb.connect(config.db)
-    table = open_table(db, config.table, schema, config.overwrite)
+    ).iter_batches(batch_format="pyarrow", batch_size=None)
+
+
+@dataclass
+class TableChanges:
+    """What an update does to the table's rows."""
+
+    embed: set[str]  # new videos and videos that ingest decoded again
+    remove: set[str]  # rows of videos the ingest run no longer has
+    resplit: set[str]  # rows kept, whose split a caption edit changed
+    unchanged: int
+
+
+def plan_update(dataset, snapshot: IngestSnapshot, since: int, ids: list[str],
+                splits: dict[str, str]) -> TableChanges:
+    """Compare the table's rows with the ingest run: only what changed since ``since``."""
+    current = dataset.to_table(columns=["video_id", "split"])
+    known = dict(zip(current.column("video_id").to_pylist(),
+                     current.column("split").to_pylist(), strict=True))
+    written, removed = changes_since(snapshot, since, set(known))
+    embed = written & set(ids)
+    removed |= set(known) - set(ids)
+    resplit = {v for v in set(ids) - embed if known.get(v) != splits.get(v)}
+    unchanged = len(set(known) - removed - resplit - embed)
+    return TableChanges(embed, removed, resplit, unchanged)
+
+
+def _resplit_rows(dataset, videos: set[str], splits: dict[str, str],
+                  schema: pa.Schema) -> list[pa.RecordBatch]:
+    """Stored rows of ``videos`` with their new split: a split change needs no encoding."""
+    if not videos:
+        return []
+    rows = dataset.to_table(filter=sql_in("video_id", videos))
+    split = pa.array([splits.get(v) for v in rows.column("video_id").to_pylist()], pa.string())
+    return rows.set_column(rows.schema.get_field_index("split"), "split", split).select(
+        schema.names).cast(schema).to_batches()
+
+
+def run_embed(config: EmbedConfig) -> EmbedSummary:
+    """Embed on the connected Ray cluster and commit to the table (see the module doc)."""
+    import lance
+    import lancedb
+    import ray
+
+    start = time.perf_counter()
+    snapshot = open_ingest(config.data)
+    model = load_checkpoint(config.checkpoint)  # fails here, not in every actor
+    wanted = TableState(config.data, snapshot.version, checkpoint_id(config.checkpoint))
+    schema = table_schema(schemas.VIDEOS, model.backbone.embed_dim, model.config.max_frames,
+                          snapshot.settings.get("keyword_options"))
+    splits = video_splits(snapshot)
+    ids = snapshot.dataset("videos").to_table(columns=["video_id"]).column(0).to_pylist()
+    if config.split is not None:
+        ids = [v for v in ids if splits.get(v) == config.split]
+        if not ids:
+            raise ValueError(f"{config.data}: no videos captioned in split {config.split!r}")
+    options = storage.object_store_options(config.db)
+    db = lancedb.connect(config.db, storage_options=options)
+    existing = db.open_table(config.table) if config.table in db.list_tables().tables else None
+    if existing is not None and not (config.update or config.overwrite):
+        raise ValueError(f"table {config.table!r} exists; pass --update to bring it up to date "
+                         "with the ingest output, or --overwrite to rebuild it")
+    rebuild = existing is None or config.overwrite
+    if rebuild:
+        changes = TableChanges(set(ids), set(), set(), 0)
+    else:
+        dataset = existing.to_lance()
+        state = table_state(dataset)
+        check_update(existing, schema, state, wanted, config.table)
+        changes = plan_update(dataset, snapshot, state.ingest_version, ids, splits)
+    sizes = actor_sizes(config, [n["Resources"]["CPU"] for n in ray.nodes()
+                                 if n["Alive"] and n["Resources"].get("CPU")],
+                        ray.cluster_resources().get("GPU", 0))
+    log.info("embedding %d videos, deleting %d; actors: up to %d, %g CPUs and %d threads each",
+             len(changes.embed), len(changes.remove), sizes.actors, sizes.cpus, sizes.threads)
+    every = rebuild and config.split is None
+    batches = (_embedded_rows(config, snapshot, None if every else changes.embed, sizes)
+               if changes.embed else [])
     failures: list[dict] = []
-    reader = pa.RecordBatchReader.from_batches(schema, table_rows(
-        embedded.iter_batches(batch_format="pyarrow", batch_size=None), schema, splits,
-        failures))
-    result = (table.merge_insert("video_id").when_matched_update_all()
-              .when_not_matched_insert_all().execute(reader))
+    source = table_rows(batches, schema, splits, failures)
+    if rebuild:
+        lance.write_dataset(pa.RecordBatchReader.from_batches(schema, source), _table_uri(config),
+                            schema=schema, mode="create" if existing is None else "overwrite",
+                            transaction_properties=wanted.properties(), storage_options=options)
+    elif changes.embed or changes.remove or changes.resplit:
+        merge = (dataset.merge_insert("video_id").when_matched_update_all()
+                 .when_not_matched_insert_all())
+        if changes.remove:
+            merge = merge.when_not_matched_by_source_delete(sql_in("video_id", changes.remove))
+        moved = _resplit_rows(dataset, changes.resplit, splits, schema)
+        transaction, _ = merge.execute_uncommitted(pa.RecordBatchReader.from_batches(
+            schema, itertools.chain(source, moved)))
+        transaction.transaction_properties = wanted.properties()
+        lance.LanceDataset.commit(dataset, transaction, storage_options=options)
     for failure in failures:
         log.warning("skipped %s (%s): %s", failure["video_id"], failure["uri"], failure["error"])
-    if keyword_options:
-        table.update_field_metadata({"path": "vector", "metadata": {
-            KEYWORD_OPTIONS_KEY: json.dumps(keyword_options)}})
+    table = db.open_table(config.table)
     vector_index = ensure_indexes(table, config.index_min_rows, config.index_type)
-    written = result.num_inserted_rows + result.num_updated_rows
-    return EmbedSummary(written, len(failures), table.count_rows(), vector_index,
-                        time.perf_counter() - start)
+    return EmbedSummary(rebuild, snapshot.version, len(changes.embed) - len(failures),
+                        len(changes.remove), changes.unchanged, len(failures),
+                        table.count_rows(), vector_index, time.perf_counter() - start)
+
+
+def _table_uri(config: EmbedConfig) -> str:
+    return storage.join(storage.absolute(config.db), f"{config.table}.lance")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,38 +1,46 @@
-"""Ingest job: videos -> uniformly sampled JPEG frames and caption keywords, in Parquet.
+"""Ingest job: videos -> uniformly sampled JPEG frames and caption keywords, in Delta Lake.
 
     python pipelines/ingest.py --manifest manifest.csv --output out/
+    python pipelines/ingest.py --videos s3://bucket/clips/ --output s3://bucket/ingest/ --update
     ray job submit --working-dir . -- \
         python pipelines/ingest.py --videos s3://bucket/clips/ --output s3://bucket/ingest/
 
-Ray Data streams the videos through a pool of decode actors (each with a
-crash-isolated decoder process) and the captions through a pool of KeyBERT
-actors, writing ``videos/``, ``captions/`` and ``errors/`` under a staging
-folder that is published only when every part is written.
+Ray Data streams the videos to decode through a pool of decode actors (each
+with a crash-isolated decoder process) and new captions through a pool of
+KeyBERT actors. The output is three Delta tables plus a log of committed runs
+(``pipelines/ingest_store.py``): ``--update`` compares the source with the
+committed rows and decodes only new and changed videos, deletes vanished ones,
+re-extracts keywords only for edited captions, and commits once.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 
 from pipelines import schemas, storage
+from pipelines.change_plan import VideoPlan, plan_captions, plan_videos
+from pipelines.failpoints import failpoint
+from pipelines.ingest_store import (
+    PARTS,
+    IngestFormatError,
+    IngestStore,
+    IngestVersion,
+    delta_storage_options,
+)
 from pipelines.job_config import flag
 from pipelines.keywords import KeywordModelError, KeywordOptions, load_sentence_model
 from pipelines.manifest import Manifest, ManifestError, manifest_from_folder, read_manifest
 from pipelines.msrvtt import read_msrvtt
 from pipelines.ray_job import start_job
+from pipelines.sql import sql_in
 from pipelines.video_decode import SamplingOptions
-
-PARTS = ("videos", "captions", "errors")
 
 
 @dataclass
@@ -51,7 +59,16 @@ class IngestConfig:
         choices=("auto", "msrvtt")))
     video_root: str | None = field(default=None, metadata=flag(
         "msrvtt only: folder of <video_id>.mp4 files (default: MANIFEST/videos/all)"))
-    overwrite: bool = field(default=False, metadata=flag("replace an existing output"))
+    update: bool = field(default=False, metadata=flag(
+        "bring an existing output up to date with the source: decode only new and changed "
+        "videos, delete vanished ones, retry failed ones, commit once (builds the output "
+        "when there is none)"))
+    overwrite: bool = field(default=False, metadata=flag(
+        "rebuild an existing output from scratch (readers keep the old run until the new "
+        "one commits)"))
+    allow_empty: bool = field(default=False, metadata=flag(
+        "with --update: accept a source that lists no videos and delete every video "
+        "(otherwise refused, since an empty listing is more often a wrong path)"))
     fps: float = field(default=1.0, metadata=flag("frames sampled per second of video"))
     max_frames: int = field(default=12, metadata=flag(
         "cap on frames per video; longer videos are subsampled uniformly"))
@@ -88,6 +105,8 @@ class IngestConfig:
         self.output = storage.absolute(self.output)
         if (self.manifest is None) == (self.videos is None):
             raise ValueError("give exactly one of --manifest or --videos")
+        if self.update and self.overwrite:
+            raise ValueError("give at most one of --update and --overwrite")
         if self.fps <= 0 or self.max_frames < 1 or self.frame_size < 8:
             raise ValueError("--fps must be > 0, --max-frames >= 1 and --frame-size >= 8")
         if not 0.0 <= self.max_error_rate <= 1.0:
@@ -108,23 +127,45 @@ class IngestConfig:
             languages=tuple(x.strip() for x in self.keyword_languages.split(",") if x.strip()),
         )
 
+    @property
+    def output_settings(self) -> dict:
+        """The settings that shape the output's rows (recorded with each run; ``--update``
+        must keep them, or one output would mix two samplings)."""
+        sampling = dataclasses.asdict(self.sampling)
+        sampling.pop("decode_threads")  # how fast, not what
+        keywords = dataclasses.asdict(self.keywords)
+        keywords["languages"] = list(keywords["languages"])
+        return {"sampling": sampling, "keyword_options": keywords}
+
 
 @dataclass
 class IngestSummary:
     """What one run did; the job prints it as its last line."""
 
-    videos_ok: int
-    videos_failed: int
-    captions: int
-    frames: int
+    version: int | None  # the run committed (None: nothing changed, nothing committed)
+    added: int
+    changed: int
+    retried: int
+    deleted: int
+    unchanged: int
+    failed: int
+    captions: int  # caption rows written
+    frames: int  # frames of the videos decoded
     wall_s: float
 
+    @property
+    def attempted(self) -> int:
+        return self.added + self.changed + self.retried
+
     def __str__(self) -> str:
-        total = self.videos_ok + self.videos_failed
+        committed = (f"version {self.version} committed" if self.version is not None
+                     else "nothing changed, nothing committed")
         return (
-            f"ingest done: {self.videos_ok} videos ok, {self.videos_failed} failed, "
-            f"{self.captions} captions, {self.frames} frames written in {self.wall_s:.1f} s "
-            f"({total / max(self.wall_s, 1e-9):.2f} videos/s)"
+            f"ingest done: {committed}: {self.added} added, {self.changed} changed, "
+            f"{self.retried} retried, {self.deleted} deleted, {self.unchanged} unchanged; "
+            f"{self.attempted - self.failed} decoded ok, {self.failed} failed, "
+            f"{self.captions} captions and {self.frames} frames written in {self.wall_s:.1f} s "
+            f"({self.attempted / max(self.wall_s, 1e-9):.2f} videos decoded/s)"
         )
 
 
@@ -157,85 +198,194 @@ def _error_log_actor():
     return ErrorLog.remote()
 
 
-def _write_table(uri: str, table: pa.Table) -> None:
-    """Write one Parquet file into part folder ``uri`` (used for small or empty parts)."""
-    fs, path = storage.arrow_filesystem(uri)
-    fs.create_dir(path, recursive=True)
-    pq.write_table(table, f"{path}/part-0.parquet", filesystem=fs)
-
-
-def _ensure_part(uri: str, schema: pa.Schema) -> pa.Table | None:
-    """Give an empty part a schema-only file, so readers see its columns."""
-    fs, path = storage.filesystem(uri)
-    if fs.exists(path) and fs.find(path):
+def _check_output(store: IngestStore, config: IngestConfig) -> IngestVersion | None:
+    """The output's newest committed run (None: none yet), after refusing what the flags
+    do not allow: touching a committed output without --update or --overwrite, updating
+    a format-1 output, or updating with other settings than the output was built with."""
+    try:
+        latest = store.latest()
+    except IngestFormatError:
+        if not config.overwrite:
+            raise
+        store.remove_legacy()
         return None
-    _write_table(uri, schema.empty_table())
-    return schema.empty_table()
+    if latest is None or config.overwrite:
+        return latest
+    if not config.update:
+        raise FileExistsError(
+            f"output {config.output} already holds ingest version {latest.version}; pass "
+            "--update to bring it up to date with the source, --overwrite to rebuild it, "
+            "or choose another --output")
+    if latest.settings != config.output_settings:
+        raise IngestFormatError(
+            f"output {config.output} was built with other sampling or keyword settings "
+            f"({latest.settings}) than these ({config.output_settings}); --update keeps "
+            "an output's settings: pass the old ones, or --overwrite to rebuild with the new")
+    return latest
 
 
-def _count_frames(uri: str) -> tuple[int, int]:
-    fs, path = storage.arrow_filesystem(uri)
-    table = pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=["num_frames"])
-    return table.num_rows, int(pc.sum(table.column("num_frames")).as_py() or 0)
+def _committed(store: IngestStore, part: str, columns: list[str], schema: pa.Schema):
+    """The latest rows of one part (committed by a run or left by a killed one: both are
+    kept), or an empty table when the part does not exist yet."""
+    table = store.delta(part)
+    if table is None:
+        return schema.empty_table().select(columns)
+    return table.to_pyarrow_dataset().to_table(columns=columns)
+
+
+def _write_part(store: IngestStore, part: str, data: pa.RecordBatchReader | pa.Table,
+                rebuild: bool, replace: set[str]) -> None:
+    """One Delta commit to a part: everything (rebuild), or the rows of the ``replace``
+    videos swapped for ``data`` (Delta's replace-where: delete and add in one commit)."""
+    from deltalake import write_deltalake
+
+    uri = store.table_uri(part)
+    options = delta_storage_options(uri)
+    if rebuild or store.delta(part) is None:
+        write_deltalake(uri, data, mode="overwrite", storage_options=options)
+    else:
+        write_deltalake(uri, data, mode="overwrite", predicate=sql_in("video_id", replace),
+                        storage_options=options)
+
+
+def _decode(config: IngestConfig, plan: VideoPlan, version: int, errors) -> Iterator:
+    """Decode the plan's videos on Ray: their ``videos/`` rows, as record batches."""
+    import ray
+
+    from pipelines.ingest_stages import VideoSampler
+
+    decoders = config.decode_concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    videos = plan.to_decode
+    blocks = min(len(videos), max(decoders, math.ceil(len(videos) / 8)))
+    rows = ray.data.from_items(videos, override_num_blocks=blocks).map_batches(
+        VideoSampler,
+        fn_constructor_kwargs={
+            "options": config.sampling,
+            "on_error": lambda rows: ray.get(errors.record.remote(rows)),
+            "timeout_s": config.decode_timeout_s,
+        },
+        batch_size=1,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=min(decoders, blocks)),
+        num_cpus=1,
+    )
+    stamp = schemas.VIDEOS.get_field_index("ingest_version")
+    for batch in rows.iter_batches(batch_format="pyarrow", batch_size=None):
+        if batch.num_rows:
+            column = pa.array([version] * batch.num_rows, pa.int64())
+            yield from batch.set_column(stamp, "ingest_version", column).cast(
+                schemas.VIDEOS).to_batches()
+
+
+def _extract_keywords(config: IngestConfig, rows: list[dict]) -> pa.Table:
+    """``captions/`` rows for captions that need keywords, from a pool of KeyBERT actors."""
+    import ray
+
+    from pipelines.ingest_stages import CaptionKeywords
+
+    if not rows:
+        return schemas.CAPTIONS.empty_table()
+    batches = ray.data.from_items(rows).map_batches(
+        CaptionKeywords,
+        fn_constructor_kwargs={"options": config.keywords},
+        batch_size=config.keyword_batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=config.keyword_concurrency),
+        num_cpus=1,
+    ).iter_batches(batch_format="pyarrow", batch_size=None)
+    return pa.concat_tables([schemas.CAPTIONS.empty_table(), *batches])
+
+
+def _source_rows(config: IngestConfig, manifest: Manifest, committed_videos: int) -> list[dict]:
+    """The source's videos with their fingerprints; refuses a listing that is empty."""
+    if not manifest.videos and not (config.update and config.allow_empty):
+        where = config.videos or config.manifest
+        if committed_videos:
+            raise ManifestError(
+                f"{where} lists no videos, but {config.output} holds {committed_videos}: "
+                "check the path and credentials, or pass --allow-empty to delete them all")
+        raise ManifestError(f"{where}: no video files ({', '.join(storage.VIDEO_EXTENSIONS)})")
+    fingerprints = manifest.fingerprints
+    if fingerprints is None:
+        fingerprints = storage.fingerprints([v["uri"] for v in manifest.videos])
+    return [{**v, "fingerprint": fingerprints.get(v["uri"])} for v in manifest.videos]
+
+
+FINGERPRINT_COLUMNS = ["video_id", "uri", "size_bytes", "mtime", "etag"]
 
 
 def run_ingest(config: IngestConfig) -> IngestSummary:
-    """Run the job on the connected Ray cluster and publish its outputs."""
-    import ray
+    """Run the job on the connected Ray cluster and commit its outputs.
 
-    from pipelines.ingest_stages import CaptionKeywords, VideoSampler
-
+    Each part gets at most one Delta commit, then the run's log file commits
+    them together. Without ``--overwrite`` the run starts from each table's
+    latest rows, so a run killed after some commits loses none of that work.
+    """
     start = time.perf_counter()
+    store = IngestStore(config.output)
+    latest = _check_output(store, config)
     manifest = load_inputs(config)
     if manifest.captions:
         load_sentence_model(config.keyword_model)  # fail fast, before any decoding
-    staged = storage.StagedOutput(config.output, PARTS, config.overwrite)
-    try:
-        errors = _error_log_actor()
-        decoders = config.decode_concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        videos = ray.data.from_items(
-            manifest.videos, override_num_blocks=max(1, math.ceil(len(manifest.videos) / 8))
-        ).map_batches(
-            VideoSampler,
-            fn_constructor_kwargs={
-                "options": config.sampling,
-                "on_error": lambda rows: ray.get(errors.record.remote(rows)),
-                "timeout_s": config.decode_timeout_s,
-            },
-            batch_size=1,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=decoders),
-            num_cpus=1,
-        )
-        videos_uri = staged.part("videos")
-        fs, path = storage.arrow_filesystem(videos_uri)
-        videos.write_parquet(path, filesystem=fs)
-        _ensure_part(videos_uri, schemas.VIDEOS)
-        error_rows = ray.get(errors.all.remote())
-        _write_table(staged.part("errors"), pa.Table.from_pylist(error_rows, schema=schemas.ERRORS))
+    rebuild = config.overwrite
+    version = (latest.version if latest else 0) + 1
 
-        failed = {row["video_id"] for row in error_rows}
-        captions = [c for c in manifest.captions if c["video_id"] not in failed]
-        captions_uri = staged.part("captions")
-        if captions:
-            fs, path = storage.arrow_filesystem(captions_uri)
-            ray.data.from_items(captions).map_batches(
-                CaptionKeywords,
-                fn_constructor_kwargs={"options": config.keywords},
-                batch_size=config.keyword_batch_size,
-                batch_format="pyarrow",
-                compute=ray.data.ActorPoolStrategy(size=config.keyword_concurrency),
-                num_cpus=1,
-            ).write_parquet(path, filesystem=fs)
-        _ensure_part(captions_uri, schemas.CAPTIONS)
-        num_videos, num_frames = _count_frames(videos_uri)
-        # later jobs (the query side's keywords) read the settings back from _SUCCESS
-        staged.publish(json.dumps(
-            {"keyword_options": dataclasses.asdict(config.keywords)}).encode())
-    except BaseException:
-        staged.discard_staging()
-        raise
-    return IngestSummary(num_videos, len(failed), len(captions), num_frames,
+    def state(part: str, columns: list[str], schema: pa.Schema) -> pa.Table:
+        empty = schema.empty_table().select(columns)
+        return empty if rebuild else _committed(store, part, columns, schema)
+
+    def must_write(part: str) -> bool:
+        return rebuild or store.delta(part) is None
+
+    committed = state("videos", FINGERPRINT_COLUMNS, schemas.VIDEOS)
+    failed_before = set(state("errors", ["video_id"], schemas.ERRORS).column(0).to_pylist())
+    plan = plan_videos(_source_rows(config, manifest, committed.num_rows), committed,
+                       failed_before)
+    written: set[str] = set()
+    frames = 0
+    error_rows: list[dict] = []
+    if plan.to_decode or plan.deleted or must_write("videos"):
+        import ray
+
+        errors = _error_log_actor()
+
+        def decoded() -> Iterator[pa.RecordBatch]:
+            nonlocal frames
+            for batch in (_decode(config, plan, version, errors) if plan.to_decode else []):
+                written.update(batch.column("video_id").to_pylist())
+                frames += sum(batch.column("num_frames").to_pylist())
+                yield batch
+                failpoint("ingest.decode")  # some rows with the Delta writer, none committed
+
+        replace = {v["video_id"] for v in plan.to_decode} | set(plan.deleted)
+        _write_part(store, "videos", pa.RecordBatchReader.from_batches(
+            schemas.VIDEOS, decoded()), rebuild, replace)
+        error_rows = ray.get(errors.all.remote())
+    current = state("captions", ["video_id", "caption", "keywords", "split"], schemas.CAPTIONS)
+    captions = plan_captions(manifest.captions or None, current.to_pylist(),
+                             set(plan.unchanged) | written)
+    caption_rows = 0
+    if captions.rewrite or must_write("captions"):
+        new = pa.concat_tables([pa.Table.from_pylist(captions.known, schema=schemas.CAPTIONS),
+                                _extract_keywords(config, captions.to_extract)])
+        _write_part(store, "captions", new, rebuild, captions.rewrite)
+        caption_rows = new.num_rows
+    if error_rows or failed_before or must_write("errors"):
+        # the errors of this run only: every earlier failure was tried again
+        _write_part(store, "errors", pa.Table.from_pylist(error_rows, schema=schemas.ERRORS),
+                    rebuild=True, replace=set())
+    changes = {"added": len(plan.added), "changed": len(plan.changed),
+               "retried": len(plan.retried), "deleted": len(plan.deleted),
+               "unchanged": len(plan.unchanged), "failed": len(error_rows),
+               "captions_written": caption_rows}
+    versions = {p: store.delta(p).version() for p in PARTS}
+    # a killed run may have committed tables without its log file: commit them now
+    committed_now = bool(plan.to_decode or plan.deleted or captions.rewrite or failed_before
+                         or rebuild or latest is None or versions != latest.tables)
+    if committed_now:
+        failpoint("ingest.commit")  # every table committed, the run not yet
+        store.commit(IngestVersion(version, versions, config.output_settings, changes))
+    return IngestSummary(version if committed_now else None, *changes.values(), frames,
                          time.perf_counter() - start)
 
 
@@ -243,16 +393,24 @@ def main(argv: list[str] | None = None) -> int:
     config = start_job(IngestConfig, __doc__.splitlines()[0], argv)
     try:
         summary = run_ingest(config)
-    except (ManifestError, KeywordModelError, FileExistsError) as exc:
+    except (ManifestError, KeywordModelError, FileExistsError, IngestFormatError) as exc:
         print(f"ingest: error: {exc}", file=sys.stderr)
         return 2
     print(summary, flush=True)
-    total = summary.videos_ok + summary.videos_failed
-    rate = summary.videos_failed / total if total else 0.0
-    if rate > config.max_error_rate:
+    return exit_code(summary, config)
+
+
+def exit_code(summary: IngestSummary, config: IngestConfig) -> int:
+    """1 when every video tried failed, or more than ``--max-error-rate`` of them; else 0.
+
+    (The outputs are committed either way: the good videos are kept.)
+    """
+    total = summary.attempted
+    rate = summary.failed / total if total else 0.0
+    if total and (summary.failed == total or rate > config.max_error_rate):
         print(
-            f"ingest: error: {summary.videos_failed} of {total} videos failed ({rate:.1%}), "
-            f"more than --max-error-rate {config.max_error_rate:.1%}; see {config.output}/errors",
+            f"ingest: error: {summary.failed} of the {total} videos tried failed ({rate:.1%}, "
+            f"--max-error-rate {config.max_error_rate:.1%}); see {config.output}/errors",
             file=sys.stderr,
         )
         return 1

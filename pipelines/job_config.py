@@ -68,7 +68,9 @@ def build_parser(cls: type, description: str) -> argparse.ArgumentParser:
             kwargs["metavar"] = field.metadata.get("metavar", field.name.upper())
         if "choices" in field.metadata:
             kwargs["choices"] = field.metadata["choices"]
-        if default is not None:
+        if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            kwargs["help"] += " (required)"
+        elif default is not None:
             kwargs["help"] += f" (default: {default})"
         parser.add_argument(_flag(field.name), **kwargs)
     return parser

@@ -34,6 +34,8 @@ class Manifest:
 
     videos: list[dict] = field(default_factory=list)  # {"video_id", "uri"}
     captions: list[dict] = field(default_factory=list)  # {"video_id", "caption", "split"}
+    # by uri, when the listing already gave them (a folder); else looked up per file
+    fingerprints: dict[str, storage.Fingerprint | None] | None = None
 
 
 def _read_frame(path: str) -> pd.DataFrame:
@@ -111,9 +113,16 @@ def read_manifest(path: str) -> Manifest:
 
 
 def manifest_from_folder(root: str) -> Manifest:
-    """An uncaptioned manifest of every video file under a folder or S3 prefix."""
-    videos = [{"video_id": vid, "uri": uri} for vid, uri in storage.list_videos(root)]
-    if not videos:
-        kinds = ", ".join(storage.VIDEO_EXTENSIONS)
-        raise ManifestError(f"--videos {root}: no video files ({kinds})")
-    return Manifest(videos=videos)
+    """An uncaptioned manifest of every video file under a folder or S3 prefix, with the
+    fingerprints the listing gave (empty when the folder holds no videos)."""
+    try:
+        listed = storage.list_videos(root)
+    except ValueError as exc:
+        raise ManifestError(str(exc)) from exc
+    except Exception as exc:  # noqa: BLE001 - wrong credentials, no such bucket, no network
+        raise ManifestError(
+            f"--videos {root}: cannot list it ({type(exc).__name__}: {exc}); check the path "
+            "and, for s3://, the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+            "AWS_ENDPOINT_URL)") from exc
+    return Manifest(videos=[{"video_id": vid, "uri": uri} for vid, uri, _ in listed],
+                    fingerprints={uri: fp for _, uri, fp in listed})

@@ -7,10 +7,10 @@ driver's environment reach the same storage.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import tempfile
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -32,6 +32,24 @@ def arrow_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     if fs.protocol == "file" or "file" in fs.protocol:
         return pafs.LocalFileSystem(), path
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+
+
+def object_store_options(uri: str) -> dict[str, str]:
+    """S3 options for libraries with their own (Rust ``object_store``) S3 client, delta-rs
+    and Lance: the endpoint (MinIO, moto) and region from the AWS environment that s3fs
+    reads, spelled out, and plain HTTP allowed for an ``http://`` endpoint."""
+    if not uri.startswith("s3://"):
+        return {}
+    options = {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        options["aws_endpoint"] = endpoint
+        if endpoint.startswith("http://"):
+            options["allow_http"] = "true"
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        options["aws_region"] = region
+    return options
 
 
 def absolute(uri: str) -> str:
@@ -56,10 +74,20 @@ class Fingerprint:
     mtime: float | None
     etag: str | None
 
+    def matches(self, other: Fingerprint | None) -> bool:
+        """Same file content, as far as metadata tells: size plus ETag where both have one
+        (S3: a listing and a HEAD give the same ETag but differently rounded times),
+        else size plus mtime."""
+        if other is None or self.size_bytes != other.size_bytes:
+            return False
+        if self.etag and other.etag:
+            return self.etag == other.etag
+        return self.mtime == other.mtime
 
-def fingerprint(fs: fsspec.AbstractFileSystem, path: str) -> Fingerprint:
-    """Size, modification time and ETag (S3) of one object, from a metadata call only."""
-    info = fs.info(path)
+
+def fingerprint_of(info: dict) -> Fingerprint:
+    """The fingerprint in one fsspec ``info`` record (local or S3; ``find(detail=True)``
+    gives the same records, so a listing fingerprints a whole folder in its own calls)."""
     mtime = info.get("mtime")
     if mtime is None and info.get("LastModified") is not None:
         mtime = info["LastModified"].timestamp()
@@ -69,6 +97,28 @@ def fingerprint(fs: fsspec.AbstractFileSystem, path: str) -> Fingerprint:
         mtime=float(mtime) if mtime is not None else None,
         etag=etag.strip('"') if etag else None,
     )
+
+
+def fingerprint(fs: fsspec.AbstractFileSystem, path: str) -> Fingerprint:
+    """Size, modification time and ETag (S3) of one object, from a metadata call only."""
+    return fingerprint_of(fs.info(path))
+
+
+def fingerprints(uris: list[str], threads: int = 16) -> dict[str, Fingerprint | None]:
+    """The fingerprint of each uri (None where it cannot be looked at: missing, no access).
+
+    Metadata calls in a thread pool, since on S3 each is a round trip.
+    """
+
+    def one(uri: str) -> Fingerprint | None:
+        try:
+            fs, path = filesystem(uri)
+            return fingerprint(fs, path) if fs.isfile(path) else None
+        except Exception:  # noqa: BLE001 - the decode stage reports the reason
+            return None
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        return dict(zip(uris, pool.map(one, uris), strict=True))
 
 
 @contextlib.contextmanager
@@ -89,83 +139,27 @@ def local_copy(uri: str) -> Iterator[str]:
         yield local
 
 
-def list_videos(root: str) -> list[tuple[str, str]]:
-    """``(video_id, uri)`` for every video file under a local folder or S3 prefix.
+def list_videos(root: str) -> list[tuple[str, str, Fingerprint]]:
+    """``(video_id, uri, fingerprint)`` for every video file under a local folder or S3 prefix.
 
     The id is the path relative to ``root`` without its extension, so it is
-    stable across runs and unique within the archive.
+    stable across runs; two files that would share an id (``a.mp4`` and
+    ``a.mkv``) are refused here, before any work.
     """
     fs, base = filesystem(root)
     if not fs.isdir(base):
         raise FileNotFoundError(f"--videos {root}: not a folder or prefix")
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    found = []
-    for path in sorted(fs.find(base)):
+    found: dict[str, tuple[str, Fingerprint]] = {}
+    for path, info in sorted(fs.find(base, detail=True).items()):
         if not path.lower().endswith(VIDEO_EXTENSIONS):
             continue
         rel = path[len(base.rstrip("/")) :].lstrip("/")
         uri = path if protocol == "file" else f"{protocol}://{path}"
-        found.append((os.path.splitext(rel)[0], uri))
-    return found
-
-
-class StagedOutput:
-    """Write a job's outputs under a hidden staging folder, then publish them at once.
-
-    A crashed run leaves only ``.staging-*`` behind, never a ``videos/`` that
-    looks complete; ``_SUCCESS`` is written last, after every part is in place.
-    """
-
-    def __init__(self, output: str, parts: tuple[str, ...], overwrite: bool) -> None:
-        self.output = output.rstrip("/")
-        self.parts = parts
-        self.fs, self.path = filesystem(self.output)
-        existing = [p for p in (*parts, "_SUCCESS") if self.fs.exists(join(self.path, p))]
-        if existing and not overwrite:
-            raise FileExistsError(
-                f"output {output} already holds {', '.join(existing)}; "
-                "pass --overwrite to replace it, or choose another --output"
-            )
-        staging_name = f".staging-{uuid.uuid4().hex[:12]}"
-        self.staging = join(self.output, staging_name)
-        self.staging_path = join(self.path, staging_name)
-        self.fs.makedirs(self.staging_path, exist_ok=True)
-
-    def part(self, name: str) -> str:
-        """The staging URI to write part ``name`` to."""
-        return join(self.staging, name)
-
-    def publish(self, success: bytes = b"") -> None:
-        """Replace the published parts with the staged ones, then mark success.
-
-        ``success`` becomes the content of ``_SUCCESS`` (e.g. JSON settings that
-        later jobs need, as Hadoop's S3A committers do).
-        """
-        marker = join(self.path, "_SUCCESS")
-        if self.fs.exists(marker):
-            self.fs.rm(marker)
-        for name in self.parts:
-            target = join(self.path, name)
-            if self.fs.exists(target):
-                self.fs.rm(target, recursive=True)
-            self._move_tree(join(self.staging_path, name), target)
-        self.discard_staging()
-        self.fs.pipe_file(marker, success)
-
-    def _move_tree(self, source: str, target: str) -> None:
-        """Move a folder: one rename locally; on object stores, copy each object then delete.
-
-        (fsspec's recursive ``mv`` on S3 also tries to copy the prefix itself, which fails.)
-        """
-        if "file" in self.fs.protocol:
-            self.fs.mv(source, target, recursive=True)
-            return
-        files = self.fs.find(source)
-        if files:
-            self.fs.copy(files, [target + f[len(source) :] for f in files])
-            self.fs.rm(files)
-
-    def discard_staging(self) -> None:
-        """Remove what is left of the staging folder (all of it after a failed run)."""
-        if self.fs.exists(self.staging_path):
-            self.fs.rm(self.staging_path, recursive=True)
+        video_id = os.path.splitext(rel)[0]
+        if video_id in found:
+            raise ValueError(
+                f"--videos {root}: {found[video_id][0]} and {uri} would both be video "
+                f"{video_id!r}; rename or remove one of them")
+        found[video_id] = (uri, fingerprint_of(info))
+    return [(video_id, uri, fp) for video_id, (uri, fp) in found.items()]

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from pipelines import storage
+from pipelines.ingest_store import open_ingest
 from vtr_models.backbone import BackboneSpec
 from vtr_models.factory import create_inputs
 from vtr_models.model_config import ModelConfig, model_config
@@ -32,9 +33,8 @@ def video_key(video_id: str) -> int:
 
 
 def open_part(data: str, part: str) -> pads.Dataset:
-    """One Parquet part (``videos``, ``captions``) of an ingest output, local or S3."""
-    fs, path = storage.arrow_filesystem(storage.join(data, part))
-    return pads.dataset(path, filesystem=fs, format="parquet")
+    """One part (``videos``, ``captions``) of an ingest output's newest committed run."""
+    return open_ingest(data).dataset(part)
 
 
 def read_captions(data: str, split: str) -> pa.Table:
@@ -111,8 +111,9 @@ def pair_dataset(data: str, split: str, config: ModelConfig):
     import ray
 
     grouped = captions_by_video(read_captions(data, split))
-    fs, path = storage.arrow_filesystem(storage.join(data, "videos"))
-    videos = ray.data.read_parquet(path, filesystem=fs, columns=["video_id", "frames"])
+    fs, _ = storage.arrow_filesystem(data)
+    videos = ray.data.read_parquet(open_ingest(data).files("videos"),
+                                   filesystem=fs).select_columns(["video_id", "frames"])
     return videos.map_batches(
         encode_pairs,
         fn_kwargs={"config_json": json.dumps(dataclasses.asdict(config)), "captions": grouped},

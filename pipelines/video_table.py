@@ -12,6 +12,7 @@ module turns rows back into ``VideoFeatures`` for reranking.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -24,15 +25,21 @@ from vtr_models.retrieval_model import VideoFeatures
 METADATA_COLUMNS = ("video_id", "uri", "duration_s", "native_fps", "width", "height",
                     "num_frames", "timestamps_s", "size_bytes", "mtime", "etag")
 KEYWORD_OPTIONS_KEY = "vtr.keyword_options"  # on the vector field: the ingest's KeyBERT setup
+STATE_PREFIX = "vtr."  # of the transaction properties that record a TableState
 
 
-def table_schema(videos: pa.Schema, dim: int, max_frames: int) -> pa.Schema:
-    """The table's Arrow schema for a model of feature size ``dim`` and ``max_frames``."""
+def table_schema(videos: pa.Schema, dim: int, max_frames: int,
+                 keyword_options: dict | None = None) -> pa.Schema:
+    """The table's Arrow schema for a model of feature size ``dim`` and ``max_frames``;
+    the ingest's keyword settings, when given, ride on the ``vector`` field's metadata
+    (so they are written by the same commit that creates the table's rows)."""
     features = pa.list_(pa.float16(), max_frames * dim)
+    vector_metadata = ({KEYWORD_OPTIONS_KEY: json.dumps(keyword_options)}
+                       if keyword_options else None)
     return pa.schema([
         *(videos.field(name) for name in METADATA_COLUMNS),
         pa.field("split", pa.string()),
-        pa.field("vector", pa.list_(pa.float32(), dim)),
+        pa.field("vector", pa.list_(pa.float32(), dim), metadata=vector_metadata),
         pa.field("frame_features", features),
         pa.field("local_features", features),  # null when the model has no fine-grained part
         pa.field("feature_frames", pa.int32()),
@@ -87,3 +94,36 @@ def keyword_options_of(schema: pa.Schema) -> dict | None:
     metadata = schema.field("vector").metadata or {}
     raw = metadata.get(KEYWORD_OPTIONS_KEY.encode())
     return json.loads(raw) if raw else None
+
+
+@dataclass(frozen=True)
+class TableState:
+    """What a table's rows are: the ingest output and committed run they come from, and
+    the checkpoint that encoded them. Recorded as transaction properties of the commit
+    that writes the rows, so the record and the rows change together."""
+
+    ingest_output: str
+    ingest_version: int
+    model_id: str
+
+    def properties(self) -> dict[str, str]:
+        return {f"{STATE_PREFIX}ingest_output": self.ingest_output,
+                f"{STATE_PREFIX}ingest_version": str(self.ingest_version),
+                f"{STATE_PREFIX}model_id": self.model_id}
+
+
+def table_state(dataset, lookback: int = 200) -> TableState | None:
+    """The state the newest of the embed job's commits recorded (later commits, such as
+    compaction and index updates, record none); None for a table without one."""
+    for version in sorted((v["version"] for v in dataset.versions()), reverse=True)[:lookback]:
+        try:
+            transaction = dataset.read_transaction(version)
+        except Exception:  # noqa: BLE001 - cleaned up, or an index rewrite pylance cannot read
+            continue
+        properties = (transaction.transaction_properties or {}) if transaction else {}
+        if f"{STATE_PREFIX}ingest_version" in properties:
+            return TableState(properties[f"{STATE_PREFIX}ingest_output"],
+                              int(properties[f"{STATE_PREFIX}ingest_version"]),
+                              properties[f"{STATE_PREFIX}model_id"])
+    return None
+

@@ -45,6 +45,17 @@ def keyword_model() -> str:
     return str(samples.bundled_minilm())
 
 
+def make_checkpoint(folder: Path, seed: int) -> Path:
+    """A random-init ``lfemi`` over ``vtr-tiny``: tables and searches need no trained one."""
+    import torch
+
+    from vtr_models.checkpoint import save_checkpoint
+    from vtr_models.factory import create_model
+
+    torch.manual_seed(seed)
+    return save_checkpoint(create_model("lfemi", max_frames=8), folder)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

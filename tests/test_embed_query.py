@@ -8,23 +8,17 @@ from pathlib import Path
 
 import lancedb
 import pyarrow as pa
-import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import REPO, run
+from conftest import REPO, make_checkpoint, run
+from deltalake import write_deltalake
 
 from pipelines.embed import EmbedConfig, actor_sizes
 from pipelines.evaluation import encode_split, load_split
+from pipelines.ingest_store import IngestStore, IngestVersion, open_ingest
+from pipelines.schemas import VIDEOS
 from pipelines.search import ModelMismatchError, VideoSearch
-from vtr_models.checkpoint import checkpoint_id, save_checkpoint
-from vtr_models.factory import create_model
-
-
-def make_checkpoint(folder: Path, seed: int) -> Path:
-    """A random-init ``lfemi`` over ``vtr-tiny``: the table and API do not need a trained one."""
-    torch.manual_seed(seed)
-    return save_checkpoint(create_model("lfemi", max_frames=8), folder)
+from vtr_models.checkpoint import checkpoint_id
 
 
 @pytest.fixture(scope="module")
@@ -35,26 +29,31 @@ def checkpoints(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def data_with_broken_video(synthetic_data, tmp_path_factory) -> Path:
-    """The synthetic ingest output plus one video whose stored frames are not JPEGs."""
+    """The synthetic ingest output plus a committed run that adds one video whose stored
+    frames are not JPEGs."""
     data = tmp_path_factory.mktemp("embed-data") / "ingest"
     shutil.copytree(synthetic_data, data)
-    videos = pads.dataset(str(data / "videos")).to_table()
-    broken = videos.slice(0, 1).to_pylist()[0]
-    broken.update(video_id="broken", uri="/nowhere/broken.mp4", frames=[b"not a jpeg"])
-    pq.write_table(pa.Table.from_pylist([broken], schema=videos.schema),
-                   data / "videos" / "broken.parquet")
+    store = IngestStore(str(data))
+    latest = store.latest()
+    broken = store.delta("videos").to_pyarrow_dataset().head(1).to_pylist()[0]
+    broken.update(video_id="broken", uri="/nowhere/broken.mp4", frames=[b"not a jpeg"],
+                  ingest_version=latest.version + 1)
+    write_deltalake(str(data / "videos"), pa.Table.from_pylist([broken], schema=VIDEOS),
+                    mode="append")
+    store.commit(IngestVersion(latest.version + 1, {**latest.tables, "videos": store.delta(
+        "videos").version()}, latest.settings))
     return data
 
 
 @pytest.fixture(scope="module")
 def table(data_with_broken_video, checkpoints, tmp_path_factory) -> dict:
-    """Embed twice into one table: checkpoint a, then checkpoint b (which must replace a)."""
+    """Embed with checkpoint a, then rebuild with checkpoint b (which must replace a)."""
     db = tmp_path_factory.mktemp("lancedb") / "db"
     outputs = []
-    for checkpoint in checkpoints:
+    for checkpoint, flags in zip(checkpoints, ([], ["--overwrite"]), strict=True):
         result = run(["pipelines/embed.py", "--data", str(data_with_broken_video),
                       "--checkpoint", str(checkpoint), "--db", str(db), "--table", "videos",
-                      "--batch-size", "4", "--index-min-rows", "10"])
+                      "--batch-size", "4", "--index-min-rows", "10", *flags])
         assert result.returncode == 0, result.stderr[-3000:]
         outputs.append(result)
     rows = lancedb.connect(str(db)).open_table("videos").count_rows()
@@ -64,7 +63,7 @@ def table(data_with_broken_video, checkpoints, tmp_path_factory) -> dict:
 
 def test_table_holds_one_row_per_video_of_the_latest_model(table, keyword_model):
     rows = lancedb.connect(table["db"]).open_table("videos").to_arrow()  # no project code
-    ingest = pads.dataset(str(table["data"] / "videos")).to_table(columns=["video_id"])
+    ingest = open_ingest(str(table["data"])).dataset("videos").to_table(columns=["video_id"])
     good = set(ingest.column("video_id").to_pylist()) - {"broken"}
     assert sorted(rows.column("video_id").to_pylist()) == sorted(good)
     assert set(rows.column("model_id").to_pylist()) == {checkpoint_id(table["checkpoint"])}

@@ -6,21 +6,19 @@ import io
 import shutil
 
 import pandas as pd
-import pyarrow.dataset as pads
 import pytest
 from conftest import make_audio_only
 from PIL import Image
 
 from pipelines.ingest import main
+from pipelines.ingest_store import open_ingest
 from pipelines.samples import write_clip
-from pipelines.storage import arrow_filesystem
 
 pytestmark = pytest.mark.slow
 
 
 def read_part(output: str, part: str) -> pd.DataFrame:
-    fs, path = arrow_filesystem(f"{output}/{part}")
-    return pads.dataset(path, filesystem=fs, format="parquet").to_table().to_pandas()
+    return open_ingest(output).dataset(part).to_table().to_pandas()
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +120,7 @@ def test_counts_reconcile_and_failed_captions_are_dropped(ingested, archive):
 def test_output_is_published_whole(ingested):
     out = ingested["output"]
     names = sorted(p.name for p in __import__("pathlib").Path(out).iterdir())
-    assert names == ["_SUCCESS", "captions", "errors", "videos"]
+    assert names == ["_ingest_log", "captions", "errors", "videos"]
 
 
 def test_existing_output_needs_overwrite(ingested, archive, keyword_model, capsys):

@@ -105,6 +105,14 @@ def test_folder_listing_derives_ids_from_paths(tmp_path):
         ("sub/b c", str(tmp_path / "sub/b c.MP4")),
     ]
     assert manifest.captions == []
+    assert manifest.fingerprints[str(tmp_path / "a.mp4")].size_bytes == 1
+
+
+def test_folder_listing_refuses_two_files_for_one_id(tmp_path):
+    for name in ["clip.mp4", "clip.mkv"]:
+        (tmp_path / name).write_bytes(b"x")
+    with pytest.raises(ManifestError, match="would both be video 'clip'"):
+        manifest_from_folder(str(tmp_path))
 
 
 def test_msrvtt_adapter(tmp_path):

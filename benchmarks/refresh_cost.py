@@ -1,0 +1,122 @@
+"""What a refresh costs against a full build, on a synthetic archive; prints JSON.
+
+    python benchmarks/refresh_cost.py [--clips 2000] [--change 0.01] [--workdir DIR]
+
+Writes ``--clips`` short clips (PyAV), then runs ``pipelines/refresh.py`` as a
+user would, each run its own process with its own local Ray and the tiny
+random-init ``lfemi`` checkpoint: (1) the full build, (2) a refresh with
+nothing changed (its wall time is the fixed start-up: Ray, listing, reading
+the table), (3) a refresh after ``--change`` of the clips were added, as many
+modified in place and as many deleted, and (4) a from-scratch build of the
+changed archive, whose table the refreshed one must equal (same ``video_id``s,
+vectors within 1e-5). Reports the videos each run decoded and encoded (from
+the jobs' own summary lines) and the refresh's wall time beyond start-up as a
+fraction of the full build's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lancedb
+import numpy as np
+import torch
+
+from pipelines.samples import write_clip
+from vtr_models.checkpoint import save_checkpoint
+from vtr_models.factory import create_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def clip(archive: Path, index: int, seed: int) -> None:
+    write_clip(archive / f"clip{index:05d}.mp4", num_frames=24, size=(64, 48), seed=seed)
+
+
+def refresh(archive: Path, work: Path, name: str, checkpoint: Path) -> dict:
+    """One refresh job in its own process: wall time and the counts its summaries print."""
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "pipelines/refresh.py", "--videos", str(archive), "--output",
+         str(work / f"{name}-ingest"), "--db", str(work / f"{name}-db"), "--checkpoint",
+         str(checkpoint), "--frame-size", "64", "--batch-size", "32"],
+        cwd=REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.exit(f"refresh_cost: the refresh failed:\n{result.stderr[-3000:]}")
+    decoded = re.search(r"(\d+) decoded ok, (\d+) failed", result.stdout)
+    embedded = re.search(r"(\d+) videos embedded, (\d+) deleted", result.stdout)
+    return {"wall_s": round(wall, 2), "decoded": int(decoded[1]) + int(decoded[2]),
+            "encoded": int(embedded[1]), "rows_deleted": int(embedded[2])}
+
+
+def table(db: Path) -> tuple[list[str], np.ndarray]:
+    rows = lancedb.connect(str(db)).open_table("videos").to_arrow().sort_by("video_id")
+    return rows.column("video_id").to_pylist(), np.stack(rows.column("vector").to_numpy(
+        zero_copy_only=False))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=2000, help="clips in the archive")
+    parser.add_argument("--change", type=float, default=0.01,
+                        help="fraction of the clips added, and again modified, and deleted")
+    parser.add_argument("--workdir", help="keep the archive and outputs here (default: a "
+                        "temporary folder, removed after)")
+    args = parser.parse_args(argv)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="refresh-cost-"))
+    archive = work / "archive"
+    shutil.rmtree(work, ignore_errors=True)
+    archive.mkdir(parents=True)
+    for i in range(args.clips):
+        clip(archive, i, seed=i)
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(create_model("lfemi", max_frames=8), work / "checkpoint")
+
+    full = refresh(archive, work, "live", checkpoint)
+    idle = refresh(archive, work, "live", checkpoint)
+    step = max(1, round(args.clips * args.change))
+    for i in range(args.clips, args.clips + step):  # added
+        clip(archive, i, seed=i)
+    for i in range(step):  # modified in place
+        clip(archive, i, seed=10_000_000 + i)
+    for i in range(step, 2 * step):  # deleted
+        (archive / f"clip{i:05d}.mp4").unlink()
+    changed = refresh(archive, work, "live", checkpoint)
+    scratch = refresh(archive, work, "scratch", checkpoint)
+
+    live_ids, live_vectors = table(work / "live-db")
+    scratch_ids, scratch_vectors = table(work / "scratch-db")
+    same_ids = live_ids == scratch_ids
+    beyond = changed["wall_s"] - idle["wall_s"]
+    report = {
+        "clips": args.clips, "added": step, "modified": step, "deleted": step,
+        "full_build": full, "no_change_refresh": idle, "refresh": changed,
+        "from_scratch_of_changed_archive": scratch,
+        "refresh_beyond_start_up_s": round(beyond, 2),
+        "beyond_start_up_over_full_build": round(beyond / full["wall_s"], 4),
+        "beyond_start_up_over_full_build_beyond_start_up": round(
+            beyond / (full["wall_s"] - idle["wall_s"]), 4),
+        "decodes_exactly_the_change": changed["decoded"] == 2 * step,
+        "encodes_exactly_the_change": changed["encoded"] == 2 * step,
+        "table_equals_from_scratch": bool(same_ids and np.allclose(
+            live_vectors, scratch_vectors, atol=1e-5, rtol=0)),
+        "max_vector_difference": float(np.abs(live_vectors - scratch_vectors).max())
+        if same_ids else None,
+    }
+    print(json.dumps(report, indent=2))
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

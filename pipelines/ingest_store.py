@@ -1,0 +1,207 @@
+"""The ingest output: three Delta Lake tables and a log of committed runs.
+
+    OUTPUT/videos/      Delta table: one row per decoded video (``schemas.VIDEOS``)
+    OUTPUT/captions/    Delta table: one row per caption of a decoded video
+    OUTPUT/errors/      Delta table: the videos that failed in the last run
+    OUTPUT/_ingest_log/00000000000000000001.json   one file per committed run
+
+Delta gives each table atomic commits, versions and time travel, but no
+transaction across tables. A run therefore commits each table at most once
+and then writes the next log file, which names the Delta version of every
+table: that file is the run's commit point. The project's readers (train,
+evaluate, embed) open the versions that the newest log file names, so they see
+one whole run, never half of one. A run killed before its log file leaves
+table versions that no log file names; the next run builds on them (the work
+is kept) and commits. DuckDB, Polars, Spark or plain ``deltalake`` read each
+table's latest version with no project code.
+
+Every ``videos/`` row carries ``ingest_version``, the run that wrote it, so
+"what changed since version V" is a filter on one column (:func:`changes_since`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from pipelines import storage
+
+FORMAT_VERSION = 2
+PARTS = ("videos", "captions", "errors")
+LOG_FOLDER = "_ingest_log"
+
+
+class IngestFormatError(ValueError):
+    """An output that this version of the ingest job cannot read or extend."""
+
+
+def delta_storage_options(uri: str) -> dict[str, str]:
+    """deltalake's options for ``uri``: the S3 settings s3fs uses, and, with no DynamoDB
+    lock, leave to commit by rename, which is safe while one job writes an output."""
+    if not uri.startswith("s3://"):
+        return {}
+    return {**storage.object_store_options(uri), "aws_s3_allow_unsafe_rename": "true"}
+
+
+@dataclass(frozen=True)
+class IngestVersion:
+    """One committed run: the Delta version of each table and what the run did."""
+
+    version: int
+    tables: dict[str, int]
+    settings: dict = field(default_factory=dict)
+    changes: dict = field(default_factory=dict)
+    committed_at: str = ""
+
+    def to_json(self) -> bytes:
+        return json.dumps({"format": FORMAT_VERSION, "version": self.version,
+                           "tables": self.tables, "settings": self.settings,
+                           "changes": self.changes, "committed_at": self.committed_at},
+                          indent=1).encode()
+
+
+class IngestStore:
+    """Read and commit the runs of one ingest output (local folder or ``s3://`` prefix)."""
+
+    def __init__(self, output: str) -> None:
+        self.output = output.rstrip("/")
+        self.fs, self.path = storage.filesystem(self.output)
+        self.log_path = storage.join(self.path, LOG_FOLDER)
+
+    def table_uri(self, part: str) -> str:
+        return storage.join(self.output, part)
+
+    def _log_files(self) -> list[str]:
+        if not self.fs.exists(self.log_path):
+            return []
+        return sorted(p for p in self.fs.ls(self.log_path, detail=False) if p.endswith(".json"))
+
+    def is_legacy(self) -> bool:
+        """An output of format 1 (plain Parquet folders and ``_SUCCESS``, no run log)."""
+        return not self._log_files() and self.fs.exists(storage.join(self.path, "_SUCCESS"))
+
+    def latest(self) -> IngestVersion | None:
+        """The newest committed run, or None for an output with none yet."""
+        files = self._log_files()
+        if not files:
+            if self.is_legacy():
+                raise IngestFormatError(
+                    f"{self.output} holds an ingest output of format 1 (Parquet folders and "
+                    "_SUCCESS, written before incremental refresh), which cannot be updated "
+                    "or read by this version: ingest into a new --output, or pass --overwrite "
+                    "to rebuild it in place")
+            return None
+        return self._read(files[-1])
+
+    def record(self, version: int) -> IngestVersion:
+        """The committed run ``version`` (time travel: its tables' versions)."""
+        path = storage.join(self.log_path, f"{version:020d}.json")
+        if not self.fs.exists(path):
+            raise FileNotFoundError(f"{self.output}: no committed ingest version {version}")
+        return self._read(path)
+
+    def _read(self, path: str) -> IngestVersion:
+        record = json.loads(self.fs.cat_file(path))
+        if record.get("format") != FORMAT_VERSION:
+            raise IngestFormatError(
+                f"{self.output} was written by ingest format {record.get('format')}, and this "
+                f"version reads format {FORMAT_VERSION}: use the matching version of the "
+                "project, or ingest into a new --output")
+        return IngestVersion(record["version"], record["tables"], record.get("settings", {}),
+                             record.get("changes", {}), record.get("committed_at", ""))
+
+    def delta(self, part: str, version: int | None = None):
+        """The Delta table of one part, at ``version`` (default: its latest, committed or not);
+        None when the table does not exist yet."""
+        from deltalake import DeltaTable
+
+        uri = self.table_uri(part)
+        # (an fsspec check: deltalake's is_deltatable hangs on a missing S3 prefix)
+        if not self.fs.exists(storage.join(self.path, part, "_delta_log")):
+            return None
+        return DeltaTable(uri, version=version, storage_options=delta_storage_options(uri))
+
+    def commit(self, record: IngestVersion) -> None:
+        """Write the run's log file: the moment readers switch to the new tables.
+
+        Locally a rename of a finished file; on S3 a single PUT. Either way a
+        reader finds the whole file or none.
+        """
+        record = IngestVersion(record.version, record.tables, record.settings, record.changes,
+                               datetime.datetime.now(datetime.timezone.utc).isoformat())
+        target = storage.join(self.log_path, f"{record.version:020d}.json")
+        if self.fs.exists(target):
+            raise RuntimeError(f"{self.output}: version {record.version} was committed by "
+                               "another run meanwhile; run one ingest per output at a time")
+        self.fs.makedirs(self.log_path, exist_ok=True)
+        if "file" in self.fs.protocol:
+            temporary = storage.join(self.log_path, f".{record.version:020d}.json.tmp")
+            self.fs.pipe_file(temporary, record.to_json())
+            os.replace(temporary, target)
+        else:
+            self.fs.pipe_file(target, record.to_json())
+
+    def remove_legacy(self) -> None:
+        """Delete a format-1 output's parts (``--overwrite`` of an old output)."""
+        for name in (*PARTS, "_SUCCESS"):
+            target = storage.join(self.path, name)
+            if self.fs.exists(target):
+                self.fs.rm(target, recursive=True)
+
+
+@dataclass(frozen=True)
+class IngestSnapshot:
+    """What one committed run holds: the tables at the versions its log file names."""
+
+    output: str
+    record: IngestVersion
+
+    @property
+    def version(self) -> int:
+        return self.record.version
+
+    @property
+    def settings(self) -> dict:
+        return self.record.settings
+
+    def delta(self, part: str):
+        return IngestStore(self.output).delta(part, self.record.tables[part])
+
+    def dataset(self, part: str) -> pads.Dataset:
+        """One part as a pyarrow dataset (lazy; filters and column selection push down)."""
+        return self.delta(part).to_pyarrow_dataset()
+
+    def files(self, part: str) -> list[str]:
+        """The part's Parquet files, as paths for :func:`storage.arrow_filesystem` (Ray Data)."""
+        return [uri.split("://", 1)[-1] for uri in self.delta(part).file_uris()]
+
+
+def open_ingest(output: str, version: int | None = None) -> IngestSnapshot:
+    """A committed run of an ingest output (default: the newest); raises when there is none."""
+    store = IngestStore(output)
+    record = store.latest() if version is None else store.record(version)
+    if record is None:
+        raise FileNotFoundError(f"{output}: no committed ingest run (run pipelines/ingest.py)")
+    return IngestSnapshot(output, record)
+
+
+def changes_since(snapshot: IngestSnapshot, version: int,
+                  known_ids: set[str]) -> tuple[set[str], set[str]]:
+    """``(written, removed)`` video ids between ``version`` and ``snapshot``.
+
+    ``written``: videos (re)decoded by a later run, plus any the reader lacks;
+    ``removed``: ids the reader holds that the snapshot no longer has.
+    ``known_ids`` are the ids the reader holds (e.g. the rows of its table).
+    """
+    table = snapshot.dataset("videos").to_table(columns=["video_id", "ingest_version"])
+    ids = table.column("video_id").to_pylist()
+    newer = pc.greater(table.column("ingest_version"), pa.scalar(version, pa.int64()))
+    written = set(table.filter(newer).column("video_id").to_pylist())
+    written |= set(ids) - known_ids
+    return written, known_ids - set(ids)

@@ -1,0 +1,86 @@
+"""Refresh jobs killed with SIGKILL at every stage, driver and Ray processes together.
+
+After each kill, readers see the last committed state (the ingest run the log
+names; the table's rows of the run it names); the next refresh completes the
+work with no lost videos, no duplicates and no orphaned rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import REPO, make_checkpoint, run
+from test_refresh import checked_table, clip, open_table
+
+from pipelines.ingest_store import open_ingest
+from pipelines.video_table import table_state
+
+pytestmark = pytest.mark.slow
+
+
+def kill_at(failpoint: str, args: list[str]) -> None:
+    """Run the refresh job until it reaches ``failpoint``, then SIGKILL its whole process
+    tree (the driver, the local Ray's raylet and GCS, every worker)."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(VTR_FAILPOINT=failpoint, PYTHONUNBUFFERED="1")
+    job = subprocess.Popen([sys.executable, "pipelines/refresh.py", *args], cwd=REPO, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    watchdog = threading.Timer(600, job.kill)
+    watchdog.start()
+    lines = []
+    for line in job.stdout:
+        lines.append(line)
+        if f"failpoint {failpoint} reached" in line:
+            break
+    watchdog.cancel()
+    assert job.poll() is None, f"the job ended before {failpoint}:\n{''.join(lines[-40:])}"
+    tree = psutil.Process(job.pid)
+    for process in [tree, *tree.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    job.wait(timeout=60)
+    job.stdout.close()
+
+
+def ids(folder: Path) -> list[str]:
+    return sorted(p.stem for p in folder.iterdir())
+
+
+def test_a_refresh_killed_anywhere_is_completed_by_the_next(tmp_path):
+    archive, output, db = tmp_path / "archive", tmp_path / "ingest", tmp_path / "db"
+    for i in range(6):
+        clip(archive, f"c{i}", seed=i)
+    checkpoint = make_checkpoint(tmp_path / "ckpt", seed=0)
+    args = ["--videos", str(archive), "--output", str(output), "--checkpoint", str(checkpoint),
+            "--db", str(db), "--frame-size", "64", "--batch-size", "2"]
+    first = run(["pipelines/refresh.py", *args])
+    assert first.returncode == 0, first.stderr[-3000:]
+    committed = ids(archive)
+
+    for i in (6, 7):
+        clip(archive, f"c{i}", seed=i)
+    clip(archive, "c0", seed=100)
+    (archive / "c1.mp4").unlink()
+    for failpoint, ingest_committed in (("ingest.decode", False), ("ingest.commit", False),
+                                        ("refresh.between", True), ("embed.rows", True)):
+        kill_at(failpoint, args)
+        snapshot = open_ingest(str(output))
+        videos = snapshot.dataset("videos").to_table(columns=["video_id"]).column(0)
+        assert snapshot.version == (2 if ingest_committed else 1), failpoint
+        assert sorted(videos.to_pylist()) == (ids(archive) if ingest_committed else committed)
+        rows = checked_table(db, output)  # the table still holds the first run, whole
+        assert sorted(rows["video_id"]) == committed, failpoint
+
+    done = run(["pipelines/refresh.py", *args])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "table: 3 embedded, 1 deleted, 4 skipped" in done.stdout  # c0, c6, c7; c1
+    rows = checked_table(db, output)
+    assert sorted(rows["video_id"]) == ids(archive)
+    assert table_state(open_table(db).to_lance()).ingest_version == 2
