@@ -226,3 +226,6 @@ def test_refresh_job_on_s3(tmp_path, checkpoint, s3_bucket, ray_local, capsys):
     assert "table: 0 embedded, 0 deleted, 3 skipped" in capsys.readouterr().out
     rows = checked_table(f"s3://{prefix}/db", f"s3://{prefix}/ingest")
     assert sorted(rows["video_id"]) == ["c1", "c2", "c3"]
+    unlisted = ["--videos", "s3://no-such-bucket/clips/", "--output", str(tmp_path / "never")]
+    assert ingest.main(unlisted) == 2
+    assert "cannot list it" in capsys.readouterr().err and not (tmp_path / "never").exists()
