@@ -41,13 +41,13 @@ def clip(archive: Path, index: int, seed: int) -> None:
     write_clip(archive / f"clip{index:05d}.mp4", num_frames=24, size=(64, 48), seed=seed)
 
 
-def refresh(archive: Path, work: Path, name: str, checkpoint: Path) -> dict:
+def refresh(archive: Path, work: Path, name: str, checkpoint: Path, extra: list[str]) -> dict:
     """One refresh job in its own process: wall time and the counts its summaries print."""
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "pipelines/refresh.py", "--videos", str(archive), "--output",
          str(work / f"{name}-ingest"), "--db", str(work / f"{name}-db"), "--checkpoint",
-         str(checkpoint), "--frame-size", "64", "--batch-size", "32"],
+         str(checkpoint), "--frame-size", "64", "--batch-size", "32", *extra],
         cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - started
     if result.returncode != 0:
@@ -71,7 +71,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="fraction of the clips added, and again modified, and deleted")
     parser.add_argument("--workdir", help="keep the archive and outputs here (default: a "
                         "temporary folder, removed after)")
+    parser.add_argument("--local-max-videos", type=int, help="passed to refresh.py "
+                        "(default: its own; 0 runs even the smallest refresh on Ray actors)")
     args = parser.parse_args(argv)
+    extra = [] if args.local_max_videos is None else [
+        "--local-max-videos", str(args.local_max_videos)]
     work = Path(args.workdir or tempfile.mkdtemp(prefix="refresh-cost-"))
     archive = work / "archive"
     shutil.rmtree(work, ignore_errors=True)
@@ -81,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     checkpoint = save_checkpoint(create_model("lfemi", max_frames=8), work / "checkpoint")
 
-    full = refresh(archive, work, "live", checkpoint)
-    idle = refresh(archive, work, "live", checkpoint)
+    full = refresh(archive, work, "live", checkpoint, extra)
+    idle = refresh(archive, work, "live", checkpoint, extra)
     step = max(1, round(args.clips * args.change))
     for i in range(args.clips, args.clips + step):  # added
         clip(archive, i, seed=i)
@@ -90,15 +94,16 @@ def main(argv: list[str] | None = None) -> int:
         clip(archive, i, seed=10_000_000 + i)
     for i in range(step, 2 * step):  # deleted
         (archive / f"clip{i:05d}.mp4").unlink()
-    changed = refresh(archive, work, "live", checkpoint)
-    scratch = refresh(archive, work, "scratch", checkpoint)
+    changed = refresh(archive, work, "live", checkpoint, extra)
+    scratch = refresh(archive, work, "scratch", checkpoint, extra)
 
     live_ids, live_vectors = table(work / "live-db")
     scratch_ids, scratch_vectors = table(work / "scratch-db")
     same_ids = live_ids == scratch_ids
     beyond = changed["wall_s"] - idle["wall_s"]
     report = {
-        "clips": args.clips, "added": step, "modified": step, "deleted": step,
+        "clips": args.clips, "local_max_videos": args.local_max_videos,
+        "added": step, "modified": step, "deleted": step,
         "full_build": full, "no_change_refresh": idle, "refresh": changed,
         "from_scratch_of_changed_archive": scratch,
         "refresh_beyond_start_up_s": round(beyond, 2),

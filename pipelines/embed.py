@@ -27,9 +27,11 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 
 from pipelines import schemas, storage
 from pipelines.failpoints import failpoint
+from pipelines.in_driver import map_batches_here
 from pipelines.ingest_store import IngestSnapshot, changes_since, open_ingest
 from pipelines.job_config import flag
 from pipelines.ray_job import start_job
@@ -73,6 +75,9 @@ class EmbedConfig:
         "PyTorch threads per embedding actor (default: every CPU of the node with the "
         "default reservation, since the reads are brief and one many-threaded actor uses "
         "the cores best; else the reserved CPUs, rounded up)"))
+    local_max_videos: int = field(default=64, metadata=flag(
+        "embed in the driver, on its CPU, when at most this many videos need it (starting "
+        "the actor pool costs seconds, more than a few dozen videos take); 0: always on Ray"))
     index_min_rows: int = field(default=10_000, metadata=flag(
         "build the vector index once the table holds this many rows (below, exact search "
         "is fast enough)"))
@@ -89,7 +94,7 @@ class EmbedConfig:
         "Ray cluster to join (default: the one the job was submitted to, else a local one)"))
 
     def __post_init__(self) -> None:
-        self.data = storage.absolute(self.data)
+        self.data = storage.absolute(self.data).rstrip("/")  # one spelling in TableState
         if self.update and self.overwrite:
             raise ValueError("give at most one of --update and --overwrite")
         if self.batch_size < 1:
@@ -217,19 +222,26 @@ def actor_sizes(config: EmbedConfig, node_cpus: list[float], gpus: float) -> Act
 
 def _embedded_rows(config: EmbedConfig, snapshot: IngestSnapshot, videos: set[str] | None,
                    sizes: ActorSizes) -> Iterable[pa.Table]:
-    """The embedder's output for ``videos`` (None: every video), streamed from Ray."""
+    """The embedder's output for ``videos`` (None: every video): in the driver when they
+    are few (``--local-max-videos``), else streamed from a Ray Data actor pool."""
     import ray
     from ray.data.expressions import col
 
+    columns = [*METADATA_COLUMNS, "frames"]
+    embedder_kwargs = {"checkpoint": config.checkpoint, "threads": sizes.threads,
+                       "device": "cuda" if config.num_gpus_per_worker else "cpu"}
+    if videos is not None and len(videos) <= config.local_max_videos:
+        rows = snapshot.dataset("videos").to_table(
+            columns=columns, filter=pads.field("video_id").isin(sorted(videos)))
+        embedder_kwargs["device"] = "cpu"  # the driver's
+        return map_batches_here(VideoEmbedder(**embedder_kwargs), rows, config.batch_size)
     fs, _ = storage.arrow_filesystem(config.data)
-    rows = ray.data.read_parquet(snapshot.files("videos"), filesystem=fs).select_columns(
-        [*METADATA_COLUMNS, "frames"])
+    rows = ray.data.read_parquet(snapshot.files("videos"), filesystem=fs).select_columns(columns)
     if videos is not None:
         rows = rows.filter(expr=col("video_id").is_in(sorted(videos)))
     return rows.map_batches(
         VideoEmbedder,
-        fn_constructor_kwargs={"checkpoint": config.checkpoint, "threads": sizes.threads,
-                               "device": "cuda" if config.num_gpus_per_worker else "cpu"},
+        fn_constructor_kwargs=embedder_kwargs,
         batch_size=config.batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=sizes.actors),

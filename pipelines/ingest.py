@@ -27,6 +27,7 @@ import pyarrow as pa
 from pipelines import schemas, storage
 from pipelines.change_plan import VideoPlan, plan_captions, plan_videos
 from pipelines.failpoints import failpoint
+from pipelines.in_driver import map_batches_here
 from pipelines.ingest_store import (
     PARTS,
     IngestFormatError,
@@ -96,6 +97,10 @@ class IngestConfig:
         "comma-separated language codes for the simplemma lemmatiser, e.g. 'en' or 'de,en'"))
     keyword_concurrency: int = field(default=1, metadata=flag("number of KeyBERT actors"))
     keyword_batch_size: int = field(default=64, metadata=flag("captions per KeyBERT batch"))
+    local_max_videos: int = field(default=64, metadata=flag(
+        "decode (in refresh.py also embed) in the driver when at most this many videos "
+        "need it: starting a pool of actors costs seconds, more than a few dozen videos "
+        "take; 0: always on Ray"))
     max_error_rate: float = field(default=1.0, metadata=flag(
         "exit non-zero when more than this fraction of videos fail (outputs are still written)"))
     ray_address: str | None = field(default=None, metadata=flag(
@@ -249,28 +254,33 @@ def _write_part(store: IngestStore, part: str, data: pa.RecordBatchReader | pa.T
 
 
 def _decode(config: IngestConfig, plan: VideoPlan, version: int, errors) -> Iterator:
-    """Decode the plan's videos on Ray: their ``videos/`` rows, as record batches."""
+    """Decode the plan's videos (on Ray, or in the driver when they are few): their
+    ``videos/`` rows, as record batches."""
     import ray
 
     from pipelines.ingest_stages import VideoSampler
 
-    decoders = config.decode_concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)))
     videos = plan.to_decode
-    blocks = min(len(videos), max(decoders, math.ceil(len(videos) / 8)))
-    rows = ray.data.from_items(videos, override_num_blocks=blocks).map_batches(
-        VideoSampler,
-        fn_constructor_kwargs={
-            "options": config.sampling,
-            "on_error": lambda rows: ray.get(errors.record.remote(rows)),
-            "timeout_s": config.decode_timeout_s,
-        },
-        batch_size=1,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=min(decoders, blocks)),
-        num_cpus=1,
-    )
+    sampler_kwargs = {"options": config.sampling,
+                      "on_error": lambda rows: ray.get(errors.record.remote(rows)),
+                      "timeout_s": config.decode_timeout_s}
+    if len(videos) <= config.local_max_videos:
+        batches = map_batches_here(VideoSampler(**sampler_kwargs), pa.Table.from_pylist(videos),
+                                   batch_size=1)
+    else:
+        decoders = config.decode_concurrency or max(
+            1, int(ray.cluster_resources().get("CPU", 1)))
+        blocks = min(len(videos), max(decoders, math.ceil(len(videos) / 8)))
+        batches = ray.data.from_items(videos, override_num_blocks=blocks).map_batches(
+            VideoSampler,
+            fn_constructor_kwargs=sampler_kwargs,
+            batch_size=1,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=min(decoders, blocks)),
+            num_cpus=1,
+        ).iter_batches(batch_format="pyarrow", batch_size=None)
     stamp = schemas.VIDEOS.get_field_index("ingest_version")
-    for batch in rows.iter_batches(batch_format="pyarrow", batch_size=None):
+    for batch in batches:
         if batch.num_rows:
             column = pa.array([version] * batch.num_rows, pa.int64())
             yield from batch.set_column(stamp, "ingest_version", column).cast(

@@ -44,7 +44,9 @@ def _copy(field: dataclasses.Field) -> tuple:
 def _fields() -> list[tuple]:
     """Every ingest and embed flag that applies, required ones first (as dataclasses want)."""
     chosen = [f for f in dataclasses.fields(IngestConfig) if f.name not in INGEST_OWN]
-    chosen += [f for f in dataclasses.fields(EmbedConfig) if f.name not in EMBED_OWN]
+    shared = {f.name for f in chosen}  # e.g. --local-max-videos: one flag sets both steps
+    chosen += [f for f in dataclasses.fields(EmbedConfig)
+               if f.name not in EMBED_OWN and f.name not in shared]
     chosen.sort(key=lambda f: f.default is not dataclasses.MISSING)  # stable: flag order kept
     return [_copy(f) for f in chosen]
 

@@ -67,7 +67,8 @@ def archive(tmp_path_factory, sample_videos, s3_bucket):
 def ingested(archive, keyword_model, ray_local):
     output = str(archive["root"] / "out")
     code = main(["--manifest", archive["manifest"], "--output", output,
-                 "--keyword-model", keyword_model, "--max-error-rate", "0.5"])
+                 "--keyword-model", keyword_model, "--max-error-rate", "0.5",
+                 "--local-max-videos", "0"])  # the decode actors, not the driver
     return {"code": code, "output": output}
 
 

@@ -85,11 +85,12 @@ def test_refresh_decodes_and_encodes_only_what_changed(tmp_path, checkpoint, ray
     clip(archive, "new", seed=100)
     clip(archive, "c0", seed=200)  # modified in place
     (archive / "c1.mp4").unlink()
-    update = ingest_update(output, videos=str(archive))
+    on_ray = {"local_max_videos": 0}  # the actor pools; small updates run in the driver
+    update = ingest_update(output, videos=str(archive), **on_ray)
     assert (update.version, update.added, update.changed, update.deleted,
             update.unchanged, update.attempted) == (2, 1, 1, 1, 6, 2)
     assert update.frames == 4  # two 2 s clips at 1 fps
-    table = embed_update(output, checkpoint, db)
+    table = embed_update(output, checkpoint, db, **on_ray)
     assert (table.embedded, table.deleted, table.unchanged) == (2, 1, 6)
     assert open_table(db).version > version_before
     rows = checked_table(db, output)

@@ -59,7 +59,8 @@ def test_a_refresh_killed_anywhere_is_completed_by_the_next(tmp_path):
         clip(archive, f"c{i}", seed=i)
     checkpoint = make_checkpoint(tmp_path / "ckpt", seed=0)
     args = ["--videos", str(archive), "--output", str(output), "--checkpoint", str(checkpoint),
-            "--db", str(db), "--frame-size", "64", "--batch-size", "2"]
+            "--db", str(db), "--frame-size", "64", "--batch-size", "2",
+            "--local-max-videos", "0"]  # decode and embed in Ray actors: kill those too
     first = run(["pipelines/refresh.py", *args])
     assert first.returncode == 0, first.stderr[-3000:]
     committed = ids(archive)
