@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from pipelines.storage import Fingerprint
+from pipelines.storage import UNREADABLE, Fingerprint
 
 
 @dataclass
@@ -43,7 +43,8 @@ def plan_videos(source: list[dict], committed: pa.Table, failed_before: set[str]
     """Sort the source's videos against the committed ``videos/`` rows.
 
     ``source`` rows hold ``video_id``, ``uri`` and ``fingerprint`` (None when
-    the file could not be looked at: it is tried, and fails with its reason);
+    there is no such file: it is tried, and fails with its reason; ``UNREADABLE``
+    when its metadata call failed: a committed video is then kept as it is);
     ``committed`` has the ``videos/`` columns ``video_id, uri, size_bytes,
     mtime, etag``; ``failed_before`` are the ids of the last run's errors.
     """
@@ -51,7 +52,9 @@ def plan_videos(source: list[dict], committed: pa.Table, failed_before: set[str]
     plan = VideoPlan()
     for row in source:
         video = {"video_id": row["video_id"], "uri": row["uri"]}
-        if row["video_id"] not in known:
+        if row["fingerprint"] is UNREADABLE and row["video_id"] in known:
+            plan.unchanged.append(row["video_id"])  # a failed metadata call is no change
+        elif row["video_id"] not in known:
             (plan.retried if row["video_id"] in failed_before else plan.added).append(video)
         elif (known[row["video_id"]][0] != row["uri"]
               or not known[row["video_id"]][1].matches(row["fingerprint"])):

@@ -40,6 +40,7 @@ from pipelines.video_embedder import VideoEmbedder
 from pipelines.video_table import (
     METADATA_COLUMNS,
     TableState,
+    keep_state,
     keyword_options_of,
     table_schema,
     table_state,
@@ -173,6 +174,14 @@ def check_update(table, schema: pa.Schema, state: TableState | None, wanted: Tab
     if state.model_id != wanted.model_id:
         raise ValueError(f"table {name!r} holds embeddings of model {state.model_id}, not of "
                          f"this checkpoint ({wanted.model_id}); {rebuild}")
+    if state.split != wanted.split:
+        raise ValueError(f"table {name!r} holds the videos of split {state.split or 'all'}, "
+                         f"not of {wanted.split or 'all'}; pass --split "
+                         f"{state.split or '(none)'} as its first run did, or {rebuild}")
+    if state.ingest_version > wanted.ingest_version:
+        raise ValueError(f"table {name!r} holds ingest version {state.ingest_version}, newer "
+                         f"than the output's newest ({wanted.ingest_version}): the ingest "
+                         f"output was replaced; {rebuild}")
     if state.ingest_output != wanted.ingest_output:
         raise ValueError(f"table {name!r} was built from ingest output {state.ingest_output}, "
                          f"not {wanted.ingest_output}; {rebuild}, or choose another --table")
@@ -224,9 +233,6 @@ def _embedded_rows(config: EmbedConfig, snapshot: IngestSnapshot, videos: set[st
                    sizes: ActorSizes) -> Iterable[pa.Table]:
     """The embedder's output for ``videos`` (None: every video): in the driver when they
     are few (``--local-max-videos``), else streamed from a Ray Data actor pool."""
-    import ray
-    from ray.data.expressions import col
-
     columns = [*METADATA_COLUMNS, "frames"]
     embedder_kwargs = {"checkpoint": config.checkpoint, "threads": sizes.threads,
                        "device": "cuda" if config.num_gpus_per_worker else "cpu"}
@@ -235,6 +241,9 @@ def _embedded_rows(config: EmbedConfig, snapshot: IngestSnapshot, videos: set[st
             columns=columns, filter=pads.field("video_id").isin(sorted(videos)))
         embedder_kwargs["device"] = "cpu"  # the driver's
         return map_batches_here(VideoEmbedder(**embedder_kwargs), rows, config.batch_size)
+    import ray
+    from ray.data.expressions import col
+
     fs, _ = storage.arrow_filesystem(config.data)
     rows = ray.data.read_parquet(snapshot.files("videos"), filesystem=fs).select_columns(columns)
     if videos is not None:
@@ -294,7 +303,8 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
     start = time.perf_counter()
     snapshot = open_ingest(config.data)
     model = load_checkpoint(config.checkpoint)  # fails here, not in every actor
-    wanted = TableState(config.data, snapshot.version, checkpoint_id(config.checkpoint))
+    wanted = TableState(config.data, snapshot.version, checkpoint_id(config.checkpoint),
+                        config.split)
     schema = table_schema(schemas.VIDEOS, model.backbone.embed_dim, model.config.max_frames,
                           snapshot.settings.get("keyword_options"))
     splits = video_splits(snapshot)
@@ -310,6 +320,7 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
         raise ValueError(f"table {config.table!r} exists; pass --update to bring it up to date "
                          "with the ingest output, or --overwrite to rebuild it")
     rebuild = existing is None or config.overwrite
+    state = None
     if rebuild:
         changes = TableChanges(set(ids), set(), set(), 0)
     else:
@@ -331,11 +342,14 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
         lance.write_dataset(pa.RecordBatchReader.from_batches(schema, source), _table_uri(config),
                             schema=schema, mode="create" if existing is None else "overwrite",
                             transaction_properties=wanted.properties(), storage_options=options)
-    elif changes.embed or changes.remove or changes.resplit:
+    elif changes.embed or changes.remove or changes.resplit:  # else: nothing to commit
         merge = (dataset.merge_insert("video_id").when_matched_update_all()
                  .when_not_matched_insert_all())
-        if changes.remove:
-            merge = merge.when_not_matched_by_source_delete(sql_in("video_id", changes.remove))
+        if changes.remove or changes.embed:
+            # a video to embed whose frames fail is absent from the source: its old row
+            # goes too, and the next run, finding it missing, tries it again
+            merge = merge.when_not_matched_by_source_delete(
+                sql_in("video_id", changes.remove | changes.embed))
         moved = _resplit_rows(dataset, changes.resplit, splits, schema)
         transaction, _ = merge.execute_uncommitted(pa.RecordBatchReader.from_batches(
             schema, itertools.chain(source, moved)))
@@ -344,6 +358,8 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
     for failure in failures:
         log.warning("skipped %s (%s): %s", failure["video_id"], failure["uri"], failure["error"])
     table = db.open_table(config.table)
+    committed = bool(rebuild or changes.embed or changes.remove or changes.resplit)
+    keep_state(table.to_lance(), wanted if committed else state)
     vector_index = ensure_indexes(table, config.index_min_rows, config.index_type)
     return EmbedSummary(rebuild, snapshot.version, len(changes.embed) - len(failures),
                         len(changes.remove), changes.unchanged, len(failures),
@@ -362,6 +378,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"embed: error: {exc}", file=sys.stderr)
         return 2
     print(summary, flush=True)
+    return embed_exit_code(summary)
+
+
+def embed_exit_code(summary: EmbedSummary) -> int:
+    """1 when every video the run tried to embed failed (the table is still committed)."""
+    if summary.failed and not summary.embedded:
+        print(f"embed: error: all {summary.failed} videos tried failed (see the log)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

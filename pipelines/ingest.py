@@ -16,6 +16,7 @@ re-extracts keywords only for edited captions, and commits once.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import sys
 import time
@@ -154,6 +155,7 @@ class IngestSummary:
     deleted: int
     unchanged: int
     failed: int
+    failed_again: int  # of the retried videos
     captions: int  # caption rows written
     frames: int  # frames of the videos decoded
     wall_s: float
@@ -253,27 +255,30 @@ def _write_part(store: IngestStore, part: str, data: pa.RecordBatchReader | pa.T
                         storage_options=options)
 
 
-def _decode(config: IngestConfig, plan: VideoPlan, version: int, errors) -> Iterator:
+def _decode(config: IngestConfig, plan: VideoPlan, version: int,
+            error_rows: list[dict]) -> Iterator:
     """Decode the plan's videos (on Ray, or in the driver when they are few): their
-    ``videos/`` rows, as record batches."""
+    ``videos/`` rows, as record batches; when the rows are all out, ``error_rows``
+    holds the ``errors/`` rows of the videos that failed."""
     import ray
 
     from pipelines.ingest_stages import VideoSampler
 
     videos = plan.to_decode
-    sampler_kwargs = {"options": config.sampling,
-                      "on_error": lambda rows: ray.get(errors.record.remote(rows)),
-                      "timeout_s": config.decode_timeout_s}
+    options = {"options": config.sampling, "timeout_s": config.decode_timeout_s}
+    errors = None  # the decode actors' collector of error rows
     if len(videos) <= config.local_max_videos:
-        batches = map_batches_here(VideoSampler(**sampler_kwargs), pa.Table.from_pylist(videos),
-                                   batch_size=1)
+        sampler = VideoSampler(**options, on_error=error_rows.extend)
+        batches = map_batches_here(sampler, pa.Table.from_pylist(videos), batch_size=1)
     else:
+        errors = _error_log_actor()
         decoders = config.decode_concurrency or max(
             1, int(ray.cluster_resources().get("CPU", 1)))
         blocks = min(len(videos), max(decoders, math.ceil(len(videos) / 8)))
         batches = ray.data.from_items(videos, override_num_blocks=blocks).map_batches(
             VideoSampler,
-            fn_constructor_kwargs=sampler_kwargs,
+            fn_constructor_kwargs={
+                **options, "on_error": lambda rows: ray.get(errors.record.remote(rows))},
             batch_size=1,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=min(decoders, blocks)),
@@ -285,6 +290,8 @@ def _decode(config: IngestConfig, plan: VideoPlan, version: int, errors) -> Iter
             column = pa.array([version] * batch.num_rows, pa.int64())
             yield from batch.set_column(stamp, "ingest_version", column).cast(
                 schemas.VIDEOS).to_batches()
+    if errors is not None:
+        error_rows.extend(ray.get(errors.all.remote()))
 
 
 def _extract_keywords(config: IngestConfig, rows: list[dict]) -> pa.Table:
@@ -322,6 +329,12 @@ def _source_rows(config: IngestConfig, manifest: Manifest, committed_videos: int
 
 
 FINGERPRINT_COLUMNS = ["video_id", "uri", "size_bytes", "mtime", "etag"]
+ERROR_KEY_COLUMNS = ["video_id", "uri", "stage", "error_type"]
+
+
+def _error_keys(rows: list[dict]) -> set[tuple]:
+    """What makes two runs' failures the same (messages may name temporary files)."""
+    return {tuple(row[c] for c in ERROR_KEY_COLUMNS) for row in rows}
 
 
 def run_ingest(config: IngestConfig) -> IngestSummary:
@@ -348,29 +361,30 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
         return rebuild or store.delta(part) is None
 
     committed = state("videos", FINGERPRINT_COLUMNS, schemas.VIDEOS)
-    failed_before = set(state("errors", ["video_id"], schemas.ERRORS).column(0).to_pylist())
+    before = state("errors", ERROR_KEY_COLUMNS, schemas.ERRORS).to_pylist()
     plan = plan_videos(_source_rows(config, manifest, committed.num_rows), committed,
-                       failed_before)
+                       {row["video_id"] for row in before})
     written: set[str] = set()
+    wrote: set[str] = set()  # the parts this run committed
     frames = 0
     error_rows: list[dict] = []
-    if plan.to_decode or plan.deleted or must_write("videos"):
-        import ray
 
-        errors = _error_log_actor()
+    def decoded() -> Iterator[pa.RecordBatch]:
+        nonlocal frames
+        for batch in (_decode(config, plan, version, error_rows) if plan.to_decode else []):
+            written.update(batch.column("video_id").to_pylist())
+            frames += sum(batch.column("num_frames").to_pylist())
+            yield batch
+            failpoint("ingest.decode")  # some rows with the Delta writer, none committed
 
-        def decoded() -> Iterator[pa.RecordBatch]:
-            nonlocal frames
-            for batch in (_decode(config, plan, version, errors) if plan.to_decode else []):
-                written.update(batch.column("video_id").to_pylist())
-                frames += sum(batch.column("num_frames").to_pylist())
-                yield batch
-                failpoint("ingest.decode")  # some rows with the Delta writer, none committed
-
+    rows = decoded()
+    first = next(rows, None)  # decodes until the first good video, if there is one
+    if first is not None or plan.changed or plan.deleted or must_write("videos"):
         replace = {v["video_id"] for v in plan.to_decode} | set(plan.deleted)
         _write_part(store, "videos", pa.RecordBatchReader.from_batches(
-            schemas.VIDEOS, decoded()), rebuild, replace)
-        error_rows = ray.get(errors.all.remote())
+            schemas.VIDEOS, itertools.chain([first] if first else [], rows)), rebuild, replace)
+        wrote.add("videos")
+    failpoint("ingest.captions")  # videos/ committed, captions/ and errors/ not
     current = state("captions", ["video_id", "caption", "keywords", "split"], schemas.CAPTIONS)
     captions = plan_captions(manifest.captions or None, current.to_pylist(),
                              set(plan.unchanged) | written)
@@ -379,19 +393,22 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
         new = pa.concat_tables([pa.Table.from_pylist(captions.known, schema=schemas.CAPTIONS),
                                 _extract_keywords(config, captions.to_extract)])
         _write_part(store, "captions", new, rebuild, captions.rewrite)
+        wrote.add("captions")
         caption_rows = new.num_rows
-    if error_rows or failed_before or must_write("errors"):
+    if _error_keys(error_rows) != _error_keys(before) or must_write("errors"):
         # the errors of this run only: every earlier failure was tried again
         _write_part(store, "errors", pa.Table.from_pylist(error_rows, schema=schemas.ERRORS),
                     rebuild=True, replace=set())
+        wrote.add("errors")
+    retried = {v["video_id"] for v in plan.retried}
     changes = {"added": len(plan.added), "changed": len(plan.changed),
                "retried": len(plan.retried), "deleted": len(plan.deleted),
                "unchanged": len(plan.unchanged), "failed": len(error_rows),
+               "failed_again": sum(row["video_id"] in retried for row in error_rows),
                "captions_written": caption_rows}
     versions = {p: store.delta(p).version() for p in PARTS}
     # a killed run may have committed tables without its log file: commit them now
-    committed_now = bool(plan.to_decode or plan.deleted or captions.rewrite or failed_before
-                         or rebuild or latest is None or versions != latest.tables)
+    committed_now = bool(wrote) or latest is None or versions != latest.tables
     if committed_now:
         failpoint("ingest.commit")  # every table committed, the run not yet
         store.commit(IngestVersion(version, versions, config.output_settings, changes))
@@ -411,13 +428,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def exit_code(summary: IngestSummary, config: IngestConfig) -> int:
-    """1 when every video tried failed, or more than ``--max-error-rate`` of them; else 0.
-
-    (The outputs are committed either way: the good videos are kept.)
+    """1 when every new or changed video failed, or more than ``--max-error-rate`` of the
+    videos tried; else 0. (The good videos are committed either way. A file that fails
+    again unchanged is retried every run but fails no run on its own, or one broken file
+    would fail every nightly refresh.)
     """
     total = summary.attempted
     rate = summary.failed / total if total else 0.0
-    if total and (summary.failed == total or rate > config.max_error_rate):
+    fresh = summary.added + summary.changed
+    if (fresh and summary.failed - summary.failed_again == fresh) or (
+            rate > config.max_error_rate):
         print(
             f"ingest: error: {summary.failed} of the {total} videos tried failed ({rate:.1%}, "
             f"--max-error-rate {config.max_error_rate:.1%}); see {config.output}/errors",

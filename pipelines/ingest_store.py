@@ -120,12 +120,16 @@ class IngestStore:
         """The Delta table of one part, at ``version`` (default: its latest, committed or not);
         None when the table does not exist yet."""
         from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
 
         uri = self.table_uri(part)
         # (an fsspec check: deltalake's is_deltatable hangs on a missing S3 prefix)
         if not self.fs.exists(storage.join(self.path, part, "_delta_log")):
             return None
-        return DeltaTable(uri, version=version, storage_options=delta_storage_options(uri))
+        try:
+            return DeltaTable(uri, version=version, storage_options=delta_storage_options(uri))
+        except TableNotFoundError:  # a first commit killed before it wrote its log entry
+            return None
 
     def commit(self, record: IngestVersion) -> None:
         """Write the run's log file: the moment readers switch to the new tables.

@@ -10,9 +10,11 @@ after a crash or a kill.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import signal
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -50,6 +52,26 @@ def _describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
+@contextlib.contextmanager
+def _main_script_hidden() -> Iterator[None]:
+    """Start children without the parent's main script.
+
+    A spawned child runs the parent's ``__main__`` file again before its target
+    (to find objects pickled from it); for a job script that imports torch and
+    LanceDB that costs seconds per child, for nothing: the target and its
+    arguments come from importable modules. A main module with no ``__file__``
+    and no ``__spec__`` (as in an interactive session) is not run again.
+    """
+    main = sys.modules["__main__"]
+    saved = {name: main.__dict__.get(name) for name in ("__file__", "__spec__")}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.update({k: v for k, v in saved.items() if v is not None})
+
+
 class IsolatedRunner:
     """Call ``fn(*args)`` in a child process; its exceptions are re-raised here.
 
@@ -64,11 +86,12 @@ class IsolatedRunner:
         self._conn: Connection | None = None
 
     def _start(self) -> None:
-        # spawn, not fork: the parent is a multi-threaded Ray worker.
+        # spawn, not fork: the parent is a multi-threaded Ray worker or driver.
         ctx = multiprocessing.get_context("spawn")
         self._conn, child_conn = ctx.Pipe()
         self._proc = ctx.Process(target=_serve, args=(child_conn, self.fn), daemon=True)
-        self._proc.start()
+        with _main_script_hidden():
+            self._proc.start()
         child_conn.close()
 
     def __call__(self, *args: Any) -> Any:
@@ -98,9 +121,10 @@ class IsolatedRunner:
             self._conn.close()
             self._conn = None
         if self._proc is not None:
-            if self._proc.is_alive():
-                self._proc.kill()
-            self._proc.join(5)
+            if self._proc.pid is not None:  # it started
+                if self._proc.is_alive():
+                    self._proc.kill()
+                self._proc.join(5)
             self._proc = None
 
     def __del__(self) -> None:

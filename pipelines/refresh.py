@@ -12,7 +12,8 @@ nothing. Every flag of the two jobs that applies is a flag here; ``--overwrite``
 rebuilds the table (a new checkpoint), never the ingest output. A run killed
 anywhere leaves the last committed state readable, and the next run completes
 it. Exit 0 when both steps finished; 1 when videos failed beyond
-``--max-error-rate`` (or all of them); 2 when a step could not run.
+``--max-error-rate``, or every new or changed video failed to decode or
+embed; 2 when a step could not run.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import dataclasses
 import sys
 import time
 
-from pipelines.embed import EmbedConfig, run_embed
+from pipelines.embed import EmbedConfig, embed_exit_code, run_embed
 from pipelines.failpoints import failpoint
 from pipelines.ingest import IngestConfig, exit_code, run_ingest
 from pipelines.ingest_store import IngestFormatError
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"refresh: error: {exc}", file=sys.stderr)
         return 2
     print(embedded, flush=True)
+    code = max(code, embed_exit_code(embedded))
     print(f"refresh done in {time.perf_counter() - started:.1f} s: ingest version "
           f"{embedded.ingest_version}; videos {ingested.added} added, {ingested.changed} "
           f"changed, {ingested.deleted} deleted, {ingested.unchanged} skipped, "

@@ -85,6 +85,9 @@ class Fingerprint:
         return self.mtime == other.mtime
 
 
+UNREADABLE = Fingerprint(-1, None, None)  # the metadata call failed; the file may be there
+
+
 def fingerprint_of(info: dict) -> Fingerprint:
     """The fingerprint in one fsspec ``info`` record (local or S3; ``find(detail=True)``
     gives the same records, so a listing fingerprints a whole folder in its own calls)."""
@@ -105,7 +108,8 @@ def fingerprint(fs: fsspec.AbstractFileSystem, path: str) -> Fingerprint:
 
 
 def fingerprints(uris: list[str], threads: int = 16) -> dict[str, Fingerprint | None]:
-    """The fingerprint of each uri (None where it cannot be looked at: missing, no access).
+    """The fingerprint of each uri: None where there is no such file, :data:`UNREADABLE`
+    where its metadata could not be read (a refresh must not take that for a deletion).
 
     Metadata calls in a thread pool, since on S3 each is a round trip.
     """
@@ -113,9 +117,12 @@ def fingerprints(uris: list[str], threads: int = 16) -> dict[str, Fingerprint | 
     def one(uri: str) -> Fingerprint | None:
         try:
             fs, path = filesystem(uri)
-            return fingerprint(fs, path) if fs.isfile(path) else None
-        except Exception:  # noqa: BLE001 - the decode stage reports the reason
+            info = fs.info(path)
+        except FileNotFoundError:
             return None
+        except Exception:  # noqa: BLE001 - throttled, no access: not known to be gone
+            return UNREADABLE
+        return fingerprint_of(info) if info.get("type") == "file" else None
 
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
         return dict(zip(uris, pool.map(one, uris), strict=True))

@@ -98,32 +98,56 @@ def keyword_options_of(schema: pa.Schema) -> dict | None:
 
 @dataclass(frozen=True)
 class TableState:
-    """What a table's rows are: the ingest output and committed run they come from, and
-    the checkpoint that encoded them. Recorded as transaction properties of the commit
-    that writes the rows, so the record and the rows change together."""
+    """What a table's rows are: the ingest output, committed run and split they come
+    from, and the checkpoint that encoded them. Recorded as transaction properties of the
+    commit that writes the rows, so the record and the rows change together; copied
+    into the schema metadata afterwards (:func:`keep_state`), where the cleanup of old
+    versions cannot take it."""
 
     ingest_output: str
     ingest_version: int
     model_id: str
+    split: str | None = None  # the table holds only this split's videos
 
     def properties(self) -> dict[str, str]:
         return {f"{STATE_PREFIX}ingest_output": self.ingest_output,
                 f"{STATE_PREFIX}ingest_version": str(self.ingest_version),
-                f"{STATE_PREFIX}model_id": self.model_id}
+                f"{STATE_PREFIX}model_id": self.model_id,
+                f"{STATE_PREFIX}split": self.split or ""}
+
+    @classmethod
+    def parse(cls, properties: dict[str, str]) -> TableState | None:
+        if f"{STATE_PREFIX}ingest_version" not in properties:
+            return None
+        return cls(properties[f"{STATE_PREFIX}ingest_output"],
+                   int(properties[f"{STATE_PREFIX}ingest_version"]),
+                   properties[f"{STATE_PREFIX}model_id"],
+                   properties.get(f"{STATE_PREFIX}split") or None)
+
+
+def _schema_copy(dataset) -> TableState | None:
+    metadata = dataset.schema.metadata or {}
+    return TableState.parse({k.decode(): v.decode() for k, v in metadata.items()})
 
 
 def table_state(dataset, lookback: int = 200) -> TableState | None:
     """The state the newest of the embed job's commits recorded (later commits, such as
-    compaction and index updates, record none); None for a table without one."""
+    compaction and index updates, record none), else its copy in the schema metadata
+    (the commit itself was cleaned up with old versions); None for a table without one."""
     for version in sorted((v["version"] for v in dataset.versions()), reverse=True)[:lookback]:
         try:
             transaction = dataset.read_transaction(version)
         except Exception:  # noqa: BLE001 - cleaned up, or an index rewrite pylance cannot read
             continue
-        properties = (transaction.transaction_properties or {}) if transaction else {}
-        if f"{STATE_PREFIX}ingest_version" in properties:
-            return TableState(properties[f"{STATE_PREFIX}ingest_output"],
-                              int(properties[f"{STATE_PREFIX}ingest_version"]),
-                              properties[f"{STATE_PREFIX}model_id"])
-    return None
+        state = TableState.parse((transaction.transaction_properties or {})
+                                 if transaction else {})
+        if state is not None:
+            return state
+    return _schema_copy(dataset)
 
+
+def keep_state(dataset, state: TableState) -> None:
+    """Copy ``state`` into the schema metadata when the copy there differs (after each
+    commit; a run killed before this is repaired by the next)."""
+    if _schema_copy(dataset) != state:
+        dataset.update_schema_metadata(state.properties())

@@ -7,7 +7,7 @@ import pyarrow as pa
 from pipelines.change_plan import plan_captions, plan_videos
 from pipelines.schemas import VIDEOS
 from pipelines.sql import sql_in
-from pipelines.storage import Fingerprint
+from pipelines.storage import UNREADABLE, Fingerprint
 
 LOCAL = Fingerprint(100, 1700000000.5, None)
 
@@ -88,3 +88,27 @@ def test_a_folder_source_keeps_the_captions_of_remaining_videos():
 
 def test_sql_literals_are_quoted():
     assert sql_in("video_id", ["b", "it's"]) == "video_id IN ('b', 'it''s')"
+
+
+def test_a_failed_metadata_call_keeps_a_committed_video():
+    plan = plan_videos(source([("known", "/a/known.mp4", UNREADABLE),
+                               ("new", "/a/new.mp4", UNREADABLE)]),
+                       committed([("known", "/a/known.mp4", LOCAL)]), failed_before=set())
+    assert plan.unchanged == ["known"] and not plan.deleted and not plan.changed
+    assert [v["video_id"] for v in plan.added] == ["new"]  # tried: it fails with its reason
+
+
+def test_predicates_select_ids_with_quotes_and_backslashes_in_delta_and_lance(tmp_path):
+    import lance
+    from deltalake import DeltaTable, write_deltalake
+
+    ids = ["it's", "a\\b", "plain", "100% 'x'"]
+    gone = ["it's", "a\\b"]
+    table = pa.table({"video_id": ids})
+    write_deltalake(str(tmp_path / "delta"), table)
+    DeltaTable(str(tmp_path / "delta")).delete(sql_in("video_id", gone))
+    kept = DeltaTable(str(tmp_path / "delta")).to_pyarrow_dataset().to_table()
+    assert sorted(kept.column(0).to_pylist()) == ["100% 'x'", "plain"]
+    dataset = lance.write_dataset(table, str(tmp_path / "lance"))
+    assert sorted(dataset.to_table(filter=sql_in("video_id", gone)).column(0).to_pylist()) == (
+        sorted(gone))

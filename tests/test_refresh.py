@@ -6,20 +6,25 @@ model in the table, every row's video present in the ingest run the table names.
 
 from __future__ import annotations
 
+import datetime
 import shutil
 from pathlib import Path
 
 import lancedb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
 import pytest
 from conftest import make_checkpoint
+from deltalake import write_deltalake
 
 from pipelines import ingest, refresh
 from pipelines.embed import EmbedConfig, run_embed
 from pipelines.ingest import IngestConfig, run_ingest
-from pipelines.ingest_store import open_ingest
+from pipelines.ingest_store import IngestStore, IngestVersion, open_ingest
 from pipelines.samples import write_clip
+from pipelines.schemas import VIDEOS
 from pipelines.search import ModelMismatchError, VideoSearch
 from pipelines.storage import object_store_options
 from pipelines.video_table import table_state
@@ -141,8 +146,9 @@ def test_failed_videos_are_retried_and_a_refresh_of_only_failures_exits_non_zero
     (archive / "bad.mp4").write_text("not a video\n")
     base = ["--videos", str(archive), "--output", str(output), "--frame-size", "64", "--update"]
     assert ingest.main(base) == 0  # one of two failed: within --max-error-rate 1.0
-    again = ingest_update(output, videos=str(archive))
-    assert (again.retried, again.failed, again.version) == (1, 1, 2)
+    again = ingest_update(output, videos=str(archive))  # the same failure commits nothing
+    assert (again.retried, again.failed, again.failed_again, again.version) == (1, 1, 1, None)
+    assert ingest.main(base) == 0  # and fails no run: only new or changed videos can
     shutil.copy(clip(tmp_path / "spare", "fixed", seed=3), archive / "bad.mp4")
     fixed = ingest_update(output, videos=str(archive))
     assert (fixed.retried, fixed.failed) == (1, 0)
@@ -230,3 +236,39 @@ def test_refresh_job_on_s3(tmp_path, checkpoint, s3_bucket, ray_local, capsys):
     unlisted = ["--videos", "s3://no-such-bucket/clips/", "--output", str(tmp_path / "never")]
     assert ingest.main(unlisted) == 2
     assert "cannot list it" in capsys.readouterr().err and not (tmp_path / "never").exists()
+
+
+def test_a_changed_video_that_fails_to_embed_loses_its_old_row_and_is_retried(
+        tmp_path, checkpoint, ray_local):
+    archive, output, db = tmp_path / "archive", tmp_path / "ingest", tmp_path / "db"
+    for i in range(3):
+        clip(archive, f"c{i}", seed=i)
+    ingest_update(output, videos=str(archive))
+    embed_update(output, checkpoint, db)
+    # a later run re-decoded c0 into frames the embedder cannot read
+    store = IngestStore(str(output))
+    latest = store.latest()
+    row = store.delta("videos").to_pyarrow_dataset().to_table(
+        filter=pads.field("video_id") == "c0").to_pylist()[0]
+    row.update(frames=[b"not a jpeg"], ingest_version=latest.version + 1)
+    write_deltalake(str(output / "videos"), pa.Table.from_pylist([row], schema=VIDEOS),
+                    mode="overwrite", predicate="video_id = 'c0'")
+    store.commit(IngestVersion(latest.version + 1, {**latest.tables, "videos": store.delta(
+        "videos").version()}, latest.settings))
+    for _ in range(2):  # and again: a video missing from the table is tried every run
+        table = embed_update(output, checkpoint, db)
+        assert (table.embedded, table.failed) == (0, 1)
+        assert sorted(checked_table(db, output)["video_id"]) == ["c1", "c2"]
+
+
+def test_the_table_state_survives_the_cleanup_of_old_versions(tmp_path, checkpoint, ray_local):
+    archive, output, db = tmp_path / "archive", tmp_path / "ingest", tmp_path / "db"
+    clip(archive, "c0", seed=0)
+    ingest_update(output, videos=str(archive))
+    embed_update(output, checkpoint, db)
+    recorded = table_state(open_table(db).to_lance())
+    # the cleanup LanceDB's optimize runs, as it would a week later: every old version goes
+    open_table(db).optimize(cleanup_older_than=datetime.timedelta(0))
+    assert len(open_table(db).to_lance().versions()) == 1
+    assert table_state(open_table(db).to_lance()) == recorded
+    assert embed_update(output, checkpoint, db).unchanged == 1  # updates go on
