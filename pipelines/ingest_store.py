@@ -196,16 +196,20 @@ def open_ingest(output: str, version: int | None = None) -> IngestSnapshot:
 
 
 def changes_since(snapshot: IngestSnapshot, version: int,
-                  known_ids: set[str]) -> tuple[set[str], set[str]]:
-    """``(written, removed)`` video ids between ``version`` and ``snapshot``.
+                  known_ids: set[str] | None = None) -> tuple[set[str], set[str]]:
+    """``(written, removed)``: the video ids (re)decoded by runs after ``version``, and
+    the ids gone since then, as of ``snapshot``.
 
-    ``written``: videos (re)decoded by a later run, plus any the reader lacks;
-    ``removed``: ids the reader holds that the snapshot no longer has.
-    ``known_ids`` are the ids the reader holds (e.g. the rows of its table).
+    ``known_ids`` are the ids the asking reader holds (e.g. the rows of its
+    table): then ``written`` also has every id the reader lacks, and ``removed``
+    is what it holds that the snapshot does not. Without them, ``removed`` is
+    read from the committed run ``version`` itself (Delta time travel).
     """
     table = snapshot.dataset("videos").to_table(columns=["video_id", "ingest_version"])
-    ids = table.column("video_id").to_pylist()
+    ids = set(table.column("video_id").to_pylist())
     newer = pc.greater(table.column("ingest_version"), pa.scalar(version, pa.int64()))
     written = set(table.filter(newer).column("video_id").to_pylist())
-    written |= set(ids) - known_ids
-    return written, known_ids - set(ids)
+    if known_ids is None:
+        then = open_ingest(snapshot.output, version).dataset("videos")
+        known_ids = set(then.to_table(columns=["video_id"]).column(0).to_pylist())
+    return written | (ids - known_ids), known_ids - ids

@@ -22,7 +22,7 @@ from deltalake import write_deltalake
 from pipelines import ingest, refresh
 from pipelines.embed import EmbedConfig, run_embed
 from pipelines.ingest import IngestConfig, run_ingest
-from pipelines.ingest_store import IngestStore, IngestVersion, open_ingest
+from pipelines.ingest_store import IngestStore, IngestVersion, changes_since, open_ingest
 from pipelines.samples import write_clip
 from pipelines.schemas import VIDEOS
 from pipelines.search import ModelMismatchError, VideoSearch
@@ -95,6 +95,7 @@ def test_refresh_decodes_and_encodes_only_what_changed(tmp_path, checkpoint, ray
     assert (update.version, update.added, update.changed, update.deleted,
             update.unchanged, update.attempted) == (2, 1, 1, 1, 6, 2)
     assert update.frames == 4  # two 2 s clips at 1 fps
+    assert changes_since(open_ingest(str(output)), 1) == ({"new", "c0"}, {"c1"})
     table = embed_update(output, checkpoint, db, **on_ray)
     assert (table.embedded, table.deleted, table.unchanged) == (2, 1, 6)
     assert open_table(db).version > version_before
