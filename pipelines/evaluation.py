@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pyarrow.compute as pc
 import torch
 
+from pipelines.ingest_store import IngestSnapshot, as_snapshot
 from pipelines.train_data import open_part, read_captions
 from vtr_models.metrics import rank_metrics, retrieval_metrics
 from vtr_models.retrieval_model import RetrievalModel, TextFeatures, VideoFeatures
@@ -33,11 +34,14 @@ def _cat(parts: list, cls):
     return cls(*[None if items[0] is None else torch.cat(items) for items in fields])
 
 
-def load_split(model: RetrievalModel, data: str, split: str, batch_size: int = 32) -> SplitInputs:
-    """Read a split's captions and the frames of their videos, preprocessed for ``model``."""
-    captions = read_captions(data, split)
+def load_split(model: RetrievalModel, data: str | IngestSnapshot, split: str,
+               batch_size: int = 32) -> SplitInputs:
+    """Read a split's captions and the frames of their videos, preprocessed for ``model``
+    (both from one committed ingest run)."""
+    snapshot = as_snapshot(data)
+    captions = read_captions(snapshot, split)
     wanted = sorted(set(captions.column("video_id").to_pylist()))
-    videos = open_part(data, "videos").to_table(
+    videos = open_part(snapshot, "videos").to_table(
         columns=["video_id", "frames"], filter=pc.field("video_id").isin(wanted)
     )
     video_ids = videos.column("video_id").to_pylist()

@@ -195,6 +195,16 @@ def open_ingest(output: str, version: int | None = None) -> IngestSnapshot:
     return IngestSnapshot(output, record)
 
 
+def as_snapshot(data: str | IngestSnapshot) -> IngestSnapshot:
+    """``data`` itself, or the newest committed run of the output it names.
+
+    A job that reads an output more than once (captions, then frames) opens one
+    snapshot and passes it on, so that a refresh committing meanwhile cannot
+    mix two runs in what the job reads.
+    """
+    return data if isinstance(data, IngestSnapshot) else open_ingest(data)
+
+
 def changes_since(snapshot: IngestSnapshot, version: int,
                   known_ids: set[str] | None = None) -> tuple[set[str], set[str]]:
     """``(written, removed)``: the video ids (re)decoded by runs after ``version``, and

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines import storage
+from pipelines.ingest_store import open_ingest
 from pipelines.job_config import flag
 from pipelines.ray_job import start_job
 from pipelines.train_data import pair_dataset, pair_nbytes, read_captions
@@ -119,7 +120,7 @@ class TrainConfig:
                 **dict.fromkeys(self.disabled_parts, False)}
 
 
-def training_data(config: TrainConfig, model_cfg, num_pairs: int):
+def training_data(config: TrainConfig, snapshot, model_cfg, num_pairs: int):
     """The train split's pairs, and whether they are cached (``--cache-data``).
 
     Cached, they are materialized in the object store and each worker reads its
@@ -129,7 +130,7 @@ def training_data(config: TrainConfig, model_cfg, num_pairs: int):
     """
     import ray
 
-    dataset = pair_dataset(config.data, "train", model_cfg)
+    dataset = pair_dataset(snapshot, "train", model_cfg)
     resources = ray.cluster_resources()
     store = resources.get("object_store_memory", 0)
     size = num_pairs * pair_nbytes(model_cfg)
@@ -153,16 +154,17 @@ def run_training(config: TrainConfig):
     from ray.train.torch import TorchTrainer
 
     model_cfg = model_config(config.model, **config.model_overrides)
-    num_pairs = read_captions(config.data, "train").num_rows
-    read_captions(config.data, config.val_split)  # fail now, not after the first epoch
+    snapshot = open_ingest(config.data)  # one committed run for every read of the job
+    num_pairs = read_captions(snapshot, "train").num_rows
+    read_captions(snapshot, config.val_split)  # fail now, not after the first epoch
     output = Path(config.output).resolve()
     run_dir = output / "ray" / "train"
     if run_dir.exists() and not config.resume:
         raise FileExistsError(f"{output} already holds a training run; pass --resume to "
                               "continue it, or choose another --output")
     settings = {**dataclasses.asdict(config), "model_overrides": config.model_overrides,
-                "num_pairs": num_pairs}
-    dataset, cached = training_data(config, model_cfg, num_pairs)
+                "num_pairs": num_pairs, "data_version": snapshot.version}
+    dataset, cached = training_data(config, snapshot, model_cfg, num_pairs)
     settings["cached"] = cached
     trainer = TorchTrainer(
         train_loop_per_worker,

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from pipelines import storage
-from pipelines.ingest_store import open_ingest
+from pipelines.ingest_store import IngestSnapshot, as_snapshot
 from vtr_models.backbone import BackboneSpec
 from vtr_models.factory import create_inputs
 from vtr_models.model_config import ModelConfig, model_config
@@ -32,18 +32,18 @@ def video_key(video_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(video_id.encode(), digest_size=8).digest(), "big") >> 1
 
 
-def open_part(data: str, part: str) -> pads.Dataset:
-    """One part (``videos``, ``captions``) of an ingest output's newest committed run."""
-    return open_ingest(data).dataset(part)
+def open_part(data: str | IngestSnapshot, part: str) -> pads.Dataset:
+    """One part (``videos``, ``captions``) of a committed ingest run (see ``as_snapshot``)."""
+    return as_snapshot(data).dataset(part)
 
 
-def read_captions(data: str, split: str) -> pa.Table:
+def read_captions(data: str | IngestSnapshot, split: str) -> pa.Table:
     """Captions of one split (``video_id``, ``caption``, ``keywords``)."""
     table = open_part(data, "captions").to_table(
         columns=["video_id", "caption", "keywords"], filter=pc.field("split") == split
     )
     if table.num_rows == 0:
-        raise ValueError(f"{data}: no captions in split {split!r}")
+        raise ValueError(f"{as_snapshot(data).output}: no captions in split {split!r}")
     return table
 
 
@@ -106,13 +106,14 @@ def pair_nbytes(config: ModelConfig) -> int:
     return config.max_frames * 3 * height * width * 4 + 4096  # + tokens, masks, key
 
 
-def pair_dataset(data: str, split: str, config: ModelConfig):
+def pair_dataset(data: str | IngestSnapshot, split: str, config: ModelConfig):
     """A Ray Dataset of preprocessed pairs of one split, streamed from the ingest output."""
     import ray
 
-    grouped = captions_by_video(read_captions(data, split))
-    fs, _ = storage.arrow_filesystem(data)
-    videos = ray.data.read_parquet(open_ingest(data).files("videos"),
+    snapshot = as_snapshot(data)
+    grouped = captions_by_video(read_captions(snapshot, split))
+    fs, _ = storage.arrow_filesystem(snapshot.output)
+    videos = ray.data.read_parquet(snapshot.files("videos"),
                                    filesystem=fs).select_columns(["video_id", "frames"])
     return videos.map_batches(
         encode_pairs,

@@ -22,6 +22,7 @@ import torch.distributed.nn.functional as dist_nn
 
 from pipelines.batch_sampling import caption_neighbours, neighbour_batches, random_batches
 from pipelines.evaluation import evaluate_split, load_split
+from pipelines.ingest_store import open_ingest
 from vtr_models.checkpoint import WEIGHTS_FILE, save_checkpoint
 from vtr_models.factory import create_model
 from vtr_models.model_config import model_config
@@ -181,7 +182,8 @@ def train_loop_per_worker(settings: dict) -> None:
     use_amp = device.type == "cuda"
     shard = ray.train.get_dataset_shard("train")
     memory = CachedShard(shard, settings["hard_negatives"]) if settings["cached"] else None
-    val_inputs = load_split(model, settings["data"], settings["val_split"]) if rank == 0 else None
+    val_inputs = (load_split(model, open_ingest(settings["data"], settings["data_version"]),
+                             settings["val_split"]) if rank == 0 else None)
 
     for epoch in range(history["epoch"], settings["epochs"]):
         model.train()

@@ -27,6 +27,7 @@ from pipelines.samples import write_clip
 from pipelines.schemas import VIDEOS
 from pipelines.search import ModelMismatchError, VideoSearch
 from pipelines.storage import object_store_options
+from pipelines.train_data import read_captions
 from pipelines.video_table import table_state
 from vtr_models.checkpoint import checkpoint_id
 
@@ -134,6 +135,8 @@ def test_caption_edits_need_no_decoding_and_move_splits_without_encoding(
     stored = open_ingest(str(output)).dataset("captions").to_table().to_pandas()
     edited = stored.set_index("video_id").loc["a"]
     assert edited["caption"] == rows[0]["caption"] and len(edited["keywords"]) >= 1
+    pinned = read_captions(open_ingest(str(output), 1), "train")  # what a job opened before
+    assert "a red bar slides to the right" in pinned.column("caption").to_pylist()
     table = embed_update(output, checkpoint, db)
     assert table.embedded == 0 and table.deleted == 0
     splits = checked_table(db, output).set_index("video_id")["split"]
