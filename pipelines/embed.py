@@ -8,7 +8,8 @@ video side in an actor pool (the checkpoint loaded once per actor). The table
 records, in the same commit as its rows, the ingest run and the checkpoint
 they come from (``video_table.TableState``). ``--update`` embeds only the
 videos that ingest runs wrote since then, deletes the rows of removed videos,
-and commits both in one ``merge_insert``; a first run, or ``--overwrite``,
+and commits both in one ``merge_insert``; a first run, a new checkpoint, or
+``--overwrite``
 writes every row and swaps the whole table in with one commit (readers see the
 old rows until then, never an empty table). Then a scalar index on
 ``video_id`` and, once the table holds ``--index-min-rows`` rows, a vector
@@ -87,10 +88,11 @@ class EmbedConfig:
     update: bool = field(default=False, metadata=flag(
         "bring an existing table up to date with the ingest output: embed only the videos "
         "written since the ingest run the table records, delete removed ones, one commit "
-        "(creates the table when there is none)"))
+        "(creates the table when there is none; with a new checkpoint, rebuilds it as "
+        "--overwrite does)"))
     overwrite: bool = field(default=False, metadata=flag(
-        "rebuild the table with this checkpoint and swap it in with one commit (needed for "
-        "a new checkpoint; queries keep the old rows until the swap)"))
+        "re-embed every video and swap the new table in with one commit (queries keep "
+        "the old rows until the swap)"))
     ray_address: str | None = field(default=None, metadata=flag(
         "Ray cluster to join (default: the one the job was submitted to, else a local one)"))
 
@@ -156,24 +158,25 @@ def table_rows(batches: Iterable[pa.Table], schema: pa.Schema, splits: dict[str,
         failpoint("embed.rows")  # some rows with the Lance writer, none committed
 
 
+def another_model(table, schema: pa.Schema, state: TableState | None,
+                  wanted: TableState) -> bool:
+    """Whether the checkpoint is not the one the table's rows came from (another model,
+    or another layout: feature sizes, frame count)."""
+    if not table.schema.remove_metadata().equals(schema.remove_metadata()):
+        return True
+    return state is not None and state.model_id != wanted.model_id
+
+
 def check_update(table, schema: pa.Schema, state: TableState | None, wanted: TableState,
                  name: str) -> None:
-    """Refuse an update that would mix two models, two ingest outputs or two layouts in
-    one table; each message says what to do."""
-    rebuild = ("pass --overwrite to re-embed every video with this checkpoint and swap "
-               "the table in with one commit (queries keep the old rows until then)")
+    """Refuse an update that would mix two ingest outputs, splits or keyword setups in one
+    table; each message says what to do."""
+    rebuild = ("pass --overwrite to re-embed every video and swap the table in with one "
+               "commit (queries keep the old rows until then)")
     theirs = table.schema
-    if not theirs.remove_metadata().equals(schema.remove_metadata()):
-        raise ValueError(f"table {name!r} has another layout than this checkpoint writes "
-                         f"(different model or feature sizes); {rebuild}, or choose another "
-                         f"--table.\n  table: {theirs.remove_metadata()}\n  checkpoint: "
-                         f"{schema.remove_metadata()}")
     if state is None:
         raise ValueError(f"table {name!r} records no ingest run (written before incremental "
                          f"updates, or its history was cleaned up); {rebuild}")
-    if state.model_id != wanted.model_id:
-        raise ValueError(f"table {name!r} holds embeddings of model {state.model_id}, not of "
-                         f"this checkpoint ({wanted.model_id}); {rebuild}")
     if state.split != wanted.split:
         raise ValueError(f"table {name!r} holds the videos of split {state.split or 'all'}, "
                          f"not of {wanted.split or 'all'}; pass --split "
@@ -321,11 +324,18 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
                          "with the ingest output, or --overwrite to rebuild it")
     rebuild = existing is None or config.overwrite
     state = None
+    if not rebuild:
+        dataset = existing.to_lance()
+        state = table_state(dataset)
+        if another_model(existing, schema, state, wanted):
+            log.info("the checkpoint (%s) is not the table's model (%s): re-embedding every "
+                     "video; one commit swaps the new rows in, and queries with the old "
+                     "checkpoint work until then", wanted.model_id,
+                     state.model_id if state else "another layout")
+            rebuild = True
     if rebuild:
         changes = TableChanges(set(ids), set(), set(), 0)
     else:
-        dataset = existing.to_lance()
-        state = table_state(dataset)
         check_update(existing, schema, state, wanted, config.table)
         changes = plan_update(dataset, snapshot, state.ingest_version, ids, splits)
     sizes = actor_sizes(config, [n["Resources"]["CPU"] for n in ray.nodes()

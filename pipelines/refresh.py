@@ -8,8 +8,9 @@ One job, two steps: ``ingest.py --update`` (decode only new and changed
 videos, delete vanished ones, one commit), then ``embed.py --update`` (embed
 only what that changed, delete the rest, one commit). The first run on an
 empty output builds everything; a run with nothing changed decodes and encodes
-nothing. Every flag of the two jobs that applies is a flag here; ``--overwrite``
-rebuilds the table (a new checkpoint), never the ingest output. A run killed
+nothing. Every flag of the two jobs that applies is a flag here. A new
+checkpoint rebuilds the table (``--overwrite`` forces that), never the ingest
+output. A run killed
 anywhere leaves the last committed state readable, and the next run completes
 it. Exit 0 when both steps finished; 1 when videos failed beyond
 ``--max-error-rate``, or every new or changed video failed to decode or

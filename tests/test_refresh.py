@@ -141,6 +141,8 @@ def test_caption_edits_need_no_decoding_and_move_splits_without_encoding(
     assert table.embedded == 0 and table.deleted == 0
     splits = checked_table(db, output).set_index("video_id")["split"]
     assert splits.to_dict() == {"a": "train", "b": "test", "c": "test"}
+    with pytest.raises(ValueError, match="holds the videos of split all, not of test"):
+        embed_update(output, checkpoint, db, split="test")  # one table, one selection
 
 
 def test_failed_videos_are_retried_and_a_refresh_of_only_failures_exits_non_zero(
@@ -194,7 +196,7 @@ def test_refusals_name_the_problem_and_touch_nothing(tmp_path, checkpoint, capsy
         open_ingest(str(tmp_path / "nothing"))
 
 
-def test_a_new_checkpoint_is_refused_by_update_and_swapped_in_by_overwrite(
+def test_a_new_checkpoint_rebuilds_the_table_with_one_commit(
         tmp_path, checkpoint, keyword_model, ray_local):
     archive, output, db = tmp_path / "archive", tmp_path / "ingest", tmp_path / "db"
     for i in range(3):
@@ -202,16 +204,16 @@ def test_a_new_checkpoint_is_refused_by_update_and_swapped_in_by_overwrite(
     ingest_update(output, videos=str(archive))
     embed_update(output, checkpoint, db)
     other = make_checkpoint(tmp_path / "b", seed=1)
-    with pytest.raises(ValueError, match="holds embeddings of model .* pass --overwrite"):
-        embed_update(output, other, db)
     before = VideoSearch(str(db), "videos", str(checkpoint), keyword_model=keyword_model)
-    swapped = embed_update(output, other, db, update=False, overwrite=True)
-    assert swapped.rebuilt and swapped.table_rows == 3
+    swapped = embed_update(output, other, db)  # a plain update with the new checkpoint
+    assert swapped.rebuilt and swapped.embedded == 3 and swapped.table_rows == 3
     rows = checked_table(db, output)
     assert set(rows["model_id"]) == {checkpoint_id(other)}
     assert len(before.search("a moving bar", k=3, candidates=3)) == 3  # its version stays
-    with pytest.raises(ModelMismatchError):
+    with pytest.raises(ModelMismatchError, match="re-run pipelines/embed.py"):
         VideoSearch(str(db), "videos", str(checkpoint), keyword_model=keyword_model)
+    again = embed_update(output, other, db, update=False, overwrite=True)
+    assert again.rebuilt and again.table_rows == 3
 
 
 def test_refresh_job_on_s3(tmp_path, checkpoint, s3_bucket, ray_local, capsys):
