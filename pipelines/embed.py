@@ -9,11 +9,10 @@ records, in the same commit as its rows, the ingest run and the checkpoint
 they come from (``video_table.TableState``). ``--update`` embeds only the
 videos that ingest runs wrote since then, deletes the rows of removed videos,
 and commits both in one ``merge_insert``; a first run, a new checkpoint, or
-``--overwrite``
-writes every row and swaps the whole table in with one commit (readers see the
-old rows until then, never an empty table). Then a scalar index on
-``video_id`` and, once the table holds ``--index-min-rows`` rows, a vector
-index: retrained after a rebuild, updated after an update (``optimize``).
+``--overwrite`` writes every row and swaps the whole table in with one commit
+(readers see the old rows until then, never an empty table). Then a scalar
+index on ``video_id`` and, once the table holds ``--index-min-rows`` rows, a
+vector index: retrained after a rebuild, updated after an update (``optimize``).
 """
 
 from __future__ import annotations
@@ -110,7 +109,7 @@ class EmbedConfig:
 
 @dataclass
 class EmbedSummary:
-    rebuilt: bool  # the whole table was written (first run, --overwrite)
+    rebuilt: bool  # the whole table was written (first run, new checkpoint, --overwrite)
     ingest_version: int  # the ingest run the table now holds
     embedded: int
     deleted: int

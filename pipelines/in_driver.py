@@ -1,12 +1,11 @@
 """Work too small to repay an actor pool, run in the driver by the same Ray Data callable.
 
 Starting a pool of Ray actors costs seconds: a process per actor, its imports,
-a model load (about 5 s for the embed job's pool on the development machine,
-against 0.2 s to build the same embedder in a process that has imported torch
-already). A refresh that decodes and embeds a few dozen videos would pay that
-for nothing, so both jobs run work of at most ``--local-max-videos`` videos
-in the driver, through the very callable class their actors run (same code,
-same results); larger work goes to Ray Data.
+a model load (``benchmarks/refresh_cost.py --local-max-videos 0`` shows what
+that adds to a small refresh). A refresh that decodes and embeds a few dozen
+videos would pay that for nothing, so both jobs run work of at most
+``--local-max-videos`` videos in the driver, through the very callable class
+their actors run (same code, same results); larger work goes to Ray Data.
 """
 
 from __future__ import annotations

@@ -231,24 +231,16 @@ def _check_output(store: IngestStore, config: IngestConfig) -> IngestVersion | N
     return latest
 
 
-def _committed(store: IngestStore, part: str, columns: list[str], schema: pa.Schema):
-    """The latest rows of one part (committed by a run or left by a killed one: both are
-    kept), or an empty table when the part does not exist yet."""
-    table = store.delta(part)
-    if table is None:
-        return schema.empty_table().select(columns)
-    return table.to_pyarrow_dataset().to_table(columns=columns)
-
-
 def _write_part(store: IngestStore, part: str, data: pa.RecordBatchReader | pa.Table,
-                rebuild: bool, replace: set[str]) -> None:
-    """One Delta commit to a part: everything (rebuild), or the rows of the ``replace``
-    videos swapped for ``data`` (Delta's replace-where: delete and add in one commit)."""
+                whole: bool, replace: set[str]) -> None:
+    """One Delta commit to a part: all of it (``whole``: a rebuild, or a part not written
+    yet), or the rows of the ``replace`` videos swapped for ``data`` (Delta's
+    replace-where: delete and add in one commit)."""
     from deltalake import write_deltalake
 
     uri = store.table_uri(part)
     options = delta_storage_options(uri)
-    if rebuild or store.delta(part) is None:
+    if whole:
         write_deltalake(uri, data, mode="overwrite", storage_options=options)
     else:
         write_deltalake(uri, data, mode="overwrite", predicate=sql_in("video_id", replace),
@@ -352,13 +344,17 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
         load_sentence_model(config.keyword_model)  # fail fast, before any decoding
     rebuild = config.overwrite
     version = (latest.version if latest else 0) + 1
+    # each part's latest version, committed by a run or left by a killed one: both are
+    # built on, so a killed run's work is kept (None: the part does not exist yet)
+    tables = {part: store.delta(part) for part in PARTS}
 
     def state(part: str, columns: list[str], schema: pa.Schema) -> pa.Table:
-        empty = schema.empty_table().select(columns)
-        return empty if rebuild else _committed(store, part, columns, schema)
+        if rebuild or tables[part] is None:
+            return schema.empty_table().select(columns)
+        return tables[part].to_pyarrow_dataset().to_table(columns=columns)
 
     def must_write(part: str) -> bool:
-        return rebuild or store.delta(part) is None
+        return rebuild or tables[part] is None
 
     committed = state("videos", FINGERPRINT_COLUMNS, schemas.VIDEOS)
     before = state("errors", ERROR_KEY_COLUMNS, schemas.ERRORS).to_pylist()
@@ -382,7 +378,8 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
     if first is not None or plan.changed or plan.deleted or must_write("videos"):
         replace = {v["video_id"] for v in plan.to_decode} | set(plan.deleted)
         _write_part(store, "videos", pa.RecordBatchReader.from_batches(
-            schemas.VIDEOS, itertools.chain([first] if first else [], rows)), rebuild, replace)
+            schemas.VIDEOS, itertools.chain([first] if first else [], rows)),
+            must_write("videos"), replace)
         wrote.add("videos")
     failpoint("ingest.captions")  # videos/ committed, captions/ and errors/ not
     current = state("captions", ["video_id", "caption", "keywords", "split"], schemas.CAPTIONS)
@@ -392,13 +389,13 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
     if captions.rewrite or must_write("captions"):
         new = pa.concat_tables([pa.Table.from_pylist(captions.known, schema=schemas.CAPTIONS),
                                 _extract_keywords(config, captions.to_extract)])
-        _write_part(store, "captions", new, rebuild, captions.rewrite)
+        _write_part(store, "captions", new, must_write("captions"), captions.rewrite)
         wrote.add("captions")
         caption_rows = new.num_rows
     if _error_keys(error_rows) != _error_keys(before) or must_write("errors"):
         # the errors of this run only: every earlier failure was tried again
         _write_part(store, "errors", pa.Table.from_pylist(error_rows, schema=schemas.ERRORS),
-                    rebuild=True, replace=set())
+                    whole=True, replace=set())
         wrote.add("errors")
     retried = {v["video_id"] for v in plan.retried}
     changes = {"added": len(plan.added), "changed": len(plan.changed),
@@ -406,7 +403,7 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
                "unchanged": len(plan.unchanged), "failed": len(error_rows),
                "failed_again": sum(row["video_id"] in retried for row in error_rows),
                "captions_written": caption_rows}
-    versions = {p: store.delta(p).version() for p in PARTS}
+    versions = {p: (store.delta(p) if p in wrote else tables[p]).version() for p in PARTS}
     # a killed run may have committed tables without its log file: commit them now
     committed_now = bool(wrote) or latest is None or versions != latest.tables
     if committed_now:

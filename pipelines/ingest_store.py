@@ -82,15 +82,12 @@ class IngestStore:
             return []
         return sorted(p for p in self.fs.ls(self.log_path, detail=False) if p.endswith(".json"))
 
-    def is_legacy(self) -> bool:
-        """An output of format 1 (plain Parquet folders and ``_SUCCESS``, no run log)."""
-        return not self._log_files() and self.fs.exists(storage.join(self.path, "_SUCCESS"))
-
     def latest(self) -> IngestVersion | None:
         """The newest committed run, or None for an output with none yet."""
         files = self._log_files()
         if not files:
-            if self.is_legacy():
+            # format 1: plain Parquet folders and _SUCCESS, no run log
+            if self.fs.exists(storage.join(self.path, "_SUCCESS")):
                 raise IngestFormatError(
                     f"{self.output} holds an ingest output of format 1 (Parquet folders and "
                     "_SUCCESS, written before incremental refresh), which cannot be updated "

@@ -10,9 +10,8 @@ only what that changed, delete the rest, one commit). The first run on an
 empty output builds everything; a run with nothing changed decodes and encodes
 nothing. Every flag of the two jobs that applies is a flag here. A new
 checkpoint rebuilds the table (``--overwrite`` forces that), never the ingest
-output. A run killed
-anywhere leaves the last committed state readable, and the next run completes
-it. Exit 0 when both steps finished; 1 when videos failed beyond
+output. A run killed anywhere leaves the last committed state readable, and
+the next run completes it. Exit 0 when both steps finished; 1 when videos failed beyond
 ``--max-error-rate``, or every new or changed video failed to decode or
 embed; 2 when a step could not run.
 """

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines import storage
-from pipelines.ingest_store import open_ingest
+from pipelines.ingest_store import IngestSnapshot, open_ingest
 from pipelines.job_config import flag
 from pipelines.ray_job import start_job
 from pipelines.train_data import pair_dataset, pair_nbytes, read_captions
@@ -120,7 +120,7 @@ class TrainConfig:
                 **dict.fromkeys(self.disabled_parts, False)}
 
 
-def training_data(config: TrainConfig, snapshot, model_cfg, num_pairs: int):
+def training_data(config: TrainConfig, snapshot: IngestSnapshot, model_cfg, num_pairs: int):
     """The train split's pairs, and whether they are cached (``--cache-data``).
 
     Cached, they are materialized in the object store and each worker reads its

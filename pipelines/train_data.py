@@ -39,11 +39,12 @@ def open_part(data: str | IngestSnapshot, part: str) -> pads.Dataset:
 
 def read_captions(data: str | IngestSnapshot, split: str) -> pa.Table:
     """Captions of one split (``video_id``, ``caption``, ``keywords``)."""
-    table = open_part(data, "captions").to_table(
+    snapshot = as_snapshot(data)
+    table = open_part(snapshot, "captions").to_table(
         columns=["video_id", "caption", "keywords"], filter=pc.field("split") == split
     )
     if table.num_rows == 0:
-        raise ValueError(f"{as_snapshot(data).output}: no captions in split {split!r}")
+        raise ValueError(f"{snapshot.output}: no captions in split {split!r}")
     return table
 
 
