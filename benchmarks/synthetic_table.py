@@ -1,25 +1,29 @@
-"""The synthetic benchmark table: baselines, the full model and its ablations, side by side.
+"""The synthetic benchmark table: baselines, the full model and its ablations, over seeds.
 
-    python benchmarks/synthetic_table.py --workdir bench/ [--train-groups 1000] [--epochs 60] \\
-        [--hard-negatives 5] [--runs meanp,seqtransf,lfemi,...]
+    python benchmarks/synthetic_table.py --workdir bench/ [--seeds 0,1,2] [--epochs 30] \\
+        [--train-groups 134] [--runs meanp,seqtransf,lfemi,...] [--train-flags "..."]
 
 Generates the order-only clips (``pipelines/synthetic.py``) and ingests them
-once into ``WORKDIR``, then for each run trains with ``pipelines/train.py``
-(same data, flags and seed for every model; a run whose ``final/`` exists is
-not trained again), evaluates the best epoch on the
-test split (``pipelines/evaluate.py``) and splits its errors into wrong group
-and wrong order (``within_group.py``). Prints one JSON object and the README's
-markdown table; each run's outputs stay in ``WORKDIR/ckpt-RUN``, so an
-interrupted table resumes. ``epochs, min`` is the sum of the epochs' training
-and validation time (Ray's start-up and the data's first pass left out).
+once into ``WORKDIR``, then for each run and seed trains with
+``pipelines/train.py`` at its default flags (plus ``--epochs``, ``--seed``,
+the run's own flags and ``--train-flags``), evaluates the best validation epoch
+on the test split (``pipelines/evaluate.py``) and splits its errors into wrong
+group and wrong order (``within_group.py``). Ties count against the query
+everywhere. Prints one JSON object (every seed's figures) and the README's
+markdown table (mean ± standard deviation over the seeds). Each trained run
+stays in ``WORKDIR/ckpt-RUN-sSEED``, so an interrupted table resumes.
+``--parallel 2`` trains two runs at a time, each on half of ``--cpus``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import statistics
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench_data import REPO
@@ -35,8 +39,13 @@ RUNS = {
     "lfemi -text_enhance": ["--model", "lfemi", "--disable", "text_enhance"],
     "lfemi -interaction": ["--model", "lfemi", "--disable", "interaction"],
     "lfemi -fine_grained": ["--model", "lfemi", "--disable", "fine_grained"],
-    # not an ablation: the full model plus the first-stage loss (see "Through the index")
-    "lfemi +first_stage_loss": ["--model", "lfemi", "--first-stage-loss", "0.5"],
+}
+COLUMNS = {  # column title -> where the figure is in a seed's result
+    "test t2v R@1": ("test", "t2v", "R@1"),
+    "R@5": ("test", "t2v", "R@5"),
+    "MdR": ("test", "t2v", "MdR"),
+    "within-group acc. (chance 33.3)": ("within_group", "full", "within_group_accuracy"),
+    "top-1 in group": ("within_group", "full", "top1_in_group"),
 }
 
 
@@ -56,16 +65,17 @@ def prepare(workdir: Path, train_groups: int) -> Path:
     return data
 
 
-def run(name: str, data: Path, workdir: Path, args) -> dict:
-    output = workdir / ("ckpt-" + name.replace(" ", "").replace("-", "-no-").replace("+", "-with-"))
+def run_seed(name: str, seed: int, data: Path, workdir: Path, args, cpus: float) -> dict:
+    """Train, evaluate and break down one run at one seed (or read its earlier result)."""
+    slug = name.replace(" ", "").replace("-", "-no-")
+    output = workdir / f"ckpt-{slug}-s{seed}"
     result_file = output / "table_row.json"
     if result_file.exists():
         return json.loads(result_file.read_text())
     if not (output / "final").exists():  # a trained run is only evaluated
         script(["pipelines/train.py", "--data", str(data), "--output", str(output),
-                *RUNS[name], "--max-frames", "8", "--epochs", str(args.epochs),
-                "--batch-size", "32", "--lr", str(args.lr), "--cpus-per-worker", str(args.cpus),
-                "--checkpoint-every", "10", "--hard-negatives", str(args.hard_negatives)])
+                *RUNS[name], "--epochs", str(args.epochs), "--seed", str(seed),
+                "--cpus-per-worker", str(cpus), *shlex.split(args.train_flags)])
     test = output / "test.json"
     script(["pipelines/evaluate.py", "--data", str(data), "--checkpoint", str(output / "final"),
             "--split", "test", "--json", str(test)])
@@ -73,45 +83,65 @@ def run(name: str, data: Path, workdir: Path, args) -> dict:
                                 "--checkpoint", str(output / "final")]))
     rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     best = max(rows, key=lambda r: (r["val_t2v_R@1"], r["epoch"]))
-    epochs_s = sum(r["train_s"] + r["val_s"] for r in rows)  # without Ray's start-up
-    row = {"run": name, "train_minutes": round(epochs_s / 60, 1), "best_epoch": best["epoch"],
+    row = {"run": name, "seed": seed, "best_epoch": best["epoch"],
+           "train_minutes": round(sum(r["train_s"] + r["val_s"] for r in rows) / 60, 1),
            "test": json.loads(test.read_text()), "within_group": groups,
            "final_loss": rows[-1]["loss"]}
     result_file.write_text(json.dumps(row))
     return row
 
 
-def markdown(rows: list[dict]) -> str:
-    lines = ["| run | test t2v R@1 | R@5 | MdR | within-group acc. (chance 33.3) | top-1 in group "
-             "| best epoch | epochs, min |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        t2v, wg = r["test"]["t2v"], r["within_group"]["full"]
-        lines.append(f"| `{r['run']}` | {t2v['R@1']:.1f} | {t2v['R@5']:.1f} | {t2v['MdR']:g} "
-                     f"| {wg['within_group_accuracy']:.1f} | {wg['top1_in_group']:.1f} "
-                     f"| {r['best_epoch']} | {r['train_minutes']} |")
+def figure(row: dict, path: tuple[str, ...]) -> float:
+    for key in path:
+        row = row[key]
+    return row
+
+
+def summary(name: str, rows: list[dict]) -> dict:
+    """Mean and standard deviation over seeds of every column."""
+    out = {"run": name, "seeds": [r["seed"] for r in rows]}
+    for title, path in COLUMNS.items():
+        values = [figure(r, path) for r in rows]
+        out[title] = (statistics.mean(values),
+                      statistics.stdev(values) if len(values) > 1 else 0.0)
+    return out
+
+
+def markdown(summaries: list[dict]) -> str:
+    lines = ["| run | " + " | ".join(COLUMNS) + " |", "| --- " * (len(COLUMNS) + 1) + "|"]
+    for s in summaries:
+        cells = [f"{s[t][0]:.1f} ± {s[t][1]:.1f}" for t in COLUMNS]
+        lines.append(f"| `{s['run']}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True, help="data and checkpoints go here")
-    parser.add_argument("--train-groups", type=int, default=1000,
+    parser.add_argument("--train-groups", type=int, default=134,
                         help="synthetic training groups of 3 clips (val and test: 33 each)")
-    parser.add_argument("--epochs", type=int, default=60, help="training epochs of every run")
-    parser.add_argument("--lr", type=float, default=3e-4, help="learning rate of every run")
-    parser.add_argument("--hard-negatives", type=int, default=5,
-                        help="train.py --hard-negatives of every run (0: random batches)")
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs of every run")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
+    parser.add_argument("--train-flags", default="",
+                        help="more train.py flags for every run, e.g. '--hard-negatives 5'")
     parser.add_argument("--cpus", type=float, default=2,
-                        help="train.py --cpus-per-worker of every run")
+                        help="CPUs for training, split between --parallel runs")
+    parser.add_argument("--parallel", type=int, default=1, help="runs trained at a time")
     parser.add_argument("--runs", default=",".join(RUNS),
                         help=f"comma-separated subset of: {', '.join(RUNS)}")
     args = parser.parse_args()
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     data = prepare(workdir, args.train_groups)
-    rows = [run(name.strip(), data, workdir, args) for name in args.runs.split(",")]
-    print(json.dumps({"settings": vars(args), "rows": rows}, indent=2))
-    print(markdown(rows))
+    names = [name.strip() for name in args.runs.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    jobs = [(name, seed) for name in names for seed in seeds]
+    with ThreadPoolExecutor(args.parallel) as pool:
+        results = list(pool.map(
+            lambda job: run_seed(*job, data, workdir, args, args.cpus / args.parallel), jobs))
+    summaries = [summary(name, [r for r in results if r["run"] == name]) for name in names]
+    print(json.dumps({"settings": vars(args), "runs": results, "summary": summaries}, indent=2))
+    print(markdown(summaries))
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@
 Prints JSON, for the full score and for its coarse and fine parts: R@1
 (text-to-video), how often the top-1 clip is in the caption's group, and how
 often the caption's own clip is the best of its group's three (chance: 1/3;
-a mean-pooling model cannot beat it). Clip ids are ``g{group}_v{index}``, as
-``pipelines/synthetic.py`` writes them.
+a mean-pooling model cannot beat it). Ties count against the caption. Clip
+ids are ``g{group}_v{index}``, as ``pipelines/synthetic.py`` writes them.
 """
 
 from __future__ import annotations
@@ -18,25 +18,28 @@ import torch
 
 from pipelines.evaluation import encode_split, load_split
 from vtr_models.checkpoint import load_checkpoint
+from vtr_models.metrics import target_rank
 
 
 def breakdown(scores: torch.Tensor, text_video_ids: list[str], video_ids: list[str]) -> dict:
-    """R@1, top-1-in-group and within-group accuracy (percent) of a ``[texts, videos]`` score."""
-    groups = [v.split("_")[0] for v in video_ids]
-    members: dict[str, list[int]] = {}
-    for index, group in enumerate(groups):
-        members.setdefault(group, []).append(index)
-    top = scores.argmax(dim=1).tolist()
-    hit = in_group = within = 0
-    for row, video_id in enumerate(text_video_ids):
-        own = video_ids.index(video_id)
-        hit += top[row] == own
-        in_group += groups[top[row]] == groups[own]
-        mates = members[groups[own]]
-        within += mates[int(scores[row, mates].argmax())] == own
-    n = len(text_video_ids)
-    return {"R@1": 100 * hit / n, "top1_in_group": 100 * in_group / n,
-            "within_group_accuracy": 100 * within / n}
+    """R@1, top-1-in-group and within-group accuracy (percent) of a ``[texts, videos]`` score.
+
+    Ties count against the caption, as in ``vtr_models.metrics``: R@1 needs the own clip to
+    beat every other clip strictly; top-1-in-group, the best of the group to beat every clip
+    outside it; within-group, the own clip to beat its group-mates. A model that cannot tell
+    twins apart gets no credit for them.
+    """
+    column = {video_id: j for j, video_id in enumerate(video_ids)}
+    group_of = [video_id.split("_")[0] for video_id in video_ids]
+    number = {g: i for i, g in enumerate(dict.fromkeys(group_of))}
+    own = torch.tensor([column[video_id] for video_id in text_video_ids], device=scores.device)
+    group = torch.tensor([number[g] for g in group_of], device=scores.device)
+    is_own = torch.arange(len(video_ids), device=scores.device)[None, :] == own[:, None]
+    in_group = group[None, :] == group[own][:, None]
+    mates_only = scores.masked_fill(~in_group, float("-inf"))
+    hits = {"R@1": target_rank(scores, is_own), "top1_in_group": target_rank(scores, in_group),
+            "within_group_accuracy": target_rank(mates_only, is_own)}
+    return {name: 100 * float((rank == 1).double().mean()) for name, rank in hits.items()}
 
 
 def main() -> None:

@@ -93,7 +93,9 @@ def evaluate_via_index(search, data: str, split: str, candidates: int) -> dict:
     Each caption is a query restricted to the split's rows (``split`` column); a
     video outside the ``candidates`` of stage one counts as ranked
     ``candidates + 1``, so R@K for K <= candidates is exact and MdR/MnR are
-    lower bounds when some targets fall outside.
+    lower bounds when some targets fall outside. Ties count against the caption,
+    as in ``retrieval_metrics``: its rank is the number of candidates scoring at
+    least its own video's score, not the video's place in the sorted result.
     """
     captions = read_captions(data, split)
     quoted = split.replace("'", "''")
@@ -102,7 +104,7 @@ def evaluate_via_index(search, data: str, split: str, candidates: int) -> dict:
                                  captions.column("video_id").to_pylist(), strict=True):
         found = search.search(caption, k=candidates, candidates=candidates,
                               where=f"split = '{quoted}'")
-        hits = found.index[found["video_id"] == video_id]
-        ranks.append(int(found.loc[hits[0], "rank"]) if len(hits) else candidates + 1)
+        own = found.loc[found["video_id"] == video_id, "score"]
+        ranks.append(int((found["score"] >= own.iloc[0]).sum()) if len(own) else candidates + 1)
     return {"t2v": rank_metrics(torch.tensor(ranks)), "num_videos": search.table.count_rows(
         f"split = '{quoted}'"), "num_captions": len(ranks), "candidates": candidates}

@@ -37,7 +37,12 @@ from pipelines.ingest_store import (
     delta_storage_options,
 )
 from pipelines.job_config import flag
-from pipelines.keywords import KeywordModelError, KeywordOptions, load_sentence_model
+from pipelines.keywords import (
+    STOP_WORD_LISTS,
+    KeywordModelError,
+    KeywordOptions,
+    load_sentence_model,
+)
 from pipelines.manifest import Manifest, ManifestError, manifest_from_folder, read_manifest
 from pipelines.msrvtt import read_msrvtt
 from pipelines.ray_job import start_job
@@ -92,8 +97,11 @@ class IngestConfig:
         "diversify keywords with Maximal Marginal Relevance"))
     keyword_diversity: float = field(default=KeywordOptions.diversity, metadata=flag(
         "MMR diversity, 0 (similar) to 1 (diverse)"))
-    keyword_stop_words: str = field(default="english", metadata=flag(
-        "stop-word list passed to KeyBERT's vectoriser, or 'none'"))
+    keyword_stop_words: str = field(default=KeywordOptions.stop_words, metadata=flag(
+        "stop words KeyBERT never picks: english-motion (scikit-learn's English list "
+        "without direction words such as up, down, behind, which captions of motion "
+        "need), english (scikit-learn's whole list) or none",
+        choices=STOP_WORD_LISTS))
     keyword_languages: str = field(default="en", metadata=flag(
         "comma-separated language codes for the simplemma lemmatiser, e.g. 'en' or 'de,en'"))
     keyword_concurrency: int = field(default=1, metadata=flag("number of KeyBERT actors"))

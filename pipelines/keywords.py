@@ -12,6 +12,14 @@ import os
 from dataclasses import dataclass
 
 DEFAULT_MODEL = "paraphrase-multilingual-MiniLM-L12-v2"
+#: words of scikit-learn's English stop-word list that say where or which way something
+#: moves: in video captions they are content ("a ball rolls down"), so ``english-motion``
+#: keeps them as keyword candidates
+DIRECTION_WORDS = frozenset({
+    "up", "down", "above", "below", "over", "under", "top", "bottom", "front", "behind",
+    "back", "across", "around", "into", "onto", "toward", "towards", "off", "out",
+})
+STOP_WORD_LISTS = ("english-motion", "english", "none")
 
 
 class KeywordModelError(RuntimeError):
@@ -27,7 +35,7 @@ class KeywordOptions:
     max_ngram: int = 2
     use_mmr: bool = True
     diversity: float = 0.5
-    stop_words: str | None = "english"
+    stop_words: str | None = "english-motion"
     languages: tuple[str, ...] = ("en",)
 
 
@@ -50,6 +58,15 @@ def load_sentence_model(name_or_path: str):
             f"(e.g. `huggingface-cli download sentence-transformers/{DEFAULT_MODEL} "
             "--local-dir /models/minilm`) and pass --keyword-model /models/minilm."
         ) from exc
+
+
+def stop_word_list(name: str | None) -> str | list[str] | None:
+    """What KeyBERT's vectoriser takes for one of :data:`STOP_WORD_LISTS` (or None)."""
+    if name == "english-motion":
+        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+        return sorted(ENGLISH_STOP_WORDS - DIRECTION_WORDS)
+    return None if name in (None, "none") else name
 
 
 def lemmatise(phrase: str, languages: tuple[str, ...]) -> str:
@@ -80,7 +97,7 @@ class KeywordExtractor:
             top_n=opts.num_keywords,
             use_mmr=opts.use_mmr,
             diversity=opts.diversity,
-            stop_words=opts.stop_words,
+            stop_words=stop_word_list(opts.stop_words),
         )
         if len(captions) == 1:  # KeyBERT unwraps the list for a single document
             found = [found]

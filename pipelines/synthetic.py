@@ -4,20 +4,25 @@
         --train-groups 134 --val-groups 33 --test-groups 33
 
 Each clip shows two coloured shapes on black; first one moves, then the other.
-Its caption says, in order, what happens: "a red circle moves left, then a
-blue square moves up". Clips come in groups of three built from the same two
-motions:
+Its captions say, in order, what happens, in several paraphrases ("a red
+circle moves left, then a blue square moves up"; "a blue square goes upward
+after the red circle slides to the left"). Clips come in groups of three,
+each a reordering of the same eight pictures (A's four steps, then B's):
 
 1. A then B;
-2. B then A (the same motions in swapped order);
+2. B then A: the two halves swapped (B moves, then A; each shape jumps back
+   to where its motion starts);
 3. clip 1 played backwards: reversed B, then reversed A ("... moves down,
    then ... moves right").
 
-All three show nearly the same set of frames, so their mean-pooled frame
-features are nearly equal and a model that averages frames (``meanp``) cannot
-rank the right clip of a group first more than about one time in three. Groups
-are wholly in ``train``, ``val`` or ``test``. Writes ``OUTPUT/clips/*.mp4`` and
-``OUTPUT/manifest.csv`` in the ingest format.
+Every position is held for one second, a whole sampling period of the ingest
+job's default 1 fps, so frames sampled at any phase are the same set of
+pictures in all three clips. A model that ignores frame order (``meanp``)
+therefore sees the same input for the three and is at chance (one in three)
+inside a group; with smooth motion, the sampling phase would leak direction.
+Groups are wholly in ``train``, ``val`` or ``test``. Writes
+``OUTPUT/clips/*.mp4`` and ``OUTPUT/manifest.csv`` in the ingest format, one
+row per caption.
 """
 
 from __future__ import annotations
@@ -40,6 +45,18 @@ COLORS = {
 SHAPES = ("circle", "square", "triangle")
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+# the paraphrases: how a direction, a motion and the order of two motions are said
+DIRECTION_WORDS = {
+    "left": ("left", "to the left", "leftward"), "right": ("right", "to the right", "rightward"),
+    "up": ("up", "upward", "upwards"), "down": ("down", "downward", "downwards"),
+}
+VERBS = ("moves", "slides", "goes", "travels", "glides", "shifts")
+ORDERINGS = (  # {first} happens before {second}
+    "{first}, then {second}", "{first} and then {second}", "first {first}, then {second}",
+    "{first}; after that {second}", "{second} after {first}", "{first} before {second}",
+    "after {first}, {second}", "{first}, and next {second}",
+)
+CAPTIONS_PER_CLIP = 3
 
 
 @dataclass(frozen=True)
@@ -60,8 +77,24 @@ class Motion:
     def reversed(self) -> Motion:
         return Motion(self.color, self.shape, OPPOSITE[self.direction], self.end, self.distance)
 
-    def phrase(self) -> str:
-        return f"a {self.color} {self.shape} moves {self.direction}"
+    def phrase(self, rng: np.random.Generator) -> str:
+        """One way of saying this motion ("the red circle slides to the left")."""
+        article = rng.choice(("an" if self.color[0] in "aeiou" else "a", "the"))
+        verb = rng.choice(VERBS)
+        where = rng.choice(DIRECTION_WORDS[self.direction])
+        return f"{article} {self.color} {self.shape} {verb} {where}"
+
+
+def captions(first: Motion, second: Motion, rng: np.random.Generator,
+             count: int = CAPTIONS_PER_CLIP) -> list[str]:
+    """``count`` different paraphrases of "``first``, then ``second``"."""
+    found: list[str] = []
+    while len(found) < count:
+        ordering = str(rng.choice(ORDERINGS))
+        text = ordering.format(first=first.phrase(rng), second=second.phrase(rng))
+        if text not in found:
+            found.append(text)
+    return found
 
 
 def draw(img: np.ndarray, shape: str, color: tuple[int, int, int], centre, radius: float) -> None:
@@ -78,14 +111,15 @@ def draw(img: np.ndarray, shape: str, color: tuple[int, int, int], centre, radiu
     img[inside] = color
 
 
-def render(first: Motion, second: Motion, size: int, frames_per_motion: int) -> list[np.ndarray]:
-    """Frames of ``first`` moving (``second`` still at its start), then ``second`` moving."""
+def render(first: Motion, second: Motion, size: int, steps: int) -> list[np.ndarray]:
+    """The pictures of ``first`` moving (``second`` still at its start), then ``second``
+    moving (``first`` still at its end): ``steps`` positions per motion."""
     radius = size * 0.09
     frames = []
     for moving, still in ((first, second), (second, first)):
         still_at = still.end if still is first else still.start
-        for i in range(frames_per_motion):
-            t = i / (frames_per_motion - 1)
+        for i in range(steps):
+            t = i / (steps - 1)
             at = tuple(a + (b - a) * t for a, b in zip(moving.start, moving.end, strict=True))
             img = np.zeros((size, size, 3), np.uint8)
             draw(img, still.shape, COLORS[still.color], still_at, radius)
@@ -105,32 +139,40 @@ def random_motion(rng: np.random.Generator, color: str, shape: str, size: int) -
     return Motion(color, shape, direction, start, distance)
 
 
-def group_clips(rng: np.random.Generator, size: int, frames_per_motion: int):
-    """The three (caption, frames) variants of one group."""
+def group_clips(rng: np.random.Generator, size: int, steps: int,
+                captions_per_clip: int = CAPTIONS_PER_CLIP):
+    """The three (captions, pictures) variants of one group: reorderings of one picture set."""
     (c1, c2) = rng.choice(list(COLORS), size=2, replace=False)
     s1, s2 = rng.choice(SHAPES), rng.choice(SHAPES)
     a = random_motion(rng, str(c1), str(s1), size)
     b = random_motion(rng, str(c2), str(s2), size)
-    forward = render(a, b, size, frames_per_motion)
+    forward = render(a, b, size, steps)
     return [
-        (f"{a.phrase()}, then {b.phrase()}", forward),
-        (f"{b.phrase()}, then {a.phrase()}", render(b, a, size, frames_per_motion)),
-        (f"{b.reversed().phrase()}, then {a.reversed().phrase()}", forward[::-1]),
+        (captions(a, b, rng, captions_per_clip), forward),
+        (captions(b, a, rng, captions_per_clip), forward[steps:] + forward[:steps]),
+        (captions(b.reversed(), a.reversed(), rng, captions_per_clip), forward[::-1]),
     ]
 
 
 def generate(output: Path, train_groups: int, test_groups: int, val_groups: int = 0,
-             seed: int = 0, size: int = 96, fps: int = 4, seconds_per_motion: int = 4) -> Path:
-    """Write the clips and ``manifest.csv``; returns the manifest path."""
+             seed: int = 0, size: int = 96, fps: int = 4, seconds_per_motion: int = 4,
+             captions_per_clip: int = CAPTIONS_PER_CLIP) -> Path:
+    """Write the clips and ``manifest.csv``; returns the manifest path.
+
+    A motion takes ``seconds_per_motion`` positions, each shown for one second
+    (``fps`` identical frames); every clip gets ``captions_per_clip`` paraphrases.
+    """
     rng = np.random.default_rng(seed)
     splits = ["train"] * train_groups + ["val"] * val_groups + ["test"] * test_groups
     rows = []
     for g, split in enumerate(splits):
-        for v, (caption, frames) in enumerate(group_clips(rng, size, fps * seconds_per_motion)):
+        for v, (texts, pictures) in enumerate(
+                group_clips(rng, size, seconds_per_motion, captions_per_clip)):
             video_id = f"g{g:04d}_v{v}"
+            frames = [picture for picture in pictures for _ in range(fps)]
             path = write_video(output / "clips" / f"{video_id}.mp4", frames, fps)
-            rows.append({"video_id": video_id, "uri": str(path.resolve()), "caption": caption,
-                         "split": split, "group": g})
+            rows += [{"video_id": video_id, "uri": str(path.resolve()), "caption": text,
+                      "split": split, "group": g} for text in texts]
     manifest = output / "manifest.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
     return manifest
@@ -143,13 +185,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-groups", type=int, default=33,
                         help="groups of 3 for model selection")
     parser.add_argument("--test-groups", type=int, default=33, help="groups of 3 for testing")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of shapes, motions and captions")
     parser.add_argument("--size", type=int, default=96, help="frame width and height, pixels")
     parser.add_argument("--fps", type=int, default=4, help="frame rate of the clips")
-    parser.add_argument("--seconds-per-motion", type=int, default=4)
+    parser.add_argument("--captions-per-clip", type=int, default=CAPTIONS_PER_CLIP,
+                        help="different paraphrases of each clip")
+    parser.add_argument("--seconds-per-motion", type=int, default=4,
+                        help="positions of each motion, one second each")
     args = parser.parse_args(argv)
     manifest = generate(Path(args.output), args.train_groups, args.test_groups, args.val_groups,
-                        args.seed, args.size, args.fps, args.seconds_per_motion)
+                        args.seed, args.size, args.fps, args.seconds_per_motion,
+                        args.captions_per_clip)
     print(f"wrote {manifest}")
     return 0
 

@@ -49,7 +49,10 @@ class TrainConfig:
         "open_clip NAME[:PRETRAINED], e.g. ViT-B-32:openai, or vtr-tiny (random init)"))
     disable: str = field(default="", metadata=flag(
         f"comma-separated parts of lfemi to switch off for ablations: {', '.join(PARTS)}"))
-    max_frames: int = field(default=12, metadata=flag("frames per video the model sees"))
+    max_frames: int | None = field(default=None, metadata=flag(
+        "frames per video the model sees (default: the --max-frames the ingest output was "
+        "built with, read from its run log); a video with more stored frames is thinned "
+        "evenly, first and last kept, and one with fewer is padded"))
     epochs: int = field(default=5, metadata=flag("training epochs"))
     batch_size: int = field(default=32, metadata=flag(
         "global batch size (split evenly across workers)"))
@@ -68,6 +71,10 @@ class TrainConfig:
         "build each batch from random captions and their N nearest captions (token TF-IDF), "
         "so that near-duplicate captions meet as negatives; 0: random batches. Needs cached "
         "data"))
+    augment_shift: float = field(default=0.0, metadata=flag(
+        "move every frame of a training clip by one random offset of up to this fraction "
+        "of the frame size (0: off); keeps motion and direction, breaks memorising where "
+        "things are"))
     first_stage_loss: float = field(default=0.0, metadata=flag(
         "weight of an extra contrastive loss on the first-stage vectors (caption feature "
         "against mean-pooled frames) that the vector index searches: the full model's "
@@ -102,6 +109,8 @@ class TrainConfig:
         unknown = set(self.disabled_parts) - set(PARTS)
         if unknown:
             raise ValueError(f"--disable: unknown part(s) {', '.join(sorted(unknown))}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError("--max-frames must be at least 1")
         if self.checkpoint_every < 1:
             raise ValueError("--checkpoint-every must be at least 1")
         if self.batch_size % self.num_workers:
@@ -116,8 +125,30 @@ class TrainConfig:
 
     @property
     def model_overrides(self) -> dict:
-        return {"backbone": self.backbone, "max_frames": self.max_frames,
+        frames = {} if self.max_frames is None else {"max_frames": self.max_frames}
+        return {"backbone": self.backbone, **frames,
                 **dict.fromkeys(self.disabled_parts, False)}
+
+
+def resolve_max_frames(config: TrainConfig, snapshot: IngestSnapshot) -> TrainConfig:
+    """``config`` with ``max_frames`` set: ``--max-frames`` as given, else the most frames
+    per video the ingest output stores (its recorded ``--max-frames``).
+
+    An output whose run log records no sampling settings leaves it unset (the
+    model config's default applies).
+    """
+    stored = snapshot.settings.get("sampling", {}).get("max_frames")
+    if config.max_frames is None:
+        if stored is None:
+            log.warning("%s records no sampling settings: --max-frames falls back to the "
+                        "model's default", config.data)
+            return config
+        log.info("max_frames %d, as the ingest output was sampled", stored)
+        return dataclasses.replace(config, max_frames=stored)
+    if stored is not None and config.max_frames > stored:
+        log.info("--max-frames %d exceeds the %d frames per video the ingest output stores at "
+                 "most: the extra positions are padding", config.max_frames, stored)
+    return config
 
 
 def training_data(config: TrainConfig, snapshot: IngestSnapshot, model_cfg, num_pairs: int):
@@ -153,8 +184,9 @@ def run_training(config: TrainConfig):
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    model_cfg = model_config(config.model, **config.model_overrides)
     snapshot = open_ingest(config.data)  # one committed run for every read of the job
+    config = resolve_max_frames(config, snapshot)
+    model_cfg = model_config(config.model, **config.model_overrides)
     num_pairs = read_captions(snapshot, "train").num_rows
     read_captions(snapshot, config.val_split)  # fail now, not after the first epoch
     output = Path(config.output).resolve()

@@ -23,9 +23,11 @@ import torch.distributed.nn.functional as dist_nn
 from pipelines.batch_sampling import caption_neighbours, neighbour_batches, random_batches
 from pipelines.evaluation import evaluate_split, load_split
 from pipelines.ingest_store import open_ingest
+from vtr_models.augment import random_shift
 from vtr_models.checkpoint import WEIGHTS_FILE, save_checkpoint
 from vtr_models.factory import create_model
 from vtr_models.model_config import model_config
+from vtr_models.param_groups import optimizer_groups
 from vtr_models.retrieval_model import RetrievalModel
 
 MODEL_DIR = "model"  # inside each Ray Train checkpoint: a vtr_models checkpoint folder
@@ -159,13 +161,8 @@ def train_loop_per_worker(settings: dict) -> None:
     torch.manual_seed(settings["seed"])
     config = model_config(settings["model"], **settings["model_overrides"])
     model = create_model(config)
-    lr_new = settings["lr"]
-    lr_clip = settings["lr_clip"]
-    optimizer = torch.optim.AdamW(
-        [{"params": model.clip_parameters(), "lr": lr_clip},
-         {"params": model.new_parameters(), "lr": lr_new}],
-        weight_decay=settings["weight_decay"],
-    )
+    optimizer = torch.optim.AdamW(optimizer_groups(
+        model, model.backbone, settings["lr_clip"], settings["lr"], settings["weight_decay"]))
     steps_per_epoch = max(1, settings["num_pairs"] // settings["batch_size"])
     total = steps_per_epoch * settings["epochs"]
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -197,6 +194,8 @@ def train_loop_per_worker(settings: dict) -> None:
             data_s += time.perf_counter() - waited
             if batch is None:
                 break
+            shift = round(settings["augment_shift"] * batch["frames"].shape[-1])
+            batch["frames"] = random_shift(batch["frames"], shift)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss = contrastive_step(model, module, batch, settings["first_stage_loss"])
             optimizer.zero_grad(set_to_none=True)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vtr_models.frames import even_indices
+
 
 class VideoDecodeError(ValueError):
     """A file that opens but is not a usable video (no video stream, one frame...)."""
@@ -31,7 +33,8 @@ class SamplingOptions:
 
 
 def sample_times(duration_s: float, fps: float, max_frames: int) -> list[float]:
-    """Times (s) of frames sampled every ``1/fps`` from 0, uniformly thinned to ``max_frames``.
+    """Times (s) of frames sampled every ``1/fps`` from 0, evenly thinned to ``max_frames``
+    (:func:`vtr_models.frames.even_indices`, the rule the model's preprocessing uses).
 
     A video shorter than one period still gives one frame (at 0 s).
     """
@@ -39,9 +42,7 @@ def sample_times(duration_s: float, fps: float, max_frames: int) -> list[float]:
         raise ValueError("fps must be > 0 and max_frames >= 1")
     count = max(1, math.ceil(duration_s * fps - 1e-9))
     times = np.arange(count) / fps
-    if count > max_frames:
-        times = times[np.linspace(0, count - 1, max_frames).round().astype(int)]
-    return times.tolist()
+    return times[even_indices(count, max_frames)].tolist()
 
 
 def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:

@@ -122,9 +122,11 @@ def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory, keyword_model) -> Path:
-    """A small synthetic benchmark (18 train, 6 val, 6 test videos), ingested at 64 px."""
+    """A small synthetic benchmark (18 train, 6 val, 6 test videos, one caption each),
+    ingested at 64 px."""
     root = tmp_path_factory.mktemp("synthetic")
-    manifest = generate(root, train_groups=6, test_groups=2, val_groups=2, seed=1)
+    manifest = generate(root, train_groups=6, test_groups=2, val_groups=2, seed=1,
+                        captions_per_clip=1)
     result = run(["pipelines/ingest.py", "--manifest", str(manifest), "--output",
                   str(root / "ingest"), "--frame-size", "64", "--keyword-model", keyword_model])
     assert result.returncode == 0, result.stderr[-3000:]

@@ -104,9 +104,12 @@ def test_search_returns_the_exhaustive_top_10(table, keyword_model):
         every.append((video, inputs.video_ids))
     scores = torch.cat([model.score(search.encode_text(text), v)[0] for v, _ in every])
     ids = [i for _, video_ids in every for i in video_ids]
-    order = torch.argsort(scores, descending=True)[:10].tolist()
-    assert found["video_id"].tolist() == [ids[i] for i in order]
-    assert torch.allclose(torch.tensor(found["score"].tolist()), scores[order], atol=2e-2)
+    # the table stores float16 features: clips of a group differ only in frame order, so
+    # near-equal scores may trade places; each returned video must hold the exhaustive
+    # score of its rank, and the returned score must be that video's own
+    exact = scores[[ids.index(video_id) for video_id in found["video_id"]]]
+    assert torch.allclose(exact, scores.sort(descending=True).values[:10], atol=5e-3)
+    assert torch.allclose(torch.tensor(found["score"].tolist()), exact, atol=2e-2)
     assert found["score"].is_monotonic_decreasing
 
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import simplemma
 
-from pipelines.keywords import KeywordExtractor, KeywordModelError, KeywordOptions, lemmatise
+from pipelines.keywords import (
+    KeywordExtractor,
+    KeywordModelError,
+    KeywordOptions,
+    lemmatise,
+    stop_word_list,
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +49,16 @@ def test_lemmatise_every_word_of_a_phrase():
 def test_unloadable_model_says_how_to_fix(tmp_path):
     with pytest.raises(KeywordModelError, match="--keyword-model"):
         KeywordExtractor(KeywordOptions(model=str(tmp_path / "no-such-model")))
+
+
+def test_direction_words_can_be_keywords(keyword_model):
+    """``english-motion`` (the default) keeps the words that say which way things move; the
+    whole English list would drop them before KeyBERT ranks anything."""
+    assert {"up", "down", "behind"}.isdisjoint(stop_word_list("english-motion"))
+    assert {"the", "a", "and"} <= set(stop_word_list("english-motion"))
+    caption = ["the ball rolls down"]
+    every = dict(model=keyword_model, num_keywords=10, max_ngram=1, use_mmr=False)
+    (motion,) = KeywordExtractor(KeywordOptions(**every))(caption)
+    (english,) = KeywordExtractor(KeywordOptions(**every, stop_words="english"))(caption)
+    assert "down" in motion and "down" not in english
+    assert "the" not in motion

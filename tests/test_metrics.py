@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from vtr_models.metrics import retrieval_metrics
+from vtr_models.metrics import retrieval_metrics, target_rank
 
 # 3 videos, 4 captions; video "a" has two captions (t0, t1).
 VIDEO_IDS = ["a", "b", "c"]
@@ -21,15 +23,22 @@ SIM = [
 
 
 def test_hand_worked_text_to_video() -> None:
-    # t0: own a = 0.3; strictly higher: 0.6, 0.5          -> rank 3
-    # t1: own a = 0.8; nothing higher                      -> rank 1
-    # t2: own b = 0.4; higher: 0.9; a = 0.4 is a tie,
-    #     which does not count (optimistic)                 -> rank 2 (pessimistic would be 3)
+    # t0: own a = 0.3; higher: 0.6, 0.5                     -> rank 3
+    # t1: own a = 0.8; nothing higher                       -> rank 1
+    # t2: own b = 0.4; higher: 0.9; a = 0.4 is a tie, which
+    #     counts against the query                          -> rank 3 (optimistic: 2)
     # t3: own c = 0.2; higher: 0.7                          -> rank 2
-    # ranks [3, 1, 2, 2]: R@1 = 1/4 = 25 %, R@5 = R@10 = 100 %,
-    # MdR = median(1, 2, 2, 3) = 2, MnR = 8 / 4 = 2.
+    # ranks [3, 1, 3, 2]: R@1 = 1/4 = 25 %, R@5 = R@10 = 100 %,
+    # MdR = median(1, 2, 3, 3) = 2.5, MnR = 9 / 4 = 2.25.
     t2v = retrieval_metrics(np.array(SIM), TEXT_VIDEO_IDS, VIDEO_IDS)["t2v"]
-    assert t2v == pytest.approx({"R@1": 25.0, "R@5": 100.0, "R@10": 100.0, "MdR": 2.0, "MnR": 2.0})
+    assert t2v == pytest.approx(
+        {"R@1": 25.0, "R@5": 100.0, "R@10": 100.0, "MdR": 2.5, "MnR": 2.25}
+    )
+    # The old, optimistic convention: ranks [3, 1, 2, 2], MdR = 2, MnR = 2.
+    optimistic = retrieval_metrics(np.array(SIM), TEXT_VIDEO_IDS, VIDEO_IDS, ties="optimistic")
+    assert optimistic["t2v"] == pytest.approx(
+        {"R@1": 25.0, "R@5": 100.0, "R@10": 100.0, "MdR": 2.0, "MnR": 2.0}
+    )
 
 
 def test_hand_worked_video_to_text_uses_best_caption_rank() -> None:
@@ -45,13 +54,73 @@ def test_hand_worked_video_to_text_uses_best_caption_rank() -> None:
     )
 
 
-def test_ties_are_broken_optimistically() -> None:
-    # Every score equal: nothing is strictly higher than anything, so every rank is 1.
-    sim = torch.zeros(4, 3)
-    out = retrieval_metrics(sim, TEXT_VIDEO_IDS, VIDEO_IDS)
-    for direction in ("t2v", "v2t"):
-        assert out[direction]["R@1"] == 100.0
-        assert out[direction]["MnR"] == 1.0
+def test_equal_scores_get_no_credit() -> None:
+    # A model that scores every candidate equally: every other candidate ties the target, so
+    # every rank is N (5 videos, one caption each) and R@1 is 0, both ways.
+    ids = list(range(5))
+    out = retrieval_metrics(torch.full((5, 5), 0.25), ids, ids)
+    worst = {"R@1": 0.0, "R@5": 100.0, "R@10": 100.0, "MdR": 5.0, "MnR": 5.0}
+    assert out == {"t2v": worst, "v2t": worst}
+    # The optimistic convention calls the same model perfect.
+    perfect = {"R@1": 100.0, "R@5": 100.0, "R@10": 100.0, "MdR": 1.0, "MnR": 1.0}
+    optimistic = retrieval_metrics(torch.zeros(5, 5), ids, ids, ties="optimistic")
+    assert optimistic == {"t2v": perfect, "v2t": perfect}
+
+
+def test_two_way_tie_at_the_top_is_a_miss_unless_optimistic() -> None:
+    ids = ["a", "b", "c"]
+    # caption 0 (of a) ties a with b at the top; captions 1 and 2 win strictly.
+    sim = torch.tensor([[0.9, 0.9, 0.1], [0.2, 0.8, 0.3], [0.1, 0.2, 0.7]])
+    against = retrieval_metrics(sim, ids, ids)
+    optimistic = retrieval_metrics(sim, ids, ids, ties="optimistic")
+    # t2v ranks: against [2, 1, 1], optimistic [1, 1, 1].
+    assert against["t2v"]["R@1"] == pytest.approx(200 / 3)
+    assert against["t2v"]["MnR"] == pytest.approx(4 / 3)
+    assert optimistic["t2v"]["R@1"] == 100.0
+    # v2t: column a = [0.9, 0.2, 0.1] -> rank 1; column b = [0.9, 0.8, 0.2]: caption 0 (of a)
+    # beats b's own caption -> rank 2 either way; column c = [0.1, 0.3, 0.7] -> rank 1.
+    assert against["v2t"]["R@1"] == optimistic["v2t"]["R@1"] == pytest.approx(200 / 3)
+    # Now make caption 0 tie b's own caption in column b: a miss, unless optimistic.
+    sim[0, 1] = 0.8
+    assert retrieval_metrics(sim, ids, ids)["v2t"]["R@1"] == pytest.approx(200 / 3)
+    assert retrieval_metrics(sim, ids, ids, ties="optimistic")["v2t"]["R@1"] == 100.0
+
+
+def test_strict_win_is_a_hit_under_both_conventions() -> None:
+    ids = ["a", "b"]
+    sim = torch.tensor([[0.50001, 0.5], [0.5, 0.50001]])
+    for ties in ("against", "optimistic"):
+        out = retrieval_metrics(sim, ids, ids, ties=ties)
+        assert out["t2v"]["R@1"] == out["v2t"]["R@1"] == 100.0
+
+
+def test_several_captions_per_video_with_ties() -> None:
+    # Video a has captions 0 and 1, video b has caption 2.
+    text_ids, video_ids = ["a", "a", "b"], ["a", "b"]
+    # Column a = [0.9, 0.9, 0.2]: a's two captions tie each other at the top, and captions of
+    # the same video never count against it -> rank 1 either way.
+    # Column b = [0.4, 0.3, 0.4]: b's caption (0.4) ties caption 0 of a -> rank 2 against,
+    # rank 1 optimistic.
+    sim = torch.tensor([[0.9, 0.4], [0.9, 0.3], [0.2, 0.4]])
+    against = retrieval_metrics(sim, text_ids, video_ids)
+    assert against["v2t"] == pytest.approx(
+        {"R@1": 50.0, "R@5": 100.0, "R@10": 100.0, "MdR": 1.5, "MnR": 1.5}
+    )
+    optimistic = retrieval_metrics(sim, text_ids, video_ids, ties="optimistic")
+    assert optimistic["v2t"]["R@1"] == 100.0
+    # t2v: rows [0.9, 0.4], [0.9, 0.3], [0.2, 0.4]: every caption's own video wins strictly.
+    assert against["t2v"]["R@1"] == 100.0
+    # Caption 1 of a now ties a with b ([0.9, 0.9]): a miss against, a hit optimistic.
+    sim[1, 1] = 0.9
+    assert retrieval_metrics(sim, text_ids, video_ids)["t2v"]["R@1"] == pytest.approx(200 / 3)
+    assert retrieval_metrics(sim, text_ids, video_ids, ties="optimistic")["t2v"]["R@1"] == 100.0
+
+
+def test_unknown_ties_value_is_an_error() -> None:
+    with pytest.raises(ValueError, match="ties"):
+        retrieval_metrics(torch.tensor(SIM), TEXT_VIDEO_IDS, VIDEO_IDS, ties="pessimistic")
+    with pytest.raises(ValueError, match="ties"):
+        target_rank(torch.zeros(2, 2), torch.eye(2, dtype=torch.bool), ties="random")
 
 
 def _sim_with_ranks(ranks: list[int]) -> torch.Tensor:
@@ -113,14 +182,21 @@ def test_metrics_do_not_depend_on_column_or_row_order() -> None:
     assert retrieval_metrics(sim[:, shifted], text_video_ids, video_ids) != reference
 
 
-def _reference_loop(sim: np.ndarray, text_ids: list[int], video_ids: list[int]) -> dict:
+def _reference_loop(
+    sim: np.ndarray, text_ids: list[int], video_ids: list[int], ties: str
+) -> dict:
     """A slow, obvious implementation to compare the vectorised one with."""
+    rivals = np.greater_equal if ties == "against" else np.greater
     col = {v: j for j, v in enumerate(video_ids)}
-    t2v = [1 + int((sim[i] > sim[i, col[t]]).sum()) for i, t in enumerate(text_ids)]
+    t2v = [
+        1 + sum(bool(rivals(sim[i, j], sim[i, col[t]])) for j in col.values() if j != col[t])
+        for i, t in enumerate(text_ids)
+    ]
     v2t = []
     for j, v in enumerate(video_ids):
         own = [i for i, t in enumerate(text_ids) if t == v]
-        v2t.append(min(1 + int((sim[:, j] > sim[i, j]).sum()) for i in own))
+        others = [i for i, t in enumerate(text_ids) if t != v]
+        v2t.append(min(1 + sum(bool(rivals(sim[k, j], sim[i, j])) for k in others) for i in own))
 
     def summary(ranks: list[int]) -> dict:
         r = np.array(ranks)
@@ -130,14 +206,15 @@ def _reference_loop(sim: np.ndarray, text_ids: list[int], video_ids: list[int]) 
     return {"t2v": summary(t2v), "v2t": summary(v2t)}
 
 
-def test_matches_reference_loop_on_random_data() -> None:
+@pytest.mark.parametrize("ties", ["against", "optimistic"])
+def test_matches_reference_loop_on_random_data(ties: str) -> None:
     rng = np.random.default_rng(1)
     video_ids = list(range(40))
     text_ids = video_ids + rng.integers(0, 40, size=60).tolist()
     # rounded scores so that ties occur
     sim = np.round(rng.normal(size=(len(text_ids), 40)), 1)
-    got = retrieval_metrics(sim, text_ids, video_ids)
-    expected = _reference_loop(sim, text_ids, video_ids)
+    got = retrieval_metrics(sim, text_ids, video_ids, ties=ties)
+    expected = _reference_loop(sim, text_ids, video_ids, ties)
     for direction in ("t2v", "v2t"):
         assert got[direction] == pytest.approx(expected[direction])
 
@@ -171,3 +248,46 @@ def test_duplicate_video_ids_and_shape_mismatch_are_errors() -> None:
         retrieval_metrics(torch.tensor(SIM), TEXT_VIDEO_IDS, ["a", "b", "c", "d"])
     with pytest.raises(ValueError, match="NaN"):
         retrieval_metrics(torch.full((4, 3), float("nan")), TEXT_VIDEO_IDS, VIDEO_IDS)
+
+
+# benchmarks/within_group.py: the synthetic benchmark's error breakdown, same tie rule.
+
+GROUP_VIDEOS = ["g0_v0", "g0_v1", "g0_v2", "g1_v0", "g1_v1", "g1_v2"]
+
+
+@pytest.fixture
+def breakdown(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from within_group import breakdown
+
+    return breakdown
+
+
+def test_within_group_twins_with_equal_scores_get_no_credit(breakdown) -> None:
+    # One caption per clip of group g0; the three twins score equally, group g1 lower.
+    sim = torch.tensor([[0.5, 0.5, 0.5, 0.1, 0.1, 0.1]] * 3)
+    out = breakdown(sim, GROUP_VIDEOS[:3], GROUP_VIDEOS)
+    assert out == {"R@1": 0.0, "top1_in_group": 100.0, "within_group_accuracy": 0.0}
+    # A clip of another group tying the maximum: the top-1 is not surely in the group.
+    sim[:, 3] = 0.5
+    assert breakdown(sim, GROUP_VIDEOS[:3], GROUP_VIDEOS)["top1_in_group"] == 0.0
+
+
+def test_within_group_strictly_better_own_clip_is_a_hit(breakdown) -> None:
+    sim = torch.tensor([[0.5, 0.5, 0.5, 0.1, 0.1, 0.1]] * 3) + 0.01 * torch.eye(3, 6)
+    out = breakdown(sim, GROUP_VIDEOS[:3], GROUP_VIDEOS)
+    assert out == {"R@1": 100.0, "top1_in_group": 100.0, "within_group_accuracy": 100.0}
+
+
+def test_within_group_r1_equals_metrics_t2v_r1(breakdown) -> None:
+    gen = torch.Generator().manual_seed(3)
+    videos = [f"g{g}_v{v}" for g in range(10) for v in range(3)]
+    texts = videos + [videos[i] for i in torch.randint(0, 30, (20,), generator=gen).tolist()]
+    own = torch.tensor([videos.index(t) for t in texts])
+    sim = torch.randn(len(texts), len(videos), generator=gen)
+    sim[torch.arange(len(texts)), own] += 1.5
+    sim = torch.round(sim, decimals=0)  # coarse scores, so that own clips tie at the top
+    expected = retrieval_metrics(sim, texts, videos)["t2v"]["R@1"]
+    assert breakdown(sim, texts, videos)["R@1"] == pytest.approx(expected)
+    optimistic = retrieval_metrics(sim, texts, videos, ties="optimistic")["t2v"]["R@1"]
+    assert 0.0 < expected < optimistic  # some hits, and some top ties that now count as misses

@@ -10,11 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
+from vtr_models.augment import random_shift
 from vtr_models.backbone import BackboneLoadError, BackboneSpec
 from vtr_models.checkpoint import load_checkpoint, save_checkpoint
 from vtr_models.factory import create_model
+from vtr_models.frames import FramePreprocessor, even_indices
 from vtr_models.modal_interaction import TextConditionedPooling
 from vtr_models.model_config import MODEL_CONFIGS
+from vtr_models.param_groups import optimizer_groups
 
 CAPTIONS = ["a red circle moves left", "a blue square jumps", "two dogs run", "a cat sleeps"]
 KEYWORDS = [["red circle", "move left"], ["blue square"], ["dog", "run"], []]
@@ -23,6 +26,13 @@ KEYWORDS = [["red circle", "move left"], ["blue square"], ["dog", "run"], []]
 def build(name: str = "lfemi", seed: int = 0, **overrides):
     torch.manual_seed(seed)
     return create_model(name, **overrides).eval()
+
+
+def open_gate(model):
+    """Give the keyword gate (zero at initialisation) a value, so text enhancement acts."""
+    with torch.no_grad():
+        model.text_enhance.gate.fill_(0.5)
+    return model
 
 
 def inputs(model, num_videos: int = 4, frames: int = 12, seed: int = 1):
@@ -76,7 +86,7 @@ def test_padded_frames_change_nothing(name):
 
 
 def test_padded_tokens_and_keywords_change_nothing():
-    model = build("lfemi")
+    model = open_gate(build("lfemi"))
     video, mask, tokens, kw, kw_mask = inputs(model)
     base = scores(model, video, mask, tokens, kw, kw_mask)
     assert int(tokens.argmax(-1).max()) < 16
@@ -91,7 +101,7 @@ def test_padded_tokens_and_keywords_change_nothing():
 
 
 def test_keyword_encoder_shares_the_text_encoder():
-    model = build("lfemi")
+    model = open_gate(build("lfemi"))
     tokenizer = model.tokenizer
     tokens = tokenizer.captions(["a video"])
     kw, kw_mask = tokenizer.keywords([["zebra"]], 5)
@@ -106,7 +116,7 @@ def test_keyword_encoder_shares_the_text_encoder():
 
 
 def test_gradients_reach_every_trainable_module():
-    model = build("lfemi")
+    model = open_gate(build("lfemi"))
     model.train()
     video, mask, tokens, kw, kw_mask = inputs(model)
     mask[:] = True
@@ -131,7 +141,7 @@ def test_score_is_fine_plus_coarse_and_chunk_invariant():
 
 @pytest.mark.parametrize("part", ["video_enhance", "text_enhance", "interaction", "fine_grained"])
 def test_switching_a_part_off_changes_the_score(part):
-    full = build("lfemi")
+    full = open_gate(build("lfemi"))
     ablated = build("lfemi", **{part: False})
     ablated.load_state_dict(full.state_dict(), strict=False)  # shared parts, same weights
     video, mask, tokens, kw, kw_mask = inputs(full)
@@ -184,6 +194,47 @@ def test_preprocess_from_ingest_jpegs():
     assert frames[0, 0, 0].mean() > frames[0, 1, 0].mean()  # red channel of the red frame
 
 
+def test_even_indices_keep_first_last_and_order():
+    assert even_indices(12, 4) == [0, 4, 7, 11]
+    kept = even_indices(100, 12)
+    assert len(kept) == 12 and kept[0] == 0 and kept[-1] == 99
+    gaps = [b - a for a, b in zip(kept, kept[1:], strict=False)]
+    assert max(gaps) - min(gaps) <= 1 and min(gaps) > 0  # even up to rounding, increasing
+    assert even_indices(5, 12) == [0, 1, 2, 3, 4] and even_indices(5, 5) == [0, 1, 2, 3, 4]
+    assert even_indices(1, 1) == [0] and even_indices(7, 1) == [0]
+    with pytest.raises(ValueError):
+        even_indices(3, 0)
+
+
+def grey_jpegs(count: int) -> list[bytes]:
+    """JPEGs whose grey level (20 * i) tells which frame i they are."""
+    out = []
+    for i in range(count):
+        buf = io.BytesIO()
+        Image.new("L", (16, 16), 20 * i).convert("RGB").save(buf, format="JPEG")
+        out.append(buf.getvalue())
+    return out
+
+
+def frame_numbers(frames: torch.Tensor, mask: torch.Tensor) -> list[int]:
+    return [round(v / 20) for v in frames[mask, 0].tolist()]
+
+
+def to_level(image: Image.Image) -> torch.Tensor:
+    return torch.tensor([float(image.getpixel((8, 8))[0])])
+
+
+def test_frame_preprocessor_thins_evenly_over_the_whole_video():
+    frames, mask = FramePreprocessor(to_level, 4)(grey_jpegs(12))
+    assert mask.tolist() == [True] * 4
+    assert frame_numbers(frames, mask) == even_indices(12, 4) == [0, 4, 7, 11]
+    # fewer JPEGs than max_frames: all of them, in order, then padding
+    frames, mask = FramePreprocessor(to_level, 6)(grey_jpegs(3))
+    assert mask.tolist() == [True] * 3 + [False] * 3
+    assert frame_numbers(frames, mask) == [0, 1, 2]
+    assert frames[~mask].eq(0).all()
+
+
 def test_a_few_steps_fit_eight_pairs():
     torch.manual_seed(0)
     model = create_model("lfemi")
@@ -232,3 +283,99 @@ def test_text_conditioned_pooling_equals_the_direct_form(heads, texts):
     mask[2, 3:] = False
     expected = attention_pooling_reference(layer, text, frames, mask)
     assert torch.allclose(layer(text, frames, mask), expected, atol=1e-5)
+
+
+def test_keyword_gate_starts_closed_and_learns():
+    """S3 adds nothing at initialisation (W_e = W), yet the gate gets a gradient."""
+    model = build("lfemi")
+    model.train()
+    video, mask, tokens, kw, kw_mask = inputs(model)
+    words = model.backbone.encode_tokens(tokens).tokens
+    assert torch.equal(model.encode_text(tokens, kw, kw_mask).tokens, words)
+    sim = model.score(model.encode_text(tokens, kw, kw_mask), model.encode_video(video, mask))
+    model.loss(sim, torch.arange(4), torch.arange(4)).backward()
+    assert model.text_enhance.gate.grad.abs() > 0
+
+
+def test_enhanced_local_features_are_weighted_unit_vectors():
+    """V_e rows have the norm of their adaptive frame weight (< 1), padded rows zero, so the
+    fine-grained score stays a weighted cosine in [-1, 1]."""
+    model = build("lfemi")
+    video, mask, tokens, kw, kw_mask = inputs(model)
+    with torch.no_grad():
+        features = model.encode_video(video, mask)
+        norms = features.local.norm(dim=-1)
+        fine = model.fine_score(model.encode_text(tokens, kw, kw_mask), features)
+    assert bool((norms[mask] > 0).all() and (norms[mask] < 1).all())
+    assert bool((norms[~mask] == 0).all())
+    assert fine.abs().max() <= 1
+
+
+def test_start_token_is_not_a_word():
+    """The start token sees only itself (causal mask): the same feature for every caption, so
+    it is left out of the word mask; the words and EOT are in."""
+    model = build("lfemi")
+    tokens = model.tokenizer.captions(CAPTIONS)
+    with torch.no_grad():
+        text = model.backbone.encode_tokens(tokens)
+    eot = tokens.argmax(dim=-1)
+    assert not text.mask[:, 0].any()
+    assert text.mask.sum(dim=1).tolist() == eot.tolist()  # positions 1..EOT
+    assert torch.allclose(text.tokens[0, 0], text.tokens[1, 0])
+
+
+def test_reversing_a_clip_changes_the_temporal_encoder_output():
+    """Position embeddings at CLIP's scale make frame order visible from initialisation."""
+    model = build("seqtransf", max_frames=8)
+    video, _, _, _, _ = inputs(model, frames=8)
+    mask = torch.ones(4, 8, dtype=torch.bool)
+    with torch.no_grad():
+        frames = model.backbone.encode_frames(video, mask)
+        forward = model.encode_video(video, mask).pooled
+        backward = model.encode_video(video.flip(1), mask).pooled
+    change = ((forward - backward).norm(dim=-1) / forward.norm(dim=-1)).mean()
+    assert change > 3e-4, change  # 1e-4 with CLIP4Clip's 0.01 initialisation
+    assert torch.allclose(frames.mean(1), model.backbone.encode_frames(video.flip(1), mask).mean(1),
+                          atol=1e-5)  # the backbone alone cannot see order
+
+
+def test_weight_decay_groups():
+    """Decay only on weight matrices; temperature, norms, biases, gates and position
+    embeddings are left out; the backbone gets its own learning rate."""
+    model = build("lfemi")
+    groups = optimizer_groups(model, model.backbone, 1e-6, 1e-4, 0.2)
+    seen = [id(p) for g in groups for p in g["params"]]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert sorted(seen) == sorted(id(p) for p in trainable)  # each exactly once
+    decay = {id(p) for g in groups if g["weight_decay"] for p in g["params"]}
+    names = {id(p): n for n, p in model.named_parameters()}
+    undecayed = {names[i] for i in seen if i not in decay}
+    for name in ("loss.logit_scale", "text_enhance.gate", "temporal.position.weight",
+                 "backbone.clip.positional_embedding", "backbone.clip.ln_final.weight",
+                 "backbone.clip.ln_final.bias", "interaction.q.bias"):
+        assert name in undecayed, name
+    assert "interaction.q.weight" not in undecayed
+    assert "backbone.clip.token_embedding.weight" not in undecayed
+    backbone = {id(p) for p in model.backbone.parameters()}
+    for group in groups:
+        in_backbone = {id(p) in backbone for p in group["params"]}
+        assert len(in_backbone) == 1
+        assert group["lr"] == (1e-6 if in_backbone.pop() else 1e-4)
+
+
+def test_random_shift_moves_a_whole_clip_together():
+    """One offset per video: a shape keeps its path from frame to frame, only displaced."""
+    frames = torch.zeros(3, 4, 3, 16, 16)
+    for t in range(4):  # a bright pixel moving right, one pixel per frame
+        frames[:, t, :, 8, 4 + t] = 1.0
+    shifted = random_shift(frames, 3, torch.Generator().manual_seed(0))
+    assert shifted.shape == frames.shape
+    moved = set()
+    for video in shifted:
+        spots = [tuple(torch.nonzero(video[t, 0] == 1.0)[0].tolist()) for t in range(4)]
+        assert [x - spots[0][1] for _, x in spots] == [0, 1, 2, 3]  # the same motion
+        assert len({y for y, _ in spots}) == 1
+        moved.add(spots[0])
+        assert abs(spots[0][0] - 8) <= 3 and abs(spots[0][1] - 4) <= 3
+    assert len(moved) > 1  # videos get their own offsets
+    assert torch.equal(random_shift(frames, 0), frames)

@@ -16,9 +16,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from conftest import free_port, run
 
+from pipelines.ingest import IngestConfig
+from pipelines.ingest_store import IngestStore, IngestVersion, open_ingest
+from pipelines.train import TrainConfig, resolve_max_frames
 from pipelines.training_loop import MODEL_DIR, contrastive_step, first_occurrences
 from vtr_models.checkpoint import WEIGHTS_FILE
 from vtr_models.factory import create_model
+from vtr_models.model_config import model_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,6 +98,38 @@ def test_first_stage_loss_trains_the_index_vectors():
             optimizer.step()
         after[weight] = first_stage_loss(model, batch)
     assert after[1.0] < 0.5 * after[0.0], after
+
+
+def committed_output(folder: Path, settings: dict) -> str:
+    """An ingest output whose one committed run records ``settings`` (no tables needed)."""
+    IngestStore(str(folder)).commit(IngestVersion(1, {}, settings))
+    return str(folder)
+
+
+def test_max_frames_defaults_to_the_ingest_outputs(tmp_path, caplog):
+    settings = IngestConfig(output=str(tmp_path), videos="v/", max_frames=7).output_settings
+    data = committed_output(tmp_path / "data", settings)
+    snapshot = open_ingest(data)
+
+    def resolved(*flags: int) -> TrainConfig:
+        given = {"max_frames": flags[0]} if flags else {}
+        return resolve_max_frames(TrainConfig(data=data, output=str(tmp_path / "o"), **given),
+                                  snapshot)
+
+    config = resolved()
+    assert config.max_frames == 7
+    assert model_config(config.model, **config.model_overrides).max_frames == 7
+    with caplog.at_level("INFO", logger="train"):
+        assert resolved(4).max_frames == 4  # fewer: frames thinned evenly, no remark
+        assert "padding" not in caplog.text
+        assert resolved(20).max_frames == 20  # more: allowed, said
+        assert "--max-frames 20 exceeds the 7 frames" in caplog.text
+    # a run log without sampling settings: the model config's default
+    bare = open_ingest(committed_output(tmp_path / "bare", {}))
+    config = resolve_max_frames(TrainConfig(data=data, output=str(tmp_path / "o")), bare)
+    assert config.max_frames is None and "max_frames" not in config.model_overrides
+    with pytest.raises(ValueError, match="--max-frames"):
+        TrainConfig(data=data, output=str(tmp_path / "o"), max_frames=0)
 
 
 def train_args(data: Path, output: Path, *extra: str) -> list[str]:

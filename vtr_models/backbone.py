@@ -110,7 +110,7 @@ class TextTokens:
 
     tokens: torch.Tensor  # [B, L, D] after ln_final and the text projection
     global_feature: torch.Tensor  # [B, D] the EOT token
-    mask: torch.Tensor  # [B, L] bool: start token through EOT
+    mask: torch.Tensor  # [B, L] bool: the words and EOT (not the start token)
 
 
 class ClipBackbone(nn.Module):
@@ -144,6 +144,9 @@ class ClipBackbone(nn.Module):
         Follows ``CLIP.encode_text`` but keeps every token and accepts sequences
         shorter than the context (keywords), slicing the causal mask. The mask is
         causal, so tokens after EOT (padding) never change the outputs up to EOT.
+        The word mask leaves out the start token: it attends only to itself, so
+        its feature is the same for every caption and would add a
+        caption-independent term to word-level matching.
         """
         length = text.shape[-1]
         if length > self.context_length:
@@ -162,5 +165,5 @@ class ClipBackbone(nn.Module):
         return TextTokens(
             tokens=x,
             global_feature=x[torch.arange(x.shape[0], device=x.device), eot],
-            mask=positions[None, :] <= eot[:, None],
+            mask=(positions[None, :] >= 1) & (positions[None, :] <= eot[:, None]),
         )

@@ -9,12 +9,31 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 
 
+def even_indices(count: int, max_frames: int) -> list[int]:
+    """Indices of ``count`` items thinned evenly to at most ``max_frames``, in order.
+
+    All of them when ``count <= max_frames``; otherwise ``max_frames`` indices
+    from ``linspace(0, count - 1)`` rounded, so the first and last are kept.
+    The ingest job thins its sampled times with this rule too.
+    """
+    if count < 0 or max_frames < 1:
+        raise ValueError("count must be >= 0 and max_frames >= 1")
+    if count <= max_frames:
+        return list(range(count))
+    return np.linspace(0, count - 1, max_frames).round().astype(int).tolist()
+
+
 class FramePreprocessor:
-    """Decode and transform up to ``max_frames`` JPEGs of one video, padded to a fixed T."""
+    """Decode and transform up to ``max_frames`` JPEGs of one video, padded to a fixed T.
+
+    A video with more JPEGs than ``max_frames`` is thinned evenly over its whole
+    length (:func:`even_indices`), not cut to its first frames.
+    """
 
     def __init__(self, transform: Callable[[Image.Image], torch.Tensor], max_frames: int) -> None:
         self.transform = transform
@@ -24,9 +43,10 @@ class FramePreprocessor:
         """``[T, 3, H, W]`` frames and a ``[T]`` bool mask (True for real frames)."""
         if not jpegs:
             raise ValueError("a video needs at least one frame")
+        jpegs = list(jpegs)
         images = [
-            self.transform(Image.open(io.BytesIO(j)).convert("RGB"))
-            for j in list(jpegs)[: self.max_frames]
+            self.transform(Image.open(io.BytesIO(jpegs[i])).convert("RGB"))
+            for i in even_indices(len(jpegs), self.max_frames)
         ]
         frames = torch.zeros(self.max_frames, *images[0].shape)
         frames[: len(images)] = torch.stack(images)

@@ -3,10 +3,11 @@
 Conventions, chosen to match how text-video retrieval papers (CLIP4Clip, X-CLIP, ...) report:
 
 * Ranks are 1-based; recalls are percentages in [0, 100].
-* Ties are broken *optimistically*: the rank of a target is ``1 + (number of candidates with a
-  strictly higher score)``. This is the usual ``argsort``-free formulation; it means that a
-  degenerate model that scores everything equally gets R@1 = 100, so callers should not feed
-  untrained or collapsed similarities and read the result as meaningful.
+* Ties count *against* the query: the rank of a target is ``1 + (number of other candidates
+  scoring >= it)``. A model that cannot tell a target from its twins must get no credit for
+  them, so one that scores everything equally gets R@1 = 0 and rank N, not a perfect score.
+  ``ties="optimistic"`` (``1 + number of strictly higher scores``) reproduces the convention of
+  published tables that used it, for comparison only.
 * Every query is scored on its own: no dual softmax, inverted softmax, or other normalisation
   that uses the rest of the test set, because those leak information across queries.
 * Video-to-text with several captions per video: a video query counts as retrieved at the
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 RECALL_KS: tuple[int, ...] = (1, 5, 10)
+TIES: tuple[str, ...] = ("against", "optimistic")
 
 
 def _as_id_list(ids: Sequence[Hashable] | np.ndarray | torch.Tensor, name: str) -> list[Any]:
@@ -53,10 +55,35 @@ def rank_metrics(ranks: torch.Tensor) -> dict[str, float]:
     return out
 
 
+def target_rank(
+    scores: torch.Tensor, is_target: torch.Tensor, ties: str = "against"
+) -> torch.Tensor:
+    """1-based rank of each row's best target among that row's candidates.
+
+    ``scores`` and ``is_target`` (bool) are ``[queries, candidates]``; each row should hold at
+    least one target. Other targets of the same row never count against it. ``ties="against"``:
+    rank = 1 + number of non-target candidates scoring >= the best target (a hit needs a
+    strictly higher score than every rival); ``"optimistic"``: only strictly higher ones count.
+
+    Raises:
+        ValueError: on an unknown ``ties`` or NaN scores (NaN compares false with everything).
+    """
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+    if torch.isnan(scores).any():
+        raise ValueError("scores contain NaN")
+    if not torch.is_floating_point(scores):
+        scores = scores.to(torch.float64)
+    best = scores.masked_fill(~is_target, float("-inf")).amax(dim=1, keepdim=True)
+    rivals = scores >= best if ties == "against" else scores > best
+    return 1 + (rivals & ~is_target).sum(dim=1)
+
+
 def retrieval_metrics(
     sim: torch.Tensor | np.ndarray,
     text_video_ids: Sequence[Hashable] | np.ndarray | torch.Tensor,
     video_ids: Sequence[Hashable] | np.ndarray | torch.Tensor,
+    ties: str = "against",
 ) -> dict[str, dict[str, float]]:
     """Text-to-video and video-to-text retrieval metrics from a similarity matrix.
 
@@ -66,35 +93,36 @@ def retrieval_metrics(
         text_video_ids: for each caption (row), the id of the video it describes. Several
             captions may share a video.
         video_ids: for each column, the id of that video. Must be unique.
+        ties: ``"against"`` (default): a tie counts against the query, rank = 1 + number of
+            other candidates scoring >= the target. ``"optimistic"``: rank = 1 + number of
+            strictly higher scores, the convention of some published tables; use it only to
+            compare with them.
 
     Returns:
         ``{"t2v": {...}, "v2t": {...}}``, each holding ``R@1``, ``R@5``, ``R@10`` (percent),
         ``MdR`` (median rank) and ``MnR`` (mean rank), as Python floats.
 
         * ``t2v``: one query per caption; its rank is the position of its own video among all
-          videos sorted by score, descending.
+          videos sorted by score, descending (tied videos placed ahead of it by default).
         * ``v2t``: one query per video over all captions; its rank is the best (smallest) rank
           among its own captions (see the module docstring for why).
 
-        Ties count in the query's favour: rank = 1 + number of strictly higher scores.
+        Captions of a video never count against that video's v2t rank.
 
     Raises:
         ValueError: on a shape mismatch, duplicate video ids, a caption whose video id is not in
-            ``video_ids``, a video with no caption (its v2t rank would be undefined), or NaN
-            scores (NaN compares false with everything and would silently give rank 1).
+            ``video_ids``, a video with no caption (its v2t rank would be undefined), NaN
+            scores (NaN compares false with everything and would silently give rank 1), or an
+            unknown ``ties``.
     """
     scores = torch.as_tensor(sim).detach()
     if scores.ndim != 2:
         raise ValueError(
             f"sim must be 2-D [num_texts, num_videos], got shape {tuple(scores.shape)}"
         )
-    if not torch.is_floating_point(scores):
-        scores = scores.to(torch.float64)
     num_texts, num_videos = scores.shape
     if num_texts == 0 or num_videos == 0:
         raise ValueError(f"sim must be non-empty, got shape {tuple(scores.shape)}")
-    if torch.isnan(scores).any():
-        raise ValueError("sim contains NaN")
 
     text_ids = _as_id_list(text_video_ids, "text_video_ids")
     col_ids = _as_id_list(video_ids, "video_ids")
@@ -118,18 +146,10 @@ def retrieval_metrics(
         missing = col_ids[int(torch.nonzero(~has_caption)[0, 0])]
         raise ValueError(f"video {missing!r} has no caption; its v2t rank is undefined")
 
-    rows = torch.arange(num_texts, device=scores.device)
-
-    # Text -> video: count the videos that beat the caption's own video in its row.
-    own_score = scores[rows, target_col]
-    t2v_ranks = 1 + (scores > own_score[:, None]).sum(dim=1)
-
-    # Video -> text: the best of a video's captions is the one with the highest score in that
-    # column, so the best rank is 1 + the number of captions scoring strictly above it.
-    # Captions of the same video never beat that maximum, so they are not counted against it.
+    # A caption's target is its own video; a video's targets are all of its captions, and its
+    # rank is that of the best one (see the module docstring).
     is_own = torch.zeros_like(scores, dtype=torch.bool)
-    is_own[rows, target_col] = True
-    best_own = scores.masked_fill(~is_own, float("-inf")).amax(dim=0)
-    v2t_ranks = 1 + (scores > best_own[None, :]).sum(dim=0)
-
+    is_own[torch.arange(num_texts, device=scores.device), target_col] = True
+    t2v_ranks = target_rank(scores, is_own, ties)
+    v2t_ranks = target_rank(scores.T, is_own.T, ties)
     return {"t2v": rank_metrics(t2v_ranks), "v2t": rank_metrics(v2t_ranks)}

@@ -89,15 +89,6 @@ class RetrievalModel(nn.Module):
         )
         self.loss = ContrastiveLoss()
 
-    def clip_parameters(self) -> list[nn.Parameter]:
-        """Parameters initialised from CLIP (they usually take a smaller learning rate)."""
-        return list(self.backbone.parameters())
-
-    def new_parameters(self) -> list[nn.Parameter]:
-        """Parameters of the modules this model adds on top of CLIP (and the temperature)."""
-        clip = {id(p) for p in self.backbone.parameters()}
-        return [p for p in self.parameters() if id(p) not in clip]
-
     def encode_video(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> VideoFeatures:
         """``[B, T, 3, H, W]`` frames with a ``[B, T]`` mask (padding at the end)."""
         mask = frame_mask.bool()

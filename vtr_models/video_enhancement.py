@@ -5,11 +5,17 @@ feature, fused over time by an LSTM, then re-weighted by an adaptive weight
 layer (two fully connected layers around a self-attention layer, and a
 sigmoid): one weight per frame, so frames that a caption does not describe
 count less in fine-grained matching.
+
+Each ``V_e`` row is a unit vector times its frame's weight, so a fine-grained
+score is a weighted cosine in [-1, 1] as ``similarity.fine_grained`` expects.
+Unnormalised LSTM outputs would make the score unbounded and their norms a
+per-video bias that no caption controls.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vtr_models.masking import masked_mean, padding_mask
@@ -47,4 +53,4 @@ class VideoLocalEnhancement(nn.Module):
         pooled = masked_mean(frames, frame_mask, dim=1)
         x = torch.cat([frames, pooled[:, None].expand_as(frames)], dim=-1)
         fused, _ = self.lstm(x)
-        return fused * self.weights(fused, frame_mask).unsqueeze(-1)
+        return F.normalize(fused, dim=-1) * self.weights(fused, frame_mask).unsqueeze(-1)
