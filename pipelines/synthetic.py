@@ -46,7 +46,7 @@ SHAPES = ("circle", "square", "triangle")
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 # the paraphrases: how a direction, a motion and the order of two motions are said
-DIRECTION_WORDS = {
+DIRECTION_PHRASES = {
     "left": ("left", "to the left", "leftward"), "right": ("right", "to the right", "rightward"),
     "up": ("up", "upward", "upwards"), "down": ("down", "downward", "downwards"),
 }
@@ -81,7 +81,7 @@ class Motion:
         """One way of saying this motion ("the red circle slides to the left")."""
         article = rng.choice(("an" if self.color[0] in "aeiou" else "a", "the"))
         verb = rng.choice(VERBS)
-        where = rng.choice(DIRECTION_WORDS[self.direction])
+        where = rng.choice(DIRECTION_PHRASES[self.direction])
         return f"{article} {self.color} {self.shape} {verb} {where}"
 
 

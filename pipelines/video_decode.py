@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vtr_models.frames import even_indices
+from vtr_models.frame_thinning import even_indices
 
 
 class VideoDecodeError(ValueError):
@@ -34,7 +34,7 @@ class SamplingOptions:
 
 def sample_times(duration_s: float, fps: float, max_frames: int) -> list[float]:
     """Times (s) of frames sampled every ``1/fps`` from 0, evenly thinned to ``max_frames``
-    (:func:`vtr_models.frames.even_indices`, the rule the model's preprocessing uses).
+    (:func:`vtr_models.frame_thinning.even_indices`, the rule the model's preprocessing uses).
 
     A video shorter than one period still gives one frame (at 0 s).
     """

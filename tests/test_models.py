@@ -14,7 +14,8 @@ from vtr_models.augment import random_shift
 from vtr_models.backbone import BackboneLoadError, BackboneSpec
 from vtr_models.checkpoint import load_checkpoint, save_checkpoint
 from vtr_models.factory import create_model
-from vtr_models.frames import FramePreprocessor, even_indices
+from vtr_models.frame_thinning import even_indices
+from vtr_models.frames import FramePreprocessor
 from vtr_models.modal_interaction import TextConditionedPooling
 from vtr_models.model_config import MODEL_CONFIGS
 from vtr_models.param_groups import optimizer_groups

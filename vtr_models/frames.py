@@ -9,23 +9,10 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
 from PIL import Image
 
-
-def even_indices(count: int, max_frames: int) -> list[int]:
-    """Indices of ``count`` items thinned evenly to at most ``max_frames``, in order.
-
-    All of them when ``count <= max_frames``; otherwise ``max_frames`` indices
-    from ``linspace(0, count - 1)`` rounded, so the first and last are kept.
-    The ingest job thins its sampled times with this rule too.
-    """
-    if count < 0 or max_frames < 1:
-        raise ValueError("count must be >= 0 and max_frames >= 1")
-    if count <= max_frames:
-        return list(range(count))
-    return np.linspace(0, count - 1, max_frames).round().astype(int).tolist()
+from vtr_models.frame_thinning import even_indices
 
 
 class FramePreprocessor:

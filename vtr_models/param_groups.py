@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from torch import nn
 
-#: parameter-name fragments of position embeddings (ours and open_clip's)
-POSITION_NAMES: tuple[str, ...] = ("position", "positional_embedding", "class_embedding")
+#: parameter-name fragments of position embeddings: ours (``temporal.position``), open_clip's
+#: ``positional_embedding`` and its ViT's ``class_embedding``
+POSITION_NAMES: tuple[str, ...] = ("position", "class_embedding")
 
 
 def decays(name: str, parameter: nn.Parameter) -> bool:
