@@ -8,7 +8,7 @@ Position embeddings start at CLIP's scale for its own patch positions
 (``dim ** -0.5``), not the 0.01 of CLIP4Clip: next to frame features of norm
 about ``sqrt(dim)`` a 0.01 embedding is 1 % of the input, and reversing a
 clip then changes the pooled feature of a random-init ``vtr-tiny`` by 1e-4
-at initialisation, against 1e-3 at ``dim ** -0.5``.
+at initialisation, against 1e-3 at ``dim ** -0.5`` (``benchmarks/temporal_sensitivity.py``).
 """
 
 from __future__ import annotations
