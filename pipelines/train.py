@@ -75,10 +75,6 @@ class TrainConfig:
         "move every frame of a training clip by one random offset of up to this fraction "
         "of the frame size (0: off); keeps motion and direction, breaks memorising where "
         "things are"))
-    reversed_negatives: bool = field(default=False, metadata=flag(
-        "add every batch video played backwards as a wrong answer for each caption, so "
-        "that training asks for the order of events, not only their content (costs a "
-        "second temporal-encoder pass, not a second image-encoder pass)"))
     first_stage_loss: float = field(default=0.0, metadata=flag(
         "weight of an extra contrastive loss on the first-stage vectors (caption feature "
         "against mean-pooled frames) that the vector index searches: the full model's "

@@ -66,8 +66,7 @@ def first_occurrences(keys: torch.Tensor) -> torch.Tensor:
 
 
 def contrastive_step(model: RetrievalModel, module, batch: dict,
-                     first_stage_weight: float = 0.0,
-                     reversed_negatives: bool = False) -> torch.Tensor:
+                     first_stage_weight: float = 0.0) -> torch.Tensor:
     """Loss of one global batch; ``module`` is the (DDP-wrapped) model to call forward on.
 
     A video captioned twice in the global batch becomes one column, so its
@@ -75,20 +74,15 @@ def contrastive_step(model: RetrievalModel, module, batch: dict,
     ``first_stage_weight`` adds that weight times the same loss over the
     first-stage vectors (``RetrievalModel.first_stage_score``): the
     full score never trains them directly, yet the vector index finds the
-    candidates with them. ``reversed_negatives`` adds the batch's videos played
-    backwards as wrong answers for every caption (``vtr_models.time_reversal``).
+    candidates with them.
     """
-    text, video, backwards = module(batch["frames"], batch["frame_mask"], batch["tokens"],
-                                    batch["keyword_tokens"], batch["keyword_mask"],
-                                    reversed_negatives)
+    text, video = module(batch["frames"], batch["frame_mask"], batch["tokens"],
+                         batch["keyword_tokens"], batch["keyword_mask"])
     text, video = gather_features(text), gather_features(video)
     keys = gather(batch["video_key"])
     columns = first_occurrences(keys)
     video = video[columns]
-    chunk = max(len(keys), 1)
-    negatives = (model.score(text, gather_features(backwards)[columns], chunk_size=chunk)
-                 if backwards is not None else None)
-    loss = model.loss(model.score(text, video, chunk_size=chunk), keys, keys[columns], negatives)
+    loss = model.loss(model.score(text, video, chunk_size=max(len(keys), 1)), keys, keys[columns])
     if first_stage_weight:
         first_stage = model.first_stage_score(text, video)
         loss = loss + first_stage_weight * model.loss(first_stage, keys, keys[columns])
@@ -203,8 +197,7 @@ def train_loop_per_worker(settings: dict) -> None:
             shift = round(settings["augment_shift"] * batch["frames"].shape[-1])
             batch["frames"] = random_shift(batch["frames"], shift)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = contrastive_step(model, module, batch, settings["first_stage_loss"],
-                                        settings["reversed_negatives"])
+                loss = contrastive_step(model, module, batch, settings["first_stage_loss"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings["grad_clip"])

@@ -39,24 +39,6 @@ def test_hand_worked_2x2_matches_manual_logsumexp() -> None:
     assert loss.item() == pytest.approx((t2v + v2t) / 2, rel=1e-6)
 
 
-def test_extra_negatives_join_the_text_to_video_side_only() -> None:
-    """Extra columns (videos no caption describes) enter each caption's softmax; the
-    video -> text side is over the real videos alone."""
-    sim = torch.tensor([[0.3, 0.28], [0.0, 0.2]], dtype=torch.float64)
-    extra = torch.tensor([[0.25, 0.1, -0.2], [0.3, 0.19, 0.0]], dtype=torch.float64)
-    ids = torch.tensor([7, 3])
-    loss = ContrastiveLoss()(sim, ids, ids, negatives=extra)
-
-    logits = sim / 0.07
-    wide = torch.cat([logits, extra / 0.07], dim=1)
-    t2v = (torch.logsumexp(wide, dim=1) - logits.diagonal()).mean()
-    v2t = (torch.logsumexp(logits, dim=0) - logits.diagonal()).mean()
-    assert loss.item() == pytest.approx(((t2v + v2t) / 2).item(), rel=1e-6)
-    assert loss.item() > ContrastiveLoss()(sim, ids, ids).item()
-    with pytest.raises(ValueError, match="negatives must have 2 rows"):
-        ContrastiveLoss()(sim, ids, ids, negatives=extra[:1])
-
-
 def test_column_order_does_not_matter_when_ids_follow_columns() -> None:
     gen = torch.Generator().manual_seed(0)
     sim = torch.randn(6, 3, generator=gen)

@@ -78,7 +78,7 @@ def test_two_workers_give_the_single_worker_gradient(tmp_path):
 def first_stage_loss(model, batch: dict) -> float:
     """The contrastive loss of the first-stage vectors on ``batch`` (no gradient)."""
     with torch.no_grad():
-        text, video, _ = model(batch["frames"], batch["frame_mask"], batch["tokens"],
+        text, video = model(batch["frames"], batch["frame_mask"], batch["tokens"],
                             batch["keyword_tokens"], batch["keyword_mask"])
         keys = batch["video_key"]
         return model.loss(model.first_stage_score(text, video), keys, keys).item()

@@ -60,7 +60,6 @@ class ContrastiveLoss(nn.Module):
         sim: torch.Tensor,
         text_video_ids: torch.Tensor,
         video_ids: torch.Tensor,
-        negatives: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Loss for one batch.
 
@@ -70,9 +69,6 @@ class ContrastiveLoss(nn.Module):
                 log-sum-exps stay accurate.
             text_video_ids: ``[num_texts]`` integer id of the video each caption belongs to.
             video_ids: ``[num_videos]`` integer id of each column; must be unique.
-            negatives: optional ``[num_texts, num_extra]`` similarities to videos that
-                no caption describes (e.g. the batch's videos played backwards): extra
-                wrong columns of the text->video loss only.
 
         Returns:
             A scalar tensor: the mean of the text->video and video->text losses.
@@ -115,15 +111,8 @@ class ContrastiveLoss(nn.Module):
             sim = sim.float()
         logits = self.logit_scale.exp() * sim
 
-        # Text -> video: one positive column per caption, among the batch's videos and
-        # any extra negatives.
-        t2v_logits = logits
-        if negatives is not None:
-            if negatives.shape[0] != num_texts:
-                raise ValueError(f"negatives must have {num_texts} rows, got "
-                                 f"{tuple(negatives.shape)}")
-            t2v_logits = torch.cat([logits, self.logit_scale.exp() * negatives.float()], dim=1)
-        t2v = F.cross_entropy(t2v_logits, positives.to(torch.long).argmax(dim=1))
+        # Text -> video: one positive column per caption.
+        t2v = F.cross_entropy(logits, positives.to(torch.long).argmax(dim=1))
 
         # Video -> text: all of a video's captions form one positive set.
         logits_v = logits.t()

@@ -28,7 +28,6 @@ from vtr_models.model_config import ModelConfig
 from vtr_models.similarity import conditioned_cosine, fine_grained, pairwise_cosine
 from vtr_models.temporal_encoder import TemporalEncoder
 from vtr_models.text_enhancement import TextLocalEnhancement
-from vtr_models.time_reversal import reverse_valid_frames
 from vtr_models.video_enhancement import VideoLocalEnhancement
 
 
@@ -93,11 +92,7 @@ class RetrievalModel(nn.Module):
     def encode_video(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> VideoFeatures:
         """``[B, T, 3, H, W]`` frames with a ``[B, T]`` mask (padding at the end)."""
         mask = frame_mask.bool()
-        return self.encode_frame_features(self.backbone.encode_frames(frames, mask), mask)
-
-    def encode_frame_features(self, features: torch.Tensor, mask: torch.Tensor) -> VideoFeatures:
-        """``[B, T, D]`` per-frame backbone features -> VideoFeatures: everything after the
-        image encoder, the only part of the video path that frame order can change."""
+        features = self.backbone.encode_frames(frames, mask)
         if self.temporal is not None:
             features = self.temporal(features, mask)
         local = None
@@ -137,19 +132,11 @@ class RetrievalModel(nn.Module):
         tokens: torch.Tensor,
         keyword_tokens: torch.Tensor | None = None,
         keyword_mask: torch.Tensor | None = None,
-        reversed_negatives: bool = False,
-    ) -> tuple[TextFeatures, VideoFeatures, VideoFeatures | None]:
-        """Both encoders at once: the call a DistributedDataParallel wrapper sees.
-
-        With ``reversed_negatives`` the third value holds the same videos played
-        backwards (``vtr_models.time_reversal``), from the same frame features.
-        """
-        mask = frame_mask.bool()
-        features = self.backbone.encode_frames(frames, mask)
-        video = self.encode_frame_features(features, mask)
-        backwards = (self.encode_frame_features(reverse_valid_frames(features, mask), mask)
-                     if reversed_negatives else None)
-        return self.encode_text(tokens, keyword_tokens, keyword_mask), video, backwards
+    ) -> tuple[TextFeatures, VideoFeatures]:
+        """Both encoders at once: the call a DistributedDataParallel wrapper sees."""
+        return self.encode_text(tokens, keyword_tokens, keyword_mask), self.encode_video(
+            frames, frame_mask
+        )
 
     def video_embedding(self, video: VideoFeatures) -> torch.Tensor:
         """First-stage, query-independent video vector (unit length)."""
