@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from pipelines import schemas, storage
+from pipelines.actor_pools import growing_pool
 from pipelines.failpoints import failpoint
 from pipelines.in_driver import map_batches_here
 from pipelines.ingest_store import IngestSnapshot, changes_since, open_ingest
@@ -64,8 +65,9 @@ class EmbedConfig:
         "the index); default: every video"))
     batch_size: int = field(default=32, metadata=flag("videos per forward pass"))
     concurrency: int | None = field(default=None, metadata=flag(
-        "most embedding actors; the pool grows to it while input waits (default: as many "
-        "as the cluster's GPUs or CPUs hold, at the sizes below)"))
+        "most embedding actors (default: no cap; the pool starts with as many as the "
+        "cluster's GPUs or CPUs hold at the sizes below, and grows onto nodes that join "
+        "while videos wait)"))
     num_gpus_per_worker: float = field(default=0.0, metadata=flag(
         "GPUs per embedding actor (0: run on CPU)"))
     cpus_per_worker: float | None = field(default=None, metadata=flag(
@@ -213,7 +215,7 @@ def ensure_indexes(table, min_rows: int, index_type: str) -> bool:
 class ActorSizes:
     cpus: float  # reserved per actor
     threads: int  # PyTorch threads per actor
-    actors: int  # most actors in the pool
+    actors: int  # actors the cluster holds now: the pool's size at start
 
 
 def actor_sizes(config: EmbedConfig, node_cpus: list[float], gpus: float) -> ActorSizes:
@@ -228,7 +230,7 @@ def actor_sizes(config: EmbedConfig, node_cpus: list[float], gpus: float) -> Act
         fits = sum(max(0.0, c - 1) // cpus for c in node_cpus)
         threads = config.threads_per_worker or (
             math.ceil(cpus) if config.cpus_per_worker else int(smallest))
-    return ActorSizes(cpus, threads, config.concurrency or max(1, int(fits)))
+    return ActorSizes(cpus, threads, max(1, int(fits)))
 
 
 def _embedded_rows(config: EmbedConfig, snapshot: IngestSnapshot, videos: set[str] | None,
@@ -255,7 +257,7 @@ def _embedded_rows(config: EmbedConfig, snapshot: IngestSnapshot, videos: set[st
         fn_constructor_kwargs=embedder_kwargs,
         batch_size=config.batch_size,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=sizes.actors),
+        compute=growing_pool(sizes.actors, config.concurrency),
         num_cpus=sizes.cpus,
         num_gpus=config.num_gpus_per_worker or None,
     ).iter_batches(batch_format="pyarrow", batch_size=None)
@@ -340,8 +342,9 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
     sizes = actor_sizes(config, [n["Resources"]["CPU"] for n in ray.nodes()
                                  if n["Alive"] and n["Resources"].get("CPU")],
                         ray.cluster_resources().get("GPU", 0))
-    log.info("embedding %d videos, deleting %d; actors: up to %d, %g CPUs and %d threads each",
-             len(changes.embed), len(changes.remove), sizes.actors, sizes.cpus, sizes.threads)
+    log.info("embedding %d videos, deleting %d; actors: %d at start, at most %s, %g CPUs and "
+             "%d threads each", len(changes.embed), len(changes.remove), sizes.actors,
+             config.concurrency or "what the cluster holds", sizes.cpus, sizes.threads)
     every = rebuild and config.split is None
     batches = (_embedded_rows(config, snapshot, None if every else changes.embed, sizes)
                if changes.embed else [])

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from pipelines import schemas, storage
+from pipelines.actor_pools import growing_pool
 from pipelines.change_plan import VideoPlan, plan_captions, plan_videos
 from pipelines.failpoints import failpoint
 from pipelines.in_driver import map_batches_here
@@ -86,7 +87,8 @@ class IngestConfig:
     decode_timeout_s: float = field(default=600.0, metadata=flag(
         "seconds one video may take to decode before its decoder is killed and it is skipped"))
     decode_concurrency: int | None = field(default=None, metadata=flag(
-        "number of decode actors (default: one per CPU of the cluster)"))
+        "most decode actors (default: no cap; the pool starts with one per CPU of the "
+        "cluster and grows onto nodes that join while videos wait)"))
     keyword_model: str = field(default=KeywordOptions.model, metadata=flag(
         "sentence-transformers model for KeyBERT: a hub name or a local folder"))
     num_keywords: int = field(default=KeywordOptions.num_keywords, metadata=flag(
@@ -104,7 +106,9 @@ class IngestConfig:
         choices=STOP_WORD_LISTS))
     keyword_languages: str = field(default="en", metadata=flag(
         "comma-separated language codes for the simplemma lemmatiser, e.g. 'en' or 'de,en'"))
-    keyword_concurrency: int = field(default=1, metadata=flag("number of KeyBERT actors"))
+    keyword_concurrency: int | None = field(default=None, metadata=flag(
+        "most KeyBERT actors (default: no cap; the pool starts with one and grows while "
+        "captions wait)"))
     keyword_batch_size: int = field(default=64, metadata=flag("captions per KeyBERT batch"))
     local_max_videos: int = field(default=64, metadata=flag(
         "decode (in refresh.py also embed) in the driver when at most this many videos "
@@ -272,8 +276,8 @@ def _decode(config: IngestConfig, plan: VideoPlan, version: int,
         batches = map_batches_here(sampler, pa.Table.from_pylist(videos), batch_size=1)
     else:
         errors = _error_log_actor()
-        decoders = config.decode_concurrency or max(
-            1, int(ray.cluster_resources().get("CPU", 1)))
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        decoders = min(cpus, config.decode_concurrency or cpus)
         blocks = min(len(videos), max(decoders, math.ceil(len(videos) / 8)))
         batches = ray.data.from_items(videos, override_num_blocks=blocks).map_batches(
             VideoSampler,
@@ -281,7 +285,7 @@ def _decode(config: IngestConfig, plan: VideoPlan, version: int,
                 **options, "on_error": lambda rows: ray.get(errors.record.remote(rows))},
             batch_size=1,
             batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=min(decoders, blocks)),
+            compute=growing_pool(min(decoders, blocks), config.decode_concurrency),
             num_cpus=1,
         ).iter_batches(batch_format="pyarrow", batch_size=None)
     stamp = schemas.VIDEOS.get_field_index("ingest_version")
@@ -307,7 +311,7 @@ def _extract_keywords(config: IngestConfig, rows: list[dict]) -> pa.Table:
         fn_constructor_kwargs={"options": config.keywords},
         batch_size=config.keyword_batch_size,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=config.keyword_concurrency),
+        compute=growing_pool(1, config.keyword_concurrency),
         num_cpus=1,
     ).iter_batches(batch_format="pyarrow", batch_size=None)
     return pa.concat_tables([schemas.CAPTIONS.empty_table(), *batches])

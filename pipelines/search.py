@@ -20,6 +20,7 @@ import time
 import pandas as pd
 import torch
 
+from pipelines import storage
 from pipelines.keywords import KeywordExtractor, KeywordOptions
 from pipelines.video_table import keyword_options_of, video_features
 from vtr_models.checkpoint import checkpoint_id, load_checkpoint
@@ -43,16 +44,21 @@ class VideoSearch:
     ``nprobes`` and ``refine_factor`` tune the vector index, when the table has one
     (LanceDB's meaning: IVF partitions searched; candidates x factor re-ranked by
     exact distance before the full model sees them).
+    ``storage_options`` go to LanceDB for an ``s3://`` table; by default they
+    spell out the AWS environment's endpoint and region, and allow plain HTTP
+    for an ``http://`` endpoint (MinIO, moto), which LanceDB otherwise refuses.
     """
 
     def __init__(self, db_uri: str, table: str, checkpoint: str,
                  keyword_model: str | None = None, nprobes: int = 20,
-                 refine_factor: int = 1) -> None:
+                 refine_factor: int = 1, storage_options: dict[str, str] | None = None) -> None:
         import lancedb
 
         self.model = load_checkpoint(checkpoint)
         self.model_id = checkpoint_id(checkpoint)
-        self.table = lancedb.connect(db_uri).open_table(table)
+        if storage_options is None:
+            storage_options = storage.object_store_options(db_uri)
+        self.table = lancedb.connect(db_uri, storage_options=storage_options).open_table(table)
         self.nprobes = nprobes
         self.refine_factor = refine_factor
         self._check_model(self.table.search().select(["model_id"]).limit(1).to_arrow()

@@ -13,6 +13,7 @@ import torch
 from conftest import REPO, make_checkpoint, run
 from deltalake import write_deltalake
 
+from pipelines.actor_pools import growing_pool
 from pipelines.embed import EmbedConfig, actor_sizes
 from pipelines.evaluation import encode_split, load_split
 from pipelines.ingest_store import IngestStore, IngestVersion, open_ingest
@@ -176,6 +177,16 @@ def test_example_notebook_runs(table, keyword_model, monkeypatch):
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the grid of frames
 
 
+def test_actor_pools_grow_past_their_start_unless_capped():
+    """Pools start with what the cluster holds and grow onto nodes that join; a
+    --concurrency-style cap bounds both the start and the growth."""
+    pool = growing_pool(3)
+    assert (pool.min_size, pool.initial_size, pool.max_size) == (1, 3, float("inf"))
+    pool = growing_pool(3, most=2)
+    assert (pool.min_size, pool.initial_size, pool.max_size) == (1, 2, 2)
+    assert growing_pool(0).initial_size == 1
+
+
 def test_embedding_actor_sizes():
     """One many-threaded actor per node on CPU, leaving a CPU for Ray Data's reads."""
     def sizes(node_cpus, gpus=0.0, **flags):
@@ -186,5 +197,5 @@ def test_embedding_actor_sizes():
     assert sizes([2.0]) == (1.0, 2, 1)
     assert sizes([16.0, 16.0]) == (15.0, 16, 2)
     assert sizes([16.0], cpus_per_worker=4) == (4, 4, 3)
-    assert sizes([16.0], cpus_per_worker=4, threads_per_worker=2, concurrency=1) == (4, 2, 1)
+    assert sizes([16.0], cpus_per_worker=4, threads_per_worker=2) == (4, 2, 3)
     assert sizes([16.0], gpus=4, num_gpus_per_worker=1) == (1.0, 1, 4)
