@@ -198,11 +198,16 @@ def load_inputs(config: IngestConfig) -> Manifest:
 
 
 def _error_log_actor():
+    """On the driver's node: a lost worker node must not take the error rows with it."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    @ray.remote(num_cpus=0)
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+
+    @ray.remote(num_cpus=0, scheduling_strategy=here)
     class ErrorLog:
-        """Collects errors/ rows from every decode actor; one row per video, first wins."""
+        """Collects errors/ rows from every decode actor; one row per video, first wins,
+        so a batch retried after a lost node records its failures once."""
 
         def __init__(self) -> None:
             self.rows: dict[str, dict] = {}

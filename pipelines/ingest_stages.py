@@ -13,6 +13,7 @@ from collections.abc import Callable
 import pyarrow as pa
 
 from pipelines import schemas, storage
+from pipelines.failpoints import failpoint
 from pipelines.isolated import IsolatedRunner
 from pipelines.keywords import KeywordExtractor, KeywordOptions
 from pipelines.video_decode import SamplingOptions, decode_video
@@ -84,6 +85,7 @@ class VideoSampler:
         self.decode = IsolatedRunner(decode, timeout_s)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        failpoint("decode.video")
         rows, errors = [], []
         for video_id, uri in zip(
             batch.column("video_id").to_pylist(), batch.column("uri").to_pylist(), strict=True

@@ -22,4 +22,17 @@ def start_job(cls: type[T], description: str, argv: list[str] | None) -> T:
     import ray
 
     ray.init(address=config.ray_address, ignore_reinit_error=True)
+    survive_lost_nodes()
     return config
+
+
+def survive_lost_nodes() -> None:
+    """Ray Data settings under which a job outlives a lost worker node.
+
+    Ray Data's v2 Parquet reader (the default since Ray 2.5x) reads file footers
+    on actors it spreads over the cluster and does not replace: a node lost while
+    one of them works fails the whole read. The v1 reader's tasks are retried.
+    """
+    import ray.data
+
+    ray.data.DataContext.get_current().use_datasource_v2 = False

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from pipelines.failpoints import failpoint
 from pipelines.video_table import METADATA_COLUMNS, feature_columns
 from vtr_models.checkpoint import checkpoint_id, load_checkpoint
 
@@ -28,6 +29,7 @@ class VideoEmbedder:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Metadata and features of each decodable video; the others with only ``error`` set."""
+        failpoint("embed.batch")
         frames, masks, errors = [], [], []
         for jpegs in batch.column("frames").to_pylist():
             try:

@@ -1,5 +1,6 @@
 """Two Ray nodes on one machine, data in S3: ingest, train and embed through ``ray job
-submit``, each job's work on both nodes; then queries against the ``s3://`` table.
+submit``, each job's work on both nodes, ingest and embed losing the second node
+midway; then queries against the ``s3://`` table.
 
 Each node is a ``ray start --block`` process with its own temp folder, stopped by
 its pid (never ``ray stop``, which would end every Ray process on the machine).
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 from conftest import free_port
 from deltalake import DeltaTable
@@ -35,82 +37,115 @@ BIN = Path(sys.executable).parent
 @dataclass
 class Cluster:
     address: str  # the dashboard: where jobs are submitted and state is read
+    port: int  # the head's GCS
     env: dict[str, str]
+    temp: Path  # a temp folder per node under it
     nodes: list[subprocess.Popen]  # head first
+
+    def start_node(self, name: str, *args: str) -> None:
+        """``ray start --block`` of one more node (3 CPUs), with its own temp folder."""
+        self.nodes.append(subprocess.Popen(
+            [str(BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1",
+             "--num-cpus=3", "--object-store-memory=500000000",
+             f"--temp-dir={self.temp / name}", "--disable-usage-stats",
+             *(args or [f"--address=127.0.0.1:{self.port}"])],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def wait_for_nodes(self, count: int) -> set[str]:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if len(ids := self.node_ids()) == count:
+                    return ids
+            except Exception:  # noqa: BLE001 - the dashboard is still starting
+                pass
+            assert time.monotonic() < deadline, f"{count} Ray nodes did not come up"
+            time.sleep(2)
+
+    def head_id(self) -> str:
+        from ray.util.state import list_nodes
+
+        return next(n.node_id for n in list_nodes(address=self.address) if n.is_head_node)
 
     def node_ids(self) -> set[str]:
         from ray.util.state import list_nodes
 
         return {n.node_id for n in list_nodes(address=self.address) if n.state == "ALIVE"}
 
-    def actor_nodes(self, class_part: str) -> set[str]:
-        """The nodes that ran actors whose class name contains ``class_part``."""
+    def actors(self, class_part: str) -> list:
         from ray.util.state import list_actors
 
-        actors = [a for a in list_actors(address=self.address, limit=10_000)
-                  if class_part in a.class_name]
-        return {a.node_id for a in actors}
+        return [a for a in list_actors(address=self.address, limit=10_000)
+                if class_part in a.class_name]
 
-    def submit(self, *job: str, env_vars: dict[str, str] | None = None
-               ) -> subprocess.CompletedProcess:
-        """``ray job submit`` of ``python JOB...``; waits for it and returns its outcome."""
+    def actor_nodes(self, class_part: str) -> set[str]:
+        """The nodes that ran actors whose class name contains ``class_part``."""
+        return {a.node_id for a in self.actors(class_part)}
+
+    def kill_raylet_when_busy(self, name: str, node_id: str, class_part: str):
+        """A ``during`` callback for ``submit``: once actors of ``class_part`` are alive on
+        node ``node_id`` (started as ``name``), SIGKILL that node's raylet, losing the
+        node and everything on it (a restarted actor then shows the node it runs on
+        now). Returns whether the job was still running then."""
+        def during(job: subprocess.Popen) -> bool:
+            while job.poll() is None:
+                if any(a.state == "ALIVE" and a.node_id == node_id
+                       for a in self.actors(class_part)):
+                    time.sleep(1)  # let them take some work
+                    raylet = next(p for p in psutil.process_iter(["name", "cmdline"])
+                                  if p.info["name"] == "raylet"
+                                  and str(self.temp / name) in " ".join(p.info["cmdline"]))
+                    raylet.kill()
+                    return job.poll() is None
+                time.sleep(0.5)
+            return False
+        return during
+
+    def submit(self, *job: str, env_vars: dict[str, str] | None = None, during=None):
+        """``ray job submit`` of ``python JOB...``; waits for it and returns its outcome
+        and what ``during(process)`` returned while it ran."""
         runtime_env = json.dumps({"env_vars": env_vars or {}})
         command = [str(BIN / "ray"), "job", "submit", "--address", self.address,
                    "--working-dir", str(REPO), "--runtime-env-json", runtime_env, "--",
                    "python", *job]
         deadline = time.monotonic() + 120
         while True:  # the head's job agent may still be starting: it then refuses the job
-            result = subprocess.run(command, env=self.env, capture_output=True, text=True,
-                                    timeout=600)
-            if "No available agent" not in result.stderr or time.monotonic() > deadline:
-                return result
+            process = subprocess.Popen(command, env=self.env, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True)
+            seen = during(process) if during else None
+            stdout, stderr = process.communicate(timeout=600)
+            if "No available agent" not in stderr or time.monotonic() > deadline:
+                return subprocess.CompletedProcess(command, process.returncode, stdout,
+                                                   stderr), seen
             time.sleep(3)
-
-
-def start_node(args: list[str], env: dict[str, str], temp_dir: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=3",
-         "--object-store-memory=500000000", f"--temp-dir={temp_dir}",
-         "--disable-usage-stats", *args],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @pytest.fixture
 def two_nodes(s3_endpoint) -> Iterator[Cluster]:
     """A head and a second node (3 CPUs each) on loopback, with the moto S3 settings
-    in their environment; both stopped at the end whatever happens."""
-    dashboard, port = free_port(), free_port()
+    in their environment; every node stopped by its pid at the end whatever happens."""
     # A throwaway loopback cluster: no token auth (a real cluster should keep it on).
     # The jobs' `python` must be this environment's, as it is on an activated venv.
     env = {**os.environ, "RAY_AUTH_MODE": "disabled",
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
-    cluster = Cluster(f"http://127.0.0.1:{dashboard}", env, [])
+    dashboard = free_port()
     # short temp folders: Ray's Unix sockets live there, and pytest's paths are too long
-    temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+    cluster = Cluster(f"http://127.0.0.1:{dashboard}", free_port(), env,
+                      Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp")), [])
     try:
-        cluster.nodes.append(start_node(
-            ["--head", f"--port={port}", "--include-dashboard=true",
-             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}"],
-            env, temp / "head"))
-        cluster.nodes.append(start_node([f"--address=127.0.0.1:{port}"], env,
-                                        temp / "second"))
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if len(cluster.node_ids()) == 2:
-                    break
-            except Exception:  # noqa: BLE001 - the dashboard is still starting
-                pass
-            assert time.monotonic() < deadline, "the two Ray nodes did not come up"
-            time.sleep(2)
+        cluster.start_node("head", "--head", f"--port={cluster.port}",
+                           "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                           f"--dashboard-port={dashboard}")
+        cluster.start_node("second")
+        cluster.wait_for_nodes(2)
         yield cluster
     finally:
         for node in reversed(cluster.nodes):
             node.send_signal(signal.SIGTERM)  # drains and stops that node's processes
         for node in cluster.nodes:
             node.wait(timeout=120)
-        shutil.rmtree(temp, ignore_errors=True)
+        shutil.rmtree(cluster.temp, ignore_errors=True)
 
 
 def upload_synthetic(root: Path, prefix: str) -> str:
@@ -131,50 +166,64 @@ def upload_synthetic(root: Path, prefix: str) -> str:
     return f"s3://{prefix}/manifest.csv"
 
 
-def test_jobs_run_on_both_nodes_with_data_in_s3(two_nodes, s3_bucket, keyword_model, tmp_path):
+def test_jobs_on_two_nodes_survive_losing_one(two_nodes, s3_bucket, keyword_model, tmp_path):
+    """Ingest (s3 to s3) and embed (into an s3:// LanceDB table) each lose the second
+    node's raylet while its actors work, finish on the head, and hold every video
+    exactly once; training runs one worker per node; queries read the s3 table."""
     prefix = f"{s3_bucket}/two-nodes"
     ingest_uri, db_uri = f"s3://{prefix}/ingest", f"s3://{prefix}/db"
-    nodes = two_nodes.node_ids()
+    head = two_nodes.head_id()
+    (second,) = two_nodes.node_ids() - {head}
 
-    result = two_nodes.submit(
+    result, busy = two_nodes.submit(
         "pipelines/ingest.py", "--manifest", upload_synthetic(tmp_path / "synth", prefix),
         "--output", ingest_uri, "--keyword-model", keyword_model, "--frame-size", "64",
-        "--local-max-videos", "0")
+        "--local-max-videos", "0", env_vars={"VTR_FAILPOINT": "decode.video:1"},
+        during=two_nodes.kill_raylet_when_busy("second", second, "VideoSampler"))
+    assert busy, "the job ended before the node was lost"
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert two_nodes.node_ids() == {head}
     assert "30 decoded ok, 1 failed" in result.stdout
     options = object_store_options(ingest_uri)
-    videos = DeltaTable(f"{ingest_uri}/videos", storage_options=options).to_pandas()
-    assert len(videos) == videos["video_id"].nunique() == 30
-    errors = DeltaTable(f"{ingest_uri}/errors", storage_options=options).to_pandas()
-    assert list(errors["video_id"]) == ["gone"]
-    assert two_nodes.actor_nodes("VideoSampler") == nodes
+    tables = {name: DeltaTable(f"{ingest_uri}/{name}", storage_options=options).to_pandas()
+              for name in ("videos", "captions", "errors")}
+    videos = tables["videos"]
+    assert len(videos) == videos["video_id"].nunique() == 30  # nothing lost or doubled
+    assert sorted(tables["captions"]["video_id"]) == sorted(videos["video_id"])
+    assert list(tables["errors"]["video_id"]) == ["gone"]
 
+    two_nodes.start_node("second-again")
+    (second,) = two_nodes.wait_for_nodes(2) - {head}
     checkpoint = tmp_path / "ckpt"  # one file system for both nodes, as on a shared mount
-    result = two_nodes.submit(
+    result, _ = two_nodes.submit(
         "pipelines/train.py", "--data", ingest_uri, "--output", str(checkpoint),
         "--epochs", "1", "--batch-size", "4", "--num-workers", "2", "--cpus-per-worker", "2")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert two_nodes.actor_nodes("RayTrainWorker") == nodes  # 2 CPUs each: one per node
+    assert two_nodes.actor_nodes("RayTrainWorker") == {head, second}  # 2 of 3 CPUs each
 
-    result = two_nodes.submit(
+    result, busy = two_nodes.submit(
         "pipelines/embed.py", "--data", ingest_uri, "--checkpoint", str(checkpoint / "final"),
-        "--db", db_uri, "--batch-size", "4", "--local-max-videos", "0",
-        # a few batches would all go to the first actor up: start once both are ready
-        env_vars={"RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "120"})
+        "--db", db_uri, "--batch-size", "2", "--local-max-videos", "0",
+        # few batches would all go to the first actor up: start once both are ready
+        env_vars={"RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "120",
+                  "VTR_FAILPOINT": "embed.batch:1"},
+        during=two_nodes.kill_raylet_when_busy("second-again", second, "VideoEmbedder"))
+    assert busy, "the job ended before the node was lost"
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert two_nodes.actor_nodes("VideoEmbedder") == nodes
+    assert two_nodes.node_ids() == {head}
 
     from pipelines.search import VideoSearch
 
     search = VideoSearch(db_uri, "videos", str(checkpoint / "final"),
                          keyword_model=keyword_model)
+    rows = search.table.to_pandas()
+    assert sorted(rows["video_id"]) == sorted(videos["video_id"])  # each exactly once
     found = search.search("a red circle moves left", k=5, candidates=10)
     assert len(found) == 5 and found["video_id"].is_unique
-    assert set(found["video_id"]) <= set(videos["video_id"])
     query = subprocess.run(
         [sys.executable, "pipelines/query.py", "--db", db_uri, "--checkpoint",
          str(checkpoint / "final"), "--keyword-model", keyword_model, "--k", "3", "--json",
-         "--text", "a red circle moves left"], cwd=REPO, env=two_nodes.env, capture_output=True,
-        text=True, timeout=300)
+         "--text", "a red circle moves left"], cwd=REPO, env=two_nodes.env,
+        capture_output=True, text=True, timeout=300)
     assert query.returncode == 0, query.stderr[-3000:]
     assert [r["video_id"] for r in json.loads(query.stdout)] == list(found["video_id"][:3])

@@ -1,0 +1,19 @@
+# The project image for Kubernetes (cluster/kuberay/, cluster/refresh-*.yaml):
+#   docker build -t ghcr.io/your-org/video-search:latest .
+# The base holds the driver's Ray and Python (tests/test_cluster_manifests.py checks the tag).
+FROM rayproject/ray:2.60.0-py311-gpu
+
+USER root
+RUN mkdir -p /app /models && chown ray:users /app /models
+USER ray
+WORKDIR /app
+
+COPY --chown=ray:users pyproject.toml README.md ./
+COPY --chown=ray:users pipelines/ pipelines/
+COPY --chown=ray:users vtr_models/ vtr_models/
+# The constraint keeps the base's Ray: `pip install .` cannot move it.
+RUN python -c "import ray; print('ray==' + ray.__version__)" > /tmp/ray-constraint.txt \
+    && pip install --no-cache-dir -c /tmp/ray-constraint.txt .
+
+# The keyword model, so that the jobs' --keyword-model /models/minilm needs no network.
+RUN python -c "from huggingface_hub import snapshot_download; snapshot_download('sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2', local_dir='/models/minilm')"
