@@ -1,6 +1,6 @@
 """Two Ray nodes on one machine, data in S3: ingest, train and embed through ``ray job
-submit``, each job's work on both nodes, ingest and embed losing the second node
-midway; then queries against the ``s3://`` table.
+submit``, each job's work on both nodes, each job losing the second node midway;
+then queries against the ``s3://`` table.
 
 Each node is a ``ray start --block`` process with its own temp folder, stopped by
 its pid (never ``ray stop``, which would end every Ray process on the machine).
@@ -144,7 +144,12 @@ def two_nodes(s3_endpoint) -> Iterator[Cluster]:
         for node in reversed(cluster.nodes):
             node.send_signal(signal.SIGTERM)  # drains and stops that node's processes
         for node in cluster.nodes:
-            node.wait(timeout=120)
+            try:
+                node.wait(timeout=3)
+            except subprocess.TimeoutExpired:  # draining can take 30 s: no need here
+                for process in [*psutil.Process(node.pid).children(recursive=True), node]:
+                    process.kill()
+                node.wait(timeout=60)
         shutil.rmtree(cluster.temp, ignore_errors=True)
 
 
@@ -167,9 +172,11 @@ def upload_synthetic(root: Path, prefix: str) -> str:
 
 
 def test_jobs_on_two_nodes_survive_losing_one(two_nodes, s3_bucket, keyword_model, tmp_path):
-    """Ingest (s3 to s3) and embed (into an s3:// LanceDB table) each lose the second
-    node's raylet while its actors work, finish on the head, and hold every video
-    exactly once; training runs one worker per node; queries read the s3 table."""
+    """Ingest (s3 to s3), train and embed (into an s3:// LanceDB table) each lose the
+    second node's raylet while their actors work on it. Ingest and embed finish on the
+    head and hold every video exactly once; training (one worker per node) restarts
+    from its last checkpoint on the head and a node added in place of the lost one.
+    Queries then read the s3 table."""
     prefix = f"{s3_bucket}/two-nodes"
     ingest_uri, db_uri = f"s3://{prefix}/ingest", f"s3://{prefix}/db"
     head = two_nodes.head_id()
@@ -194,12 +201,36 @@ def test_jobs_on_two_nodes_survive_losing_one(two_nodes, s3_bucket, keyword_mode
 
     two_nodes.start_node("second-again")
     (second,) = two_nodes.wait_for_nodes(2) - {head}
-    checkpoint = tmp_path / "ckpt"  # one file system for both nodes, as on a shared mount
-    result, _ = two_nodes.submit(
+    checkpoint = tmp_path / "ckpt"  # one file system for every node, as on a shared mount
+
+    def lose_a_worker_node_after_a_checkpoint(job: subprocess.Popen) -> float | None:
+        """Once an epoch is checkpointed, lose the second node (and the worker on it),
+        then add a node in its place, as an autoscaler would."""
+        registered = checkpoint / "ray" / "train" / "checkpoint_manager_snapshot.json"
+        while job.poll() is None:
+            # a checkpoint Ray Train has registered (a folder alone may be one it drops)
+            if registered.exists():
+                if two_nodes.kill_raylet_when_busy("second-again", second, "RayTrainWorker")(job):
+                    lost_at = time.time()
+                    two_nodes.start_node("third")
+                    return lost_at
+                return None
+            time.sleep(0.5)
+        return None
+
+    result, lost_at = two_nodes.submit(
         "pipelines/train.py", "--data", ingest_uri, "--output", str(checkpoint),
-        "--epochs", "1", "--batch-size", "4", "--num-workers", "2", "--cpus-per-worker", "2")
+        "--epochs", "3", "--batch-size", "4", "--num-workers", "2", "--cpus-per-worker", "2",
+        during=lose_a_worker_node_after_a_checkpoint)
+    assert lost_at is not None, "the job ended before the node was lost"
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert two_nodes.actor_nodes("RayTrainWorker") == {head, second}  # 2 of 3 CPUs each
+    (third,) = two_nodes.wait_for_nodes(2) - {head}
+    # one worker per node (2 of 3 CPUs each), before the loss and after
+    assert two_nodes.actor_nodes("RayTrainWorker") == {head, second, third}
+    rows = [json.loads(line) for line in (checkpoint / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    # epoch 1 ended before the loss and was not run again; the run went on after it
+    assert rows[0]["time"] < lost_at < rows[-1]["time"]
 
     result, busy = two_nodes.submit(
         "pipelines/embed.py", "--data", ingest_uri, "--checkpoint", str(checkpoint / "final"),
@@ -207,7 +238,7 @@ def test_jobs_on_two_nodes_survive_losing_one(two_nodes, s3_bucket, keyword_mode
         # few batches would all go to the first actor up: start once both are ready
         env_vars={"RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "120",
                   "VTR_FAILPOINT": "embed.batch:1"},
-        during=two_nodes.kill_raylet_when_busy("second-again", second, "VideoEmbedder"))
+        during=two_nodes.kill_raylet_when_busy("third", third, "VideoEmbedder"))
     assert busy, "the job ended before the node was lost"
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert two_nodes.node_ids() == {head}
@@ -222,8 +253,9 @@ def test_jobs_on_two_nodes_survive_losing_one(two_nodes, s3_bucket, keyword_mode
     assert len(found) == 5 and found["video_id"].is_unique
     query = subprocess.run(
         [sys.executable, "pipelines/query.py", "--db", db_uri, "--checkpoint",
-         str(checkpoint / "final"), "--keyword-model", keyword_model, "--k", "3", "--json",
-         "--text", "a red circle moves left"], cwd=REPO, env=two_nodes.env,
-        capture_output=True, text=True, timeout=300)
+         str(checkpoint / "final"), "--keyword-model", keyword_model, "--k", "3",
+         "--candidates", "10", "--json", "--text", "a red circle moves left"], cwd=REPO,
+        env=two_nodes.env, capture_output=True, text=True, timeout=300)
     assert query.returncode == 0, query.stderr[-3000:]
     assert [r["video_id"] for r in json.loads(query.stdout)] == list(found["video_id"][:3])
+
