@@ -46,7 +46,9 @@ def load_sentence_model(name_or_path: str):
     a job stops before any work instead of failing on every actor.
     """
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # a bar per load, in every actor's log
     try:
         return SentenceTransformer(name_or_path, device="cpu")
     except Exception as exc:  # noqa: BLE001 - any load failure gets the same advice

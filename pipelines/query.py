@@ -10,6 +10,7 @@ full model) in this process; no Ray needed.
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass, field
 
 from pipelines.job_config import flag, parse_config
@@ -34,19 +35,39 @@ class QueryConfig:
         "table records)"))
     json: bool = field(default=False, metadata=flag("print JSON records instead of a table"))
 
+    def __post_init__(self) -> None:
+        """Checks that need no model: a bad query fails before seconds of loading."""
+        if not self.text.strip():
+            raise ValueError("--text is empty")
+        if self.k < 1 or self.candidates < self.k:
+            raise ValueError(f"--k ({self.k}) must be at least 1 and at most candidates "
+                             f"(--candidates {self.candidates})")
+
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(QueryConfig, __doc__.splitlines()[0], argv)
-    from pipelines.search import VideoSearch
+    from pipelines.keywords import KeywordModelError
+    from pipelines.search import QueryTruncatedWarning, VideoSearch
 
     try:
         search = VideoSearch(config.db, config.table, config.checkpoint,
                              keyword_model=config.keyword_model)
-        results = search.search(config.text, k=config.k, candidates=config.candidates,
-                                where=config.where)
+        with warnings.catch_warnings(record=True, category=QueryTruncatedWarning) as caught:
+            results = search.search(config.text, k=config.k, candidates=config.candidates,
+                                    where=config.where)
+    except KeywordModelError as exc:
+        print(f"query: error: {str(exc).splitlines()[0]}; pass --keyword-model with a local "
+              "copy of the sentence model the ingest used", file=sys.stderr)
+        return 2
     except (FileNotFoundError, ValueError) as exc:
         print(f"query: error: {exc}", file=sys.stderr)
         return 2
+    for warning in caught:
+        print(f"query: note: {warning.message}", file=sys.stderr)
+    if results.empty:
+        print(f"query: no videos found in table {config.table!r} (is it empty, or does "
+              "--where match none?)", file=sys.stderr)
+        return 1
     if config.json:
         print(results.to_json(orient="records", indent=2))
     else:

@@ -15,7 +15,10 @@ candidates with the full model from their stored features and keeps the top
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
+import warnings
+from datetime import timedelta
 
 import pandas as pd
 import torch
@@ -26,13 +29,18 @@ from pipelines.video_table import keyword_options_of, video_features
 from vtr_models.checkpoint import checkpoint_id, load_checkpoint
 
 RESULT_COLUMNS = ["rank", "video_id", "uri", "score", "first_stage_score"]
-# what stage one returns per candidate: enough to rerank and answer, no other metadata
+# what stage one returns per candidate: enough to rerank and answer, no other metadata;
+# `_distance` named, as LanceDB will stop adding it to a selection (and warns meanwhile)
 FETCHED_COLUMNS = ["video_id", "uri", "frame_features", "local_features", "feature_frames",
-                   "model_id"]
+                   "model_id", "_distance"]
 
 
 class ModelMismatchError(ValueError):
     """The table was written by another checkpoint than the one querying it."""
+
+
+class QueryTruncatedWarning(UserWarning):
+    """A query longer than the text encoder's context: its end was cut off."""
 
 
 class VideoSearch:
@@ -47,18 +55,29 @@ class VideoSearch:
     ``storage_options`` go to LanceDB for an ``s3://`` table; by default they
     spell out the AWS environment's endpoint and region, and allow plain HTTP
     for an ``http://`` endpoint (MinIO, moto), which LanceDB otherwise refuses.
+    A long-lived search (a notebook, a service) sees rows that later embed or
+    refresh runs commit within ``consistency_interval_s`` seconds (LanceDB's
+    read consistency interval; 0: check on every search, None: never).
     """
 
     def __init__(self, db_uri: str, table: str, checkpoint: str,
                  keyword_model: str | None = None, nprobes: int = 20,
-                 refine_factor: int = 1, storage_options: dict[str, str] | None = None) -> None:
+                 refine_factor: int = 1, storage_options: dict[str, str] | None = None,
+                 consistency_interval_s: float | None = 5.0) -> None:
         import lancedb
 
-        self.model = load_checkpoint(checkpoint)
-        self.model_id = checkpoint_id(checkpoint)
+        if "://" not in db_uri and not os.path.isdir(db_uri):  # connect() would create it
+            raise FileNotFoundError(f"no LanceDB database at {db_uri}: pass the --db folder "
+                                    "pipelines/embed.py wrote")
         if storage_options is None:
             storage_options = storage.object_store_options(db_uri)
-        self.table = lancedb.connect(db_uri, storage_options=storage_options).open_table(table)
+        interval = (None if consistency_interval_s is None
+                    else timedelta(seconds=consistency_interval_s))
+        db = lancedb.connect(db_uri, storage_options=storage_options,
+                             read_consistency_interval=interval)
+        self.table = db.open_table(table)  # before the models: a wrong --db fails fast
+        self.model = load_checkpoint(checkpoint)
+        self.model_id = checkpoint_id(checkpoint)
         self.nprobes = nprobes
         self.refine_factor = refine_factor
         self._check_model(self.table.search().select(["model_id"]).limit(1).to_arrow()
@@ -103,6 +122,11 @@ class VideoSearch:
             raise ValueError("the query text is empty")
         if k < 1 or candidates < k:
             raise ValueError(f"k ({k}) must be at least 1 and at most candidates ({candidates})")
+        dropped = self.model.tokenizer.dropped_tokens(text.strip())
+        if dropped:
+            warnings.warn(QueryTruncatedWarning(
+                f"the query is longer than the model's {self.model.tokenizer.context_length}-"
+                f"token context: its last {dropped} tokens were not read"), stacklevel=2)
         started = time.perf_counter()
         features = self.encode_text(text.strip())
         vector = self.model.text_embedding(features)[0].float().numpy()

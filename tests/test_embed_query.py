@@ -17,6 +17,7 @@ from pipelines.actor_pools import growing_pool
 from pipelines.embed import EmbedConfig, actor_sizes
 from pipelines.evaluation import encode_split, load_split
 from pipelines.ingest_store import IngestStore, IngestVersion, open_ingest
+from pipelines.query import main as query_main
 from pipelines.schemas import VIDEOS
 from pipelines.search import ModelMismatchError, VideoSearch
 from vtr_models.checkpoint import checkpoint_id
@@ -156,6 +157,51 @@ def test_query_cli_and_evaluate_via_index(table, keyword_model, tmp_path):
     assert metrics["index"]["num_videos"] == metrics["exhaustive"]["num_videos"] == 6
     for k in ("R@1", "R@5", "R@10"):
         assert abs(metrics["index"]["t2v"][k] - metrics["exhaustive"]["t2v"][k]) < 1e-6, k
+
+
+def test_query_cli_errors_are_one_line_and_create_nothing(table, keyword_model, tmp_path,
+                                                         capfd):
+    """Every refusal is one line of stderr (native libraries' warnings included)."""
+    base = ["--checkpoint", str(table["checkpoint"]), "--keyword-model", keyword_model]
+
+    def query(*flags: str) -> tuple[int, str, str]:
+        try:
+            code = query_main([*base, *flags])
+        except SystemExit as exc:  # argparse's one-line refusals
+            code = exc.code
+        out, err = capfd.readouterr()
+        return code, out, err
+
+    missing = tmp_path / "no-db"
+    code, _, err = query("--db", str(missing), "--text", "a shape")
+    assert (code, err.count("\n")) == (2, 1) and "no LanceDB database" in err
+    assert not missing.exists()  # a read creates no folder
+    code, _, err = query("--db", table["db"], "--text", "   ")
+    assert code == 2 and "--text is empty" in err
+    code, _, err = query("--db", table["db"], "--text", "a shape",
+                         "--keyword-model", str(tmp_path / "no-model"))
+    assert (code, err.count("\n")) == (2, 1) and "pass --keyword-model" in err
+    code, _, err = query("--db", table["db"], "--text", "a shape", "--where", "split = 'none'")
+    assert code == 1 and "no videos found" in err
+    code, out, err = query("--db", table["db"], "--text", "a red shape moves " * 200, "--k", "2",
+                           "--candidates", "5")
+    assert code == 0 and "tokens were not read" in err and err.count("\n") == 1
+    assert len(out.strip().splitlines()) == 3  # header and 2 results
+
+
+def test_a_long_lived_search_sees_later_commits(table, keyword_model, tmp_path):
+    """With a consistency interval of 0 every search reads the table's newest version;
+    without one (LanceDB's default) a search keeps the version it opened."""
+    db = str(tmp_path / "db")
+    shutil.copytree(table["db"], db)
+    fresh = VideoSearch(db, "videos", str(table["checkpoint"]), keyword_model=keyword_model,
+                        consistency_interval_s=0)
+    stale = VideoSearch(db, "videos", str(table["checkpoint"]), keyword_model=keyword_model,
+                        consistency_interval_s=None)
+    gone = fresh.search("a shape moves", k=1, candidates=50)["video_id"][0]
+    lancedb.connect(db).open_table("videos").delete(f"video_id = '{gone}'")  # another writer
+    assert gone not in set(fresh.search("a shape moves", k=10, candidates=50)["video_id"])
+    assert gone in set(stale.search("a shape moves", k=10, candidates=50)["video_id"])
 
 
 def test_example_notebook_runs(table, keyword_model, monkeypatch):

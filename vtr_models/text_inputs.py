@@ -25,6 +25,12 @@ class TextTokenizer:
         """``[B, context_length]`` token ids (truncated with EOT kept, as open_clip does)."""
         return self.tokenizer(list(texts), context_length=self.context_length)
 
+    def dropped_tokens(self, text: str) -> int:
+        """How many of ``text``'s tokens :meth:`captions` cuts off: its length
+        (start and end tokens included, padding id 0 not) over the context."""
+        full = self.tokenizer([text], context_length=max(4 * self.context_length, 1024))[0]
+        return max(0, int((full != 0).sum()) - self.context_length)
+
     def keywords(
         self, keyword_lists: Sequence[Sequence[str]], max_keywords: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
