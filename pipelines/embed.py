@@ -383,7 +383,7 @@ def _table_uri(config: EmbedConfig) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = start_job(EmbedConfig, __doc__.splitlines()[0], argv)
+    config = start_job(EmbedConfig, __doc__, argv)
     try:
         summary = run_embed(config)
     except (FileNotFoundError, ValueError) as exc:

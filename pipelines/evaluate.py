@@ -59,7 +59,7 @@ def format_table(metrics: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_config(EvaluateConfig, __doc__.splitlines()[0], argv)
+    config = parse_config(EvaluateConfig, __doc__, argv)
     try:
         if config.via_index:
             from pipelines.search import VideoSearch

@@ -431,7 +431,7 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = start_job(IngestConfig, __doc__.splitlines()[0], argv)
+    config = start_job(IngestConfig, __doc__, argv)
     try:
         summary = run_ingest(config)
     except (ManifestError, KeywordModelError, FileExistsError, IngestFormatError) as exc:

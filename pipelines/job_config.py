@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import textwrap
 import types
 import typing
 from pathlib import Path
@@ -40,11 +41,19 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def build_parser(cls: type, description: str) -> argparse.ArgumentParser:
-    """An ``argparse`` parser with one flag per field of the dataclass ``cls``."""
+def build_parser(cls: type, doc: str) -> argparse.ArgumentParser:
+    """An ``argparse`` parser with one flag per field of the dataclass ``cls``.
+
+    ``doc`` is the job script's docstring: its first line describes the job in
+    ``--help``, the rest (usage examples) follows the flags unchanged.
+    """
+    first, _, rest = doc.strip().partition("\n")
     parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        description=first, epilog=textwrap.dedent(rest).strip() or None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    required = parser.add_argument_group(
+        "required", "on the command line or in the --config file")
     parser.add_argument(
         "--config",
         metavar="FILE",
@@ -65,21 +74,36 @@ def build_parser(cls: type, description: str) -> argparse.ArgumentParser:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = kind
-            kwargs["metavar"] = field.metadata.get("metavar", field.name.upper())
+            if "choices" not in field.metadata:  # argparse shows the choices instead
+                kwargs["metavar"] = field.metadata.get("metavar", field.name.upper())
         if "choices" in field.metadata:
             kwargs["choices"] = field.metadata["choices"]
-        if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            kwargs["help"] += " (required)"
+        group = parser
+        if _is_required(field):
+            group = required  # listed apart, so nobody takes them for optional
         elif default is not None:
             kwargs["help"] += f" (default: {default})"
-        parser.add_argument(_flag(field.name), **kwargs)
+        group.add_argument(_flag(field.name), **kwargs)
+    needed = " ".join(f"{a.option_strings[0]} {a.metavar}" for a in required._group_actions)
+    parser.usage = f"%(prog)s {needed} [options]".replace("  ", " ")
     return parser
 
 
+def _is_required(field: dataclasses.Field) -> bool:
+    return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+
+
 def load_config_file(path: str) -> dict[str, Any]:
-    """Read a YAML or JSON settings file into a dict keyed by field name."""
-    text = Path(path).read_text(encoding="utf-8")
-    data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    """Read a YAML or JSON settings file into a dict keyed by field name.
+
+    Raises ValueError, naming the file, when it cannot be read or parsed.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ValueError(f"config file {path}: {reason}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -87,26 +111,49 @@ def load_config_file(path: str) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
-def parse_config(cls: type[T], description: str, argv: list[str] | None = None) -> T:
-    """Parse ``argv`` into an instance of ``cls`` (a dataclass), exiting on bad flags."""
-    parser = build_parser(cls, description)
+def _type_errors(cls: type, values: dict[str, Any]) -> list[str]:
+    """Settings from a file whose value is not of the field's type (flags are already
+    converted by argparse): ``"epochs: expected int, got str 'ten'"``."""
+    hints = typing.get_type_hints(cls)
+    errors = []
+    for field in dataclasses.fields(cls):
+        if field.name not in values:
+            continue
+        value, kind = values[field.name], _base_type(hints[field.name])
+        optional = typing.get_origin(hints[field.name]) in (typing.Union, types.UnionType)
+        if value is None and optional:
+            continue
+        fits = (isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+                or kind is float and isinstance(value, int) and not isinstance(value, bool))
+        if not fits:
+            errors.append(f"{field.name}: expected {kind.__name__}, got "
+                          f"{type(value).__name__} {value!r}")
+    return errors
+
+
+def parse_config(cls: type[T], doc: str, argv: list[str] | None = None) -> T:
+    """Parse ``argv`` into an instance of ``cls`` (a dataclass), exiting with one line
+    on bad flags or a bad ``--config`` file; ``doc`` is the job's docstring."""
+    parser = build_parser(cls, doc)
     args = vars(parser.parse_args(argv))
     values: dict[str, Any] = {}
     config_file = args.pop("config", None)
     if config_file:
-        values.update(load_config_file(config_file))
+        try:
+            from_file = load_config_file(config_file)
+        except ValueError as exc:
+            parser.error(str(exc))
+        known = {f.name for f in dataclasses.fields(cls)}
+        wrong = _type_errors(cls, {k: v for k, v in from_file.items() if k in known})
+        if wrong:
+            parser.error(f"config file {config_file}: {'; '.join(wrong)}")
+        values.update(from_file)
     values.update(args)
     fields = dataclasses.fields(cls)
     unknown = sorted(set(values) - {f.name for f in fields})
     if unknown:
         parser.error(f"unknown setting(s) in {config_file}: {', '.join(unknown)}")
-    required = [
-        _flag(f.name)
-        for f in fields
-        if f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-        and f.name not in values
-    ]
+    required = [_flag(f.name) for f in fields if _is_required(f) and f.name not in values]
     if required:
         parser.error(f"the following arguments are required: {', '.join(required)}")
     try:

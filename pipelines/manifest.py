@@ -51,6 +51,12 @@ def _read_frame(path: str) -> pd.DataFrame:
     if not data.strip():
         raise ManifestError(f"manifest {path}: the file is empty")
     kind = FORMATS[ext]
+    if kind != "parquet":
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ManifestError(f"manifest {path}: not UTF-8 text (byte {exc.start}); save "
+                                "it as UTF-8") from exc
     try:
         if kind == "csv":
             # Every column as text: ids like "007" must not become integers.

@@ -45,7 +45,7 @@ class QueryConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_config(QueryConfig, __doc__.splitlines()[0], argv)
+    config = parse_config(QueryConfig, __doc__, argv)
     from pipelines.keywords import KeywordModelError
     from pipelines.search import QueryTruncatedWarning, VideoSearch
 

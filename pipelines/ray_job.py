@@ -10,14 +10,14 @@ from pipelines.job_config import parse_config
 T = TypeVar("T")
 
 
-def start_job(cls: type[T], description: str, argv: list[str] | None) -> T:
+def start_job(cls: type[T], doc: str, argv: list[str] | None) -> T:
     """Parse flags into ``cls``, configure logging and connect to Ray.
 
     With no ``ray_address`` the job joins the cluster that ``ray job submit``
     runs it on (``RAY_ADDRESS``), else starts a local one; a Ray already
     initialised in this process (a test, the demo) is reused.
     """
-    config = parse_config(cls, description, argv)
+    config = parse_config(cls, doc, argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import ray
 

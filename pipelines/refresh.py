@@ -70,7 +70,7 @@ RefreshConfig = dataclasses.make_dataclass(
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = start_job(RefreshConfig, __doc__.splitlines()[0], argv)
+    config = start_job(RefreshConfig, __doc__, argv)
     started = time.perf_counter()
     try:
         ingested = run_ingest(config.ingest)

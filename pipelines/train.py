@@ -260,7 +260,7 @@ def plot_curves(rows: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = start_job(TrainConfig, __doc__.splitlines()[0], argv)
+    config = start_job(TrainConfig, __doc__, argv)
     import ray.train
 
     try:

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from pipelines.embed import EmbedConfig
 from pipelines.ingest import IngestConfig
 from pipelines.job_config import build_parser, parse_config
 
@@ -49,3 +50,40 @@ def test_help_documents_every_field():
                  "--keyword-model", "--num-keywords", "--keyword-ngram", "--max-error-rate",
                  "--decode-concurrency", "--keyword-concurrency", "--overwrite"]:
         assert flag in text
+
+
+def test_help_lists_required_flags_apart_with_choices_and_examples():
+    import pipelines.embed
+
+    text = build_parser(EmbedConfig, pipelines.embed.__doc__).format_help()
+    assert text.splitlines()[0].endswith(" --data DATA --checkpoint CHECKPOINT --db DB [options]")
+    required = text[text.index("required:"):text.index("python pipelines/embed.py")]
+    assert "--data" in required and "--db" in required and "--checkpoint" in required
+    assert "--table" not in required  # optional, with its default
+    assert "{IVF_PQ,HNSW_SQ,none}" in text or "{IVF_PQ,HNSW_SQ" in text  # the choices shown
+    assert "python pipelines/embed.py --data" in text  # the docstring's usage example
+
+
+@pytest.mark.parametrize("content, message", [
+    ("manifest: m.csv\noutput: o\nmax_frames: ten\n", "max_frames: expected int, got str"),
+    ("manifest: m.csv\noutput: o\nfps: [1, 2]\n", "fps: expected float, got list"),
+    ("manifest: m.csv\noutput: o\nkeyword_mmr: 3\n", "keyword_mmr: expected bool, got int"),
+    ("manifest: [unclosed\n", "config file"),
+])
+def test_a_bad_config_file_is_one_line(tmp_path, capsys, content, message):
+    path = tmp_path / "ingest.yaml"
+    path.write_text(content)
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(IngestConfig, "x", ["--config", str(path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        parse_config(IngestConfig, "x", ["--config", str(tmp_path / "missing.yaml")])
+    assert "missing.yaml: No such file or directory" in capsys.readouterr().err
+
+
+def test_an_int_is_a_valid_float_setting(tmp_path):
+    path = tmp_path / "ingest.yaml"
+    path.write_text("manifest: m.csv\noutput: o\nfps: 2\nmax_frames: 8\n")
+    cfg = parse_config(IngestConfig, "x", ["--config", str(path)])
+    assert (cfg.fps, cfg.max_frames) == (2, 8)

@@ -140,3 +140,13 @@ def test_msrvtt_adapter(tmp_path):
 def test_msrvtt_missing_file_is_named(tmp_path):
     with pytest.raises(ManifestError, match="MSRVTT_data.json not found"):
         read_msrvtt(str(tmp_path))
+
+
+@pytest.mark.parametrize("ext", ["csv", "jsonl"])
+def test_text_that_is_not_utf8_is_named(tmp_path, ext):
+    path = tmp_path / f"latin1.{ext}"
+    rows = ('video_id,uri,caption\nv1,a.mp4,un café\n' if ext == "csv"
+            else '{"video_id": "v1", "uri": "a.mp4", "caption": "un café"}\n')
+    path.write_bytes(rows.encode("latin-1"))
+    with pytest.raises(ManifestError, match=f"manifest {path}: not UTF-8 text"):
+        read_manifest(str(path))
