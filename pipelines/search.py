@@ -25,7 +25,7 @@ import torch
 
 from pipelines import storage
 from pipelines.keywords import KeywordExtractor, KeywordOptions
-from pipelines.video_table import keyword_options_of, video_features
+from pipelines.video_table import keyword_options_of, table_state, video_features
 from vtr_models.checkpoint import checkpoint_id, load_checkpoint
 
 RESULT_COLUMNS = ["rank", "video_id", "uri", "score", "first_stage_score"]
@@ -80,8 +80,11 @@ class VideoSearch:
         self.model_id = checkpoint_id(checkpoint)
         self.nprobes = nprobes
         self.refine_factor = refine_factor
-        self._check_model(self.table.search().select(["model_id"]).limit(1).to_arrow()
-                          .column("model_id").to_pylist())
+        state = table_state(self.table.to_lance())  # the table's own record, not one row
+        if state is None:
+            raise ValueError(f"table {table!r} records no model: it was not written by "
+                             "pipelines/embed.py")
+        self._check_model([state.model_id])
         self.keywords = None
         if self.model.config.text_enhance:
             options = KeywordOptions(**_keyword_settings(self.table.schema))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import math
 
@@ -165,6 +166,35 @@ def test_checkpoint_round_trip(tmp_path, caplog):
     assert loaded.config == model.config
     assert torch.equal(scores(loaded, video, mask, tokens, kw, kw_mask),
                        scores(model, video, mask, tokens, kw, kw_mask))
+
+
+def test_checkpoint_id_follows_the_model_not_the_bytes(tmp_path):
+    """Re-serialised JSON (other key order, CRLF) and re-saved tensors (another order
+    in the file) keep the id; one changed weight or setting changes it."""
+    from safetensors.torch import load_file, save_file
+
+    from vtr_models.checkpoint import checkpoint_id
+
+    folder = save_checkpoint(build("meanp"), tmp_path / "a")
+    same = tmp_path / "b"
+    same.mkdir()
+    config = json.loads((folder / "config.json").read_text())
+    text = json.dumps(dict(reversed(list(config.items()))), indent=4).replace("\n", "\r\n")
+    (same / "config.json").write_bytes(text.encode())
+    tensors = load_file(folder / "model.safetensors")
+    save_file(dict(reversed(list(tensors.items()))), same / "model.safetensors",
+              metadata={"written_by": "another tool"})
+    assert (same / "model.safetensors").read_bytes() != (folder / "model.safetensors").read_bytes()
+    assert checkpoint_id(same) == checkpoint_id(folder)
+
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] += 1e-3
+    save_file(tensors, same / "model.safetensors")
+    assert checkpoint_id(same) != checkpoint_id(folder)
+    save_file(load_file(folder / "model.safetensors"), same / "model.safetensors")
+    (same / "config.json").write_text(json.dumps({**config, "dropout": 0.5}))
+    assert checkpoint_id(same) != checkpoint_id(folder)
 
 
 def test_checkpoint_missing_file(tmp_path):

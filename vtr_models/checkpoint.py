@@ -12,6 +12,8 @@ import hashlib
 import json
 from pathlib import Path
 
+import torch
+from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 
 from vtr_models.factory import create_model
@@ -46,15 +48,23 @@ def load_checkpoint(folder: str | Path, device: str = "cpu") -> RetrievalModel:
 
 
 def checkpoint_id(folder: str | Path) -> str:
-    """A short hash of a checkpoint's config and weights: equal ids mean the same model.
+    """A short hash of a checkpoint's parsed config and its tensors: equal ids mean the
+    same model.
 
     Embeddings written by one model are meaningless to another; stores record
-    this id with every vector so that a query can refuse a mismatch.
+    this id so that a query can refuse a mismatch. The hash covers what the
+    files mean, not their bytes: the config as sorted JSON, and every tensor's
+    name, dtype, shape and values in name order. The same weights re-saved (JSON
+    re-serialised, CRLF line endings from git, another safetensors header
+    layout) keep their id.
     """
     folder = Path(folder)
     digest = hashlib.sha256()
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        with open(folder / name, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+    config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    digest.update(json.dumps(config, sort_keys=True, separators=(",", ":")).encode())
+    with safe_open(str(folder / WEIGHTS_FILE), framework="pt") as weights:
+        for name in sorted(weights.keys()):
+            tensor = weights.get_tensor(name).contiguous()
+            digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
