@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -229,6 +230,9 @@ def test_resume_flag_and_evaluate(synthetic_data, tmp_path):
     output = tmp_path / "resumed"
     first = run(train_args(synthetic_data, output, "--epochs", "1"))
     assert first.returncode == 0, first.stderr[-3000:]
+    log = first.stdout + first.stderr  # one compact line per epoch, no metrics dicts
+    assert re.search(r"epoch 1/1: loss \d+\.\d{3}, val R@1 \d+\.\d %, \d+\.\d s", log), log[-3000:]
+    assert "Reporting training result" not in log and "Checkpoint successfully" not in log
     again = run(train_args(synthetic_data, output, "--epochs", "2"))
     assert again.returncode == 2 and "--resume" in again.stderr
     resumed = run(train_args(synthetic_data, output, "--epochs", "2", "--resume"))
