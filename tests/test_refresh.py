@@ -204,12 +204,18 @@ def test_a_new_checkpoint_rebuilds_the_table_with_one_commit(
     ingest_update(output, videos=str(archive))
     embed_update(output, checkpoint, db)
     other = make_checkpoint(tmp_path / "b", seed=1)
-    before = VideoSearch(str(db), "videos", str(checkpoint), keyword_model=keyword_model)
+    # a search pinned to the version it opened, and one that follows new commits
+    before = VideoSearch(str(db), "videos", str(checkpoint), keyword_model=keyword_model,
+                         consistency_interval_s=None)
+    following = VideoSearch(str(db), "videos", str(checkpoint), keyword_model=keyword_model,
+                            consistency_interval_s=0)
     swapped = embed_update(output, other, db)  # a plain update with the new checkpoint
     assert swapped.rebuilt and swapped.embedded == 3 and swapped.table_rows == 3
     rows = checked_table(db, output)
     assert set(rows["model_id"]) == {checkpoint_id(other)}
     assert len(before.search("a moving bar", k=3, candidates=3)) == 3  # its version stays
+    with pytest.raises(ModelMismatchError, match="re-run pipelines/embed.py"):
+        following.search("a moving bar", k=3, candidates=3)  # sees the swap, refuses
     with pytest.raises(ModelMismatchError, match="re-run pipelines/embed.py"):
         VideoSearch(str(db), "videos", str(checkpoint), keyword_model=keyword_model)
     again = embed_update(output, other, db, update=False, overwrite=True)
