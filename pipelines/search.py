@@ -125,13 +125,14 @@ class VideoSearch:
             raise ValueError("the query text is empty")
         if k < 1 or candidates < k:
             raise ValueError(f"k ({k}) must be at least 1 and at most candidates ({candidates})")
-        dropped = self.model.tokenizer.dropped_tokens(text.strip())
+        text = text.strip()
+        dropped = self.model.tokenizer.dropped_tokens(text)
         if dropped:
             warnings.warn(QueryTruncatedWarning(
                 f"the query is longer than the model's {self.model.tokenizer.context_length}-"
                 f"token context: its last {dropped} tokens were not read"), stacklevel=2)
         started = time.perf_counter()
-        features = self.encode_text(text.strip())
+        features = self.encode_text(text)
         vector = self.model.text_embedding(features)[0].float().numpy()
         encoded = time.perf_counter()
         query = (self.table.search(vector, vector_column_name="vector").metric("cosine")

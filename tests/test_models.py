@@ -197,6 +197,16 @@ def test_checkpoint_id_follows_the_model_not_the_bytes(tmp_path):
     assert checkpoint_id(same) != checkpoint_id(folder)
 
 
+def test_dropped_tokens_counts_every_token_past_the_context():
+    """Exact for any length (well past a few thousand tokens), zero when the text fits."""
+    tokenizer = build("meanp").tokenizer
+    context = tokenizer.context_length
+    assert tokenizer.dropped_tokens("dog " * (context - 2)) == 0  # with start and end tokens
+    assert tokenizer.dropped_tokens("dog " * (context - 1)) == 1
+    long = "a red shape moves " * 700  # 2,800 words
+    assert tokenizer.dropped_tokens(long) == len(tokenizer.tokenizer.encode(long)) + 2 - context
+
+
 def test_checkpoint_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_checkpoint(tmp_path)

@@ -27,8 +27,9 @@ class TextTokenizer:
 
     def dropped_tokens(self, text: str) -> int:
         """How many of ``text``'s tokens :meth:`captions` cuts off: its length
-        (start and end tokens included, padding id 0 not) over the context."""
-        full = self.tokenizer([text], context_length=max(4 * self.context_length, 1024))[0]
+        (start and end tokens included, padding id 0 not) over the context. A token
+        covers at least one character, so a context of ``len(text) + 2`` holds them all."""
+        full = self.tokenizer([text], context_length=len(text) + 2)[0]
         return max(0, int((full != 0).sum()) - self.context_length)
 
     def keywords(
