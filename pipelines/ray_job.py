@@ -36,3 +36,15 @@ def survive_lost_nodes() -> None:
     import ray.data
 
     ray.data.DataContext.get_current().use_datasource_v2 = False
+
+
+def quiet_ray_data() -> None:
+    """No Ray Data progress bars or per-dataset INFO lines, for a job whose datasets are
+    a short step of its work (training reads its pairs once; its log is one line per
+    epoch)."""
+    import ray.data
+
+    context = ray.data.DataContext.get_current()  # travels with the datasets to Ray Train
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # and "progress bars disabled"

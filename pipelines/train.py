@@ -26,7 +26,7 @@ from pathlib import Path
 from pipelines import storage
 from pipelines.ingest_store import IngestSnapshot, open_ingest
 from pipelines.job_config import flag
-from pipelines.ray_job import start_job
+from pipelines.ray_job import quiet_ray_data, start_job
 from pipelines.train_data import pair_dataset, pair_nbytes, read_captions
 from pipelines.training_loop import HISTORY_FILE, MODEL_DIR, train_loop_per_worker
 from vtr_models.backbone import BackboneSpec
@@ -115,6 +115,9 @@ class TrainConfig:
             raise ValueError("--checkpoint-every must be at least 1")
         if self.batch_size % self.num_workers:
             raise ValueError("--batch-size must be a multiple of --num-workers")
+        if (Path(self.output) / "ray" / "train").exists() and not self.resume:
+            raise ValueError(f"{self.output} already holds a training run; pass --resume to "
+                             "continue it, or choose another --output")
         if self.lr_clip is None:
             pretrained = BackboneSpec.parse(self.backbone).pretrained
             self.lr_clip = 1e-6 if pretrained else self.lr
@@ -162,12 +165,23 @@ def training_data(config: TrainConfig, snapshot: IngestSnapshot, model_cfg, num_
     import ray
 
     dataset = pair_dataset(snapshot, "train", model_cfg)
-    resources = ray.cluster_resources()
-    store = resources.get("object_store_memory", 0)
     size = num_pairs * pair_nbytes(model_cfg)
-    if config.cache_data == "always" or (config.cache_data == "auto" and size <= store / 2):
+    if cache_pairs(config, size, ray.cluster_resources()):
         log.info("caching %d preprocessed training pairs (about %.0f MB)", num_pairs, size / 1e6)
         return dataset.materialize(), True
+    return dataset, False
+
+
+def cache_pairs(config: TrainConfig, size: int, resources: dict[str, float]) -> bool:
+    """Whether ``size`` bytes of training pairs are cached on a cluster with ``resources``
+    (``--cache-data``; auto: when they fit in half the object store).
+
+    Raises ValueError when the run cannot stream them: hard negatives draw batches
+    from all pairs at once, and streaming needs a CPU the workers leave free.
+    """
+    store = resources.get("object_store_memory", 0)
+    if config.cache_data == "always" or (config.cache_data == "auto" and size <= store / 2):
+        return True
     if config.hard_negatives:
         raise ValueError(f"--hard-negatives needs the pairs cached, and {size / 1e9:.1f} GB "
                          "exceed half the object store (or --cache-data never was given)")
@@ -176,7 +190,7 @@ def training_data(config: TrainConfig, snapshot: IngestSnapshot, model_cfg, num_
         raise ValueError(
             f"the training workers would hold all {cpus:g} CPUs and leave none to stream the "
             "data: lower --cpus-per-worker, or cache the data (--cache-data always)")
-    return dataset, False
+    return False
 
 
 def run_training(config: TrainConfig):
@@ -190,10 +204,6 @@ def run_training(config: TrainConfig):
     num_pairs = read_captions(snapshot, "train").num_rows
     read_captions(snapshot, config.val_split)  # fail now, not after the first epoch
     output = Path(config.output).resolve()
-    run_dir = output / "ray" / "train"
-    if run_dir.exists() and not config.resume:
-        raise FileExistsError(f"{output} already holds a training run; pass --resume to "
-                              "continue it, or choose another --output")
     settings = {**dataclasses.asdict(config), "model_overrides": config.model_overrides,
                 "num_pairs": num_pairs, "data_version": snapshot.version}
     dataset, cached = training_data(config, snapshot, model_cfg, num_pairs)
@@ -261,11 +271,12 @@ def plot_curves(rows: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     config = start_job(TrainConfig, __doc__, argv)
+    quiet_ray_data()
     import ray.train
 
     try:
         result = run_training(config)
-    except (ValueError, FileExistsError) as exc:
+    except ValueError as exc:
         print(f"train: error: {exc}", file=sys.stderr)
         return 2
     except ray.train.TrainingFailedError as exc:

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -247,7 +248,10 @@ def train_loop_per_worker(settings: dict) -> None:
         if improved:
             history["best"] = metrics
         if rank == 0:
-            print(epoch_line(metrics, settings["epochs"]), flush=True)
+            # not print(): Ray Train turns a worker's print into a root-logger record,
+            # which its handlers then write twice
+            sys.stdout.write(epoch_line(metrics, settings["epochs"]) + "\n")
+            sys.stdout.flush()
         with tempfile.TemporaryDirectory() as tmp:
             report_checkpoint = None
             if metrics["checkpointed"]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,9 +60,8 @@ def create_clip(spec: BackboneSpec, load_weights: bool = True) -> CLIP:
             "ViT-B-16, ... (open_clip.list_models())"
         )
     pretrained = spec.pretrained if load_weights else None
-    quiet = _no_random_init_warning() if not load_weights else contextlib.nullcontext()
     try:
-        with quiet:
+        with quiet_open_clip(architecture_only=not load_weights):
             model = open_clip.create_model(spec.name, pretrained=pretrained, weights_only=True)
     except Exception as exc:
         if pretrained is None:
@@ -86,17 +86,32 @@ def create_clip(spec: BackboneSpec, load_weights: bool = True) -> CLIP:
     return model
 
 
-class _RandomInitWarning(logging.Filter):
+class _OpenClipChatter(logging.Filter):
+    def __init__(self, architecture_only: bool) -> None:
+        super().__init__()
+        self.architecture_only = architecture_only
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("No pretrained weights loaded")
+        if self.architecture_only and record.getMessage().startswith(
+                "No pretrained weights loaded"):
+            return False
+        return not (record.levelno <= logging.INFO
+                    and f"{os.sep}open_clip{os.sep}" in record.pathname)
 
 
 @contextlib.contextmanager
-def _no_random_init_warning():
-    """Hide open_clip's "initialized randomly" warning while building an architecture that a
-    checkpoint fills right after: there it would tell users the opposite of what happens."""
+def quiet_open_clip(architecture_only: bool = False):
+    """Hide open_clip's INFO records while it builds a model or tokenizer.
+
+    open_clip logs each step of a build on the root logger (nine lines per
+    model); where the root logger is at INFO (a Ray Train worker, a job) they
+    would bury the run's own lines. With ``architecture_only`` its "initialized
+    randomly" warning goes too: a checkpoint fills the weights right after, and
+    the warning would tell users the opposite of what happens. Warnings about
+    weights that were asked for stay.
+    """
     root = logging.getLogger()
-    quiet = _RandomInitWarning()
+    quiet = _OpenClipChatter(architecture_only)
     root.addFilter(quiet)
     try:
         yield

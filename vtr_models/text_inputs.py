@@ -12,12 +12,15 @@ from collections.abc import Sequence
 import open_clip
 import torch
 
+from vtr_models.backbone import quiet_open_clip
+
 
 class TextTokenizer:
     """open_clip's tokenizer for a backbone, for captions and keyword lists."""
 
     def __init__(self, model_name: str, context_length: int, keyword_length: int = 16) -> None:
-        self.tokenizer = open_clip.get_tokenizer(model_name)
+        with quiet_open_clip():
+            self.tokenizer = open_clip.get_tokenizer(model_name)
         self.context_length = context_length
         self.keyword_length = min(keyword_length, context_length)
 
