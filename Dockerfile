@@ -4,7 +4,7 @@
 FROM rayproject/ray:2.60.0-py311-gpu
 
 USER root
-RUN mkdir -p /app /models && chown ray:users /app /models
+RUN mkdir -p /app && chown ray:users /app
 USER ray
 WORKDIR /app
 
@@ -15,5 +15,8 @@ COPY --chown=ray:users vtr_models/ vtr_models/
 RUN python -c "import ray; print('ray==' + ray.__version__)" > /tmp/ray-constraint.txt \
     && pip install --no-cache-dir -c /tmp/ray-constraint.txt .
 
-# The keyword model, so that the jobs' --keyword-model /models/minilm needs no network.
-RUN python -c "from huggingface_hub import snapshot_download; snapshot_download('sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2', local_dir='/models/minilm')"
+# The default keyword model, in the image's Hugging Face cache: the jobs find it by its
+# name with no network, and the tables they write record that name, which any other
+# machine with the model in its cache (a notebook, a search service) finds too.
+RUN python -c "from huggingface_hub import snapshot_download; snapshot_download('sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2')"
+ENV HF_HUB_OFFLINE=1

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from pipelines.evaluation import evaluate_split, evaluate_via_index, load_split
 from pipelines.job_config import flag, parse_config
+from pipelines.keywords import QUERY_KEYWORD_MODEL_HELP, KeywordModelError
 from vtr_models.checkpoint import load_checkpoint
 
 COLUMNS = ("R@1", "R@5", "R@10", "MdR", "MnR")
@@ -40,8 +41,7 @@ class EvaluateConfig:
     candidates: int = field(default=100, metadata=flag(
         "stage-one neighbours reranked per caption, with --via-index"))
     keyword_model: str | None = field(default=None, metadata=flag(
-        "local folder of the ingest's keyword model, with --via-index (default: the name "
-        "the table records)"))
+        f"with --via-index, {QUERY_KEYWORD_MODEL_HELP}"))
 
     def __post_init__(self) -> None:
         if self.via_index and not self.db:
@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             model = load_checkpoint(config.checkpoint)
             metrics = evaluate_split(
                 model, load_split(model, config.data, config.split, config.batch_size))
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"evaluate: error: {exc}", file=sys.stderr)
+    except (FileNotFoundError, ValueError, KeywordModelError) as exc:
+        print(f"evaluate: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     print(format_table(metrics))
     if config.json:

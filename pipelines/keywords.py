@@ -20,6 +20,11 @@ DIRECTION_WORDS = frozenset({
     "back", "across", "around", "into", "onto", "toward", "towards", "off", "out",
 })
 STOP_WORD_LISTS = ("english-motion", "english", "none")
+#: ``--keyword-model`` of the jobs that query a table (query, evaluate --via-index)
+QUERY_KEYWORD_MODEL_HELP = (
+    "this machine's copy of the ingest's keyword sentence model: a folder, or a hub name "
+    "in the local Hugging Face cache (default: the model the table records, by name, or "
+    "by folder where this machine has it)")
 
 
 class KeywordModelError(RuntimeError):
@@ -60,6 +65,28 @@ def load_sentence_model(name_or_path: str):
             f"(e.g. `huggingface-cli download sentence-transformers/{DEFAULT_MODEL} "
             "--local-dir /models/minilm`) and pass --keyword-model /models/minilm."
         ) from exc
+
+
+def query_keyword_model(recorded: str, given: str | None = None) -> str:
+    """The sentence model a query extracts keywords with: ``given`` (``--keyword-model``)
+    if any, else the one the ingest recorded, by name or by a folder this machine has.
+
+    A recorded hub name (``sentence-transformers/all-MiniLM-L6-v2``) loads on any
+    machine from its Hugging Face cache. A recorded folder is the ingest
+    machine's path: valid here only on a shared mount, otherwise the caller
+    must say where this machine keeps the model, and this error says so.
+    """
+    if given:
+        return given
+    if os.path.isabs(os.path.expanduser(recorded)) and not os.path.isdir(
+            os.path.expanduser(recorded)):
+        raise KeywordModelError(
+            f"the table's keywords were made with the sentence model in folder {recorded!r} "
+            "of the ingest machine, which this machine does not have: pass --keyword-model "
+            "(keyword_model=) with this machine's copy of that model, or ingest with a model "
+            "name (e.g. sentence-transformers/all-MiniLM-L6-v2), which each machine finds "
+            "in its Hugging Face cache")
+    return recorded
 
 
 def stop_word_list(name: str | None) -> str | list[str] | None:

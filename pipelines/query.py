@@ -14,6 +14,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from pipelines.job_config import flag, parse_config
+from pipelines.keywords import QUERY_KEYWORD_MODEL_HELP, KeywordModelError
 
 
 @dataclass
@@ -30,9 +31,7 @@ class QueryConfig:
     where: str | None = field(default=None, metadata=flag(
         "SQL filter on metadata columns applied before the vector search, "
         "e.g. \"duration_s < 30\""))
-    keyword_model: str | None = field(default=None, metadata=flag(
-        "local folder of the ingest's keyword sentence model (default: the name the "
-        "table records)"))
+    keyword_model: str | None = field(default=None, metadata=flag(QUERY_KEYWORD_MODEL_HELP))
     json: bool = field(default=False, metadata=flag("print JSON records instead of a table"))
 
     def __post_init__(self) -> None:
@@ -46,7 +45,6 @@ class QueryConfig:
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(QueryConfig, __doc__, argv)
-    from pipelines.keywords import KeywordModelError
     from pipelines.search import QueryTruncatedWarning, VideoSearch
 
     try:
@@ -56,8 +54,11 @@ def main(argv: list[str] | None = None) -> int:
             results = search.search(config.text, k=config.k, candidates=config.candidates,
                                     where=config.where)
     except KeywordModelError as exc:
-        print(f"query: error: {str(exc).splitlines()[0]}; pass --keyword-model with a local "
-              "copy of the sentence model the ingest used", file=sys.stderr)
+        message = str(exc).splitlines()[0]
+        if "--keyword-model" not in message:
+            message += ("; pass --keyword-model with this machine's copy of the sentence "
+                        "model the ingest used")
+        print(f"query: error: {message}", file=sys.stderr)
         return 2
     except (FileNotFoundError, ValueError) as exc:
         print(f"query: error: {exc}", file=sys.stderr)

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from pipelines import storage
-from pipelines.keywords import KeywordExtractor, KeywordOptions
+from pipelines.keywords import KeywordExtractor, KeywordOptions, query_keyword_model
 from pipelines.video_table import keyword_options_of, table_state, video_features
 from vtr_models.checkpoint import checkpoint_id, load_checkpoint
 
@@ -46,9 +46,11 @@ class QueryTruncatedWarning(UserWarning):
 class VideoSearch:
     """Query one LanceDB video table with one checkpoint (build once, search many times).
 
-    ``keyword_model`` overrides the sentence model the ingest job used for
-    caption keywords (a local folder on a machine without the hub); the other
-    keyword settings come from the table, so queries get the keywords captions got.
+    ``keyword_model`` is where this machine keeps the sentence model the ingest
+    job used for caption keywords (a folder, or a hub name in the local Hugging
+    Face cache); by default, the model the table records, by its name, or by its
+    folder where this machine has that folder. The other keyword settings come
+    from the table, so queries get the keywords captions got.
     ``nprobes`` and ``refine_factor`` tune the vector index, when the table has one
     (LanceDB's meaning: IVF partitions searched; candidates x factor re-ranked by
     exact distance before the full model sees them).
@@ -88,9 +90,8 @@ class VideoSearch:
         self.keywords = None
         if self.model.config.text_enhance:
             options = KeywordOptions(**_keyword_settings(self.table.schema))
-            if keyword_model:
-                options = dataclasses.replace(options, model=keyword_model)
-            self.keywords = KeywordExtractor(options)
+            model = query_keyword_model(options.model, keyword_model)
+            self.keywords = KeywordExtractor(dataclasses.replace(options, model=model))
         self.timings: dict[str, float] = {}
 
     def _check_model(self, model_ids: list[str]) -> None:

@@ -304,8 +304,11 @@ def test_ingest_rayjob_runs_ingest_from_the_image_with_valid_flags():
     assert config.manifest == "s3://bucket/manifest.parquet"
     assert config.output == "s3://bucket/ingest/"
     assert config.max_error_rate == 0.05
-    # The keyword model is in the image, where the flag points.
-    assert f"local_dir='{config.keyword_model}'" in (REPO / "Dockerfile").read_text()
+    # The keyword model is in the image's Hugging Face cache, under the name the job uses,
+    # and the hub is not asked for it
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert f"snapshot_download('sentence-transformers/{config.keyword_model}')" in dockerfile
+    assert "ENV HF_HUB_OFFLINE=1" in dockerfile
 
 
 def test_refresh_manifests_run_refresh_from_the_image():

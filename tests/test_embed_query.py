@@ -20,6 +20,7 @@ from pipelines.ingest_store import IngestStore, IngestVersion, open_ingest
 from pipelines.query import main as query_main
 from pipelines.schemas import VIDEOS
 from pipelines.search import ModelMismatchError, VideoSearch
+from pipelines.video_table import KEYWORD_OPTIONS_KEY
 from vtr_models.checkpoint import checkpoint_id
 
 
@@ -187,6 +188,27 @@ def test_query_cli_errors_are_one_line_and_create_nothing(table, keyword_model, 
                            "--candidates", "5")
     assert code == 0 and "tokens were not read" in err and err.count("\n") == 1
     assert len(out.strip().splitlines()) == 3  # header and 2 results
+
+
+def test_a_table_from_another_machine_uses_this_machines_keyword_model(table, keyword_model,
+                                                                       tmp_path, capfd):
+    """A table whose ingest read the sentence model from a folder this machine lacks:
+    the query says what to pass (one line, before any search) and works once given it."""
+    db = str(tmp_path / "db")
+    shutil.copytree(table["db"], db)
+    dataset = lancedb.connect(db).open_table("videos").to_lance()
+    metadata = {k.decode(): v.decode()
+                for k, v in dataset.schema.field("vector").metadata.items()}
+    options = json.loads(metadata[KEYWORD_OPTIONS_KEY])
+    options["model"] = "/models/on-the-ingest-machine/minilm"
+    dataset.update_field_metadata({"vector": {KEYWORD_OPTIONS_KEY: json.dumps(options)}})
+    base = ["--db", db, "--checkpoint", str(table["checkpoint"]), "--text", "a red shape"]
+    assert query_main(base) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and "/models/on-the-ingest-machine/minilm" in err
+    assert "of the ingest machine" in err and "pass --keyword-model" in err  # not tried here
+    assert query_main([*base, "--keyword-model", keyword_model, "--k", "2"]) == 0
+    assert len(capfd.readouterr().out.strip().splitlines()) == 3  # header and 2 results
 
 
 def test_a_long_lived_search_sees_later_commits(table, keyword_model, tmp_path):

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import simplemma
 
@@ -10,8 +16,11 @@ from pipelines.keywords import (
     KeywordModelError,
     KeywordOptions,
     lemmatise,
+    query_keyword_model,
     stop_word_list,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +71,38 @@ def test_direction_words_can_be_keywords(keyword_model):
     (english,) = KeywordExtractor(KeywordOptions(**every, stop_words="english"))(caption)
     assert "down" in motion and "down" not in english
     assert "the" not in motion
+
+
+def test_a_query_finds_the_keyword_model_by_flag_by_name_or_by_a_folder_it_has(tmp_path,
+                                                                              keyword_model):
+    name = "sentence-transformers/all-MiniLM-L6-v2"
+    assert query_keyword_model(name) == name  # a name: every machine's own cache
+    assert query_keyword_model(keyword_model) == keyword_model  # a folder this machine has
+    elsewhere = "/models/on-the-ingest-machine/minilm"
+    assert query_keyword_model(elsewhere, given=keyword_model) == keyword_model
+    with pytest.raises(KeywordModelError, match="pass --keyword-model") as refused:
+        query_keyword_model(elsewhere)
+    assert elsewhere in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_model_name_loads_offline_from_the_hugging_face_cache(tmp_path, keyword_model):
+    """What ``huggingface-cli download sentence-transformers/all-MiniLM-L6-v2`` leaves in
+    a machine's cache is found by that name, with no network."""
+    repo = tmp_path / "hub" / "models--sentence-transformers--all-MiniLM-L6-v2"
+    revision = "0" * 40
+    shutil.copytree(keyword_model, repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    code = ("from pipelines.keywords import KeywordExtractor, KeywordOptions; "
+            "print(KeywordExtractor(KeywordOptions("
+            "model='sentence-transformers/all-MiniLM-L6-v2', num_keywords=2))"
+            "(['a dog catches a frisbee on the beach']))")
+    found = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert found.returncode == 0, found.stderr[-3000:]
+    assert "frisbee" in found.stdout
+    env["HF_HUB_CACHE"] = str(tmp_path / "empty")  # not in the cache: a clear refusal
+    missing = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode != 0 and "KeywordModelError" in missing.stderr
