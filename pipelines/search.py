@@ -27,6 +27,7 @@ from pipelines import storage
 from pipelines.keywords import KeywordExtractor, KeywordOptions, query_keyword_model
 from pipelines.video_table import keyword_options_of, table_state, video_features
 from vtr_models.checkpoint import checkpoint_id, load_checkpoint
+from vtr_models.retrieval_model import TextFeatures
 
 RESULT_COLUMNS = ["rank", "video_id", "uri", "score", "first_stage_score"]
 # what stage one returns per candidate: enough to rerank and answer, no other metadata;
@@ -103,24 +104,22 @@ class VideoSearch:
                 "or query with the checkpoint that wrote the table")
 
     @torch.no_grad()
-    def encode_text(self, text: str):
-        """The query's text features (caption tokens and, when the model uses them, keywords)."""
+    def encode_texts(self, texts: list[str]) -> TextFeatures:
+        """The queries' text features, in one pass of the text tower (caption tokens and,
+        when the model uses them, keywords): a service encodes concurrent queries together."""
         tokenizer = self.model.tokenizer
-        tokens = tokenizer.captions([text])
+        tokens = tokenizer.captions(texts)
         if self.keywords is None:
             return self.model.encode_text(tokens)
-        kw_tokens, kw_mask = tokenizer.keywords(self.keywords([text]),
+        kw_tokens, kw_mask = tokenizer.keywords(self.keywords(texts),
                                                 self.model.config.max_keywords)
         return self.model.encode_text(tokens, kw_tokens, kw_mask)
 
-    @torch.no_grad()
-    def search(self, text: str, k: int = 10, candidates: int = 100,
-               where: str | None = None) -> pd.DataFrame:
-        """The top ``k`` videos for ``text``: ``rank``, ``video_id``, ``uri``, ``score``
-        (full model), ``first_stage_score`` (cosine of the vectors).
+    def checked_query(self, text: str, k: int, candidates: int) -> tuple[str, str | None]:
+        """``text`` stripped, once the query is known to be one this search can answer,
+        and a note when the model reads only part of it (None otherwise).
 
-        ``where`` is a LanceDB SQL filter over the table's metadata columns,
-        applied before the vector search (e.g. ``"duration_s < 30"``).
+        Raises ValueError for an empty text or a ``k`` outside ``1..candidates``.
         """
         if not isinstance(text, str) or not text.strip():
             raise ValueError("the query text is empty")
@@ -128,14 +127,40 @@ class VideoSearch:
             raise ValueError(f"k ({k}) must be at least 1 and at most candidates ({candidates})")
         text = text.strip()
         dropped = self.model.tokenizer.dropped_tokens(text)
+        note = None
         if dropped:
-            warnings.warn(QueryTruncatedWarning(
-                f"the query is longer than the model's {self.model.tokenizer.context_length}-"
-                f"token context: its last {dropped} tokens were not read"), stacklevel=2)
+            note = (f"the query is longer than the model's "
+                    f"{self.model.tokenizer.context_length}-token context: its last {dropped} "
+                    "tokens were not read")
+        return text, note
+
+    def search(self, text: str, k: int = 10, candidates: int = 100,
+               where: str | None = None) -> pd.DataFrame:
+        """The top ``k`` videos for ``text``: ``rank``, ``video_id``, ``uri``, ``score``
+        (full model), ``first_stage_score`` (cosine of the vectors).
+
+        ``where`` is a LanceDB SQL filter over the table's metadata columns,
+        applied before the vector search (e.g. ``"duration_s < 30"``).
+        ``timings`` holds the seconds of each step of the last search.
+        """
+        text, note = self.checked_query(text, k, candidates)
+        if note:
+            warnings.warn(QueryTruncatedWarning(note), stacklevel=2)
         started = time.perf_counter()
-        features = self.encode_text(text)
+        features = self.encode_texts([text])
+        text_s = time.perf_counter() - started
+        result, timings = self.search_encoded(features, k, candidates, where)
+        self.timings = {"text_s": text_s, **timings}
+        return result
+
+    @torch.no_grad()
+    def search_encoded(self, features: TextFeatures, k: int, candidates: int,
+                       where: str | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
+        """:meth:`search` for one query already encoded (``features`` of one text):
+        the results, and the seconds of the vector search (with the fetch of the
+        candidates' features) and of the rerank."""
+        started = time.perf_counter()
         vector = self.model.text_embedding(features)[0].float().numpy()
-        encoded = time.perf_counter()
         query = (self.table.search(vector, vector_column_name="vector").metric("cosine")
                  .select(FETCHED_COLUMNS).limit(candidates).nprobes(self.nprobes))
         if self.refine_factor > 1:
@@ -158,9 +183,8 @@ class VideoSearch:
                 "first_stage_score": [1.0 - d for d in
                                       rows.column("_distance").take(top).to_pylist()],
             })
-        self.timings = {"text_s": encoded - started, "search_s": fetched - encoded,
+        return result, {"search_s": fetched - started,
                         "rerank_s": time.perf_counter() - fetched}
-        return result
 
 
 def _keyword_settings(schema) -> dict:

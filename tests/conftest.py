@@ -1,18 +1,25 @@
-"""Shared fixtures: real sample videos, generated clips, the real MiniLM model, Ray, S3."""
+"""Shared fixtures: real sample videos, generated clips, the real MiniLM model, Ray, S3,
+the synthetic benchmark and a LanceDB table of it."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import av
+import lancedb
 import numpy as np
+import pyarrow as pa
 import pytest
+from deltalake import write_deltalake
 
 from pipelines import samples
+from pipelines.ingest_store import IngestStore, IngestVersion
+from pipelines.schemas import VIDEOS
 from pipelines.synthetic import generate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,3 +138,44 @@ def synthetic_data(tmp_path_factory, keyword_model) -> Path:
                   str(root / "ingest"), "--frame-size", "64", "--keyword-model", keyword_model])
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "ingest"
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("checkpoints")
+    return make_checkpoint(root / "a", 0), make_checkpoint(root / "b", 1)
+
+
+@pytest.fixture(scope="session")
+def data_with_broken_video(synthetic_data, tmp_path_factory) -> Path:
+    """The synthetic ingest output plus a committed run that adds one video whose stored
+    frames are not JPEGs."""
+    data = tmp_path_factory.mktemp("embed-data") / "ingest"
+    shutil.copytree(synthetic_data, data)
+    store = IngestStore(str(data))
+    latest = store.latest()
+    broken = store.delta("videos").to_pyarrow_dataset().head(1).to_pylist()[0]
+    broken.update(video_id="broken", uri="/nowhere/broken.mp4", frames=[b"not a jpeg"],
+                  ingest_version=latest.version + 1)
+    write_deltalake(str(data / "videos"), pa.Table.from_pylist([broken], schema=VIDEOS),
+                    mode="append")
+    store.commit(IngestVersion(latest.version + 1, {**latest.tables, "videos": store.delta(
+        "videos").version()}, latest.settings))
+    return data
+
+
+@pytest.fixture(scope="session")
+def table(data_with_broken_video, checkpoints, tmp_path_factory) -> dict:
+    """A LanceDB table of the synthetic videos: embedded with checkpoint a, then rebuilt
+    with checkpoint b (which must replace a)."""
+    db = tmp_path_factory.mktemp("lancedb") / "db"
+    outputs = []
+    for checkpoint, flags in zip(checkpoints, ([], ["--overwrite"]), strict=True):
+        result = run(["pipelines/embed.py", "--data", str(data_with_broken_video),
+                      "--checkpoint", str(checkpoint), "--db", str(db), "--table", "videos",
+                      "--batch-size", "4", "--index-min-rows", "10", *flags])
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs.append(result)
+    rows = lancedb.connect(str(db)).open_table("videos").count_rows()
+    return {"db": str(db), "data": data_with_broken_video, "checkpoint": checkpoints[1],
+            "outputs": outputs, "rows": rows}

@@ -4,64 +4,21 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import lancedb
 import pyarrow as pa
 import pytest
 import torch
-from conftest import REPO, make_checkpoint, run
-from deltalake import write_deltalake
+from conftest import REPO, run
 
 from pipelines.actor_pools import growing_pool
 from pipelines.embed import EmbedConfig, actor_sizes
 from pipelines.evaluation import encode_split, load_split
-from pipelines.ingest_store import IngestStore, IngestVersion, open_ingest
+from pipelines.ingest_store import open_ingest
 from pipelines.query import main as query_main
-from pipelines.schemas import VIDEOS
 from pipelines.search import ModelMismatchError, VideoSearch
 from pipelines.video_table import KEYWORD_OPTIONS_KEY
 from vtr_models.checkpoint import checkpoint_id
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("checkpoints")
-    return make_checkpoint(root / "a", 0), make_checkpoint(root / "b", 1)
-
-
-@pytest.fixture(scope="module")
-def data_with_broken_video(synthetic_data, tmp_path_factory) -> Path:
-    """The synthetic ingest output plus a committed run that adds one video whose stored
-    frames are not JPEGs."""
-    data = tmp_path_factory.mktemp("embed-data") / "ingest"
-    shutil.copytree(synthetic_data, data)
-    store = IngestStore(str(data))
-    latest = store.latest()
-    broken = store.delta("videos").to_pyarrow_dataset().head(1).to_pylist()[0]
-    broken.update(video_id="broken", uri="/nowhere/broken.mp4", frames=[b"not a jpeg"],
-                  ingest_version=latest.version + 1)
-    write_deltalake(str(data / "videos"), pa.Table.from_pylist([broken], schema=VIDEOS),
-                    mode="append")
-    store.commit(IngestVersion(latest.version + 1, {**latest.tables, "videos": store.delta(
-        "videos").version()}, latest.settings))
-    return data
-
-
-@pytest.fixture(scope="module")
-def table(data_with_broken_video, checkpoints, tmp_path_factory) -> dict:
-    """Embed with checkpoint a, then rebuild with checkpoint b (which must replace a)."""
-    db = tmp_path_factory.mktemp("lancedb") / "db"
-    outputs = []
-    for checkpoint, flags in zip(checkpoints, ([], ["--overwrite"]), strict=True):
-        result = run(["pipelines/embed.py", "--data", str(data_with_broken_video),
-                      "--checkpoint", str(checkpoint), "--db", str(db), "--table", "videos",
-                      "--batch-size", "4", "--index-min-rows", "10", *flags])
-        assert result.returncode == 0, result.stderr[-3000:]
-        outputs.append(result)
-    rows = lancedb.connect(str(db)).open_table("videos").count_rows()
-    return {"db": str(db), "data": data_with_broken_video, "checkpoint": checkpoints[1],
-            "outputs": outputs, "rows": rows}
 
 
 def test_table_holds_one_row_per_video_of_the_latest_model(table, keyword_model):

@@ -1,0 +1,149 @@
+"""The search service on Ray Serve: started with ``serve run`` from the shipped config,
+asked over real HTTP, answering what the Python API answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import lancedb
+import pytest
+import yaml
+from conftest import REPO, free_port
+
+from pipelines.search import VideoSearch
+from vtr_models.checkpoint import checkpoint_id
+
+pytestmark = pytest.mark.slow
+TEXTS = ["a red circle moves left", "a blue square moves up", "a green bar sweeps right",
+         "a yellow dot falls down", "a shape crosses the frame", "a white bar moves",
+         "something moves to the left", "a circle rises"]
+
+
+def request(url: str, body: dict | bytes | None = None) -> tuple[int, dict]:
+    """Status and JSON body of a GET (no body) or a POST of ``body``."""
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.fixture(scope="module")
+def service(table, keyword_model, tmp_path_factory):
+    """``serve run cluster/serve-search.yaml``, with this table, checkpoint and a free port."""
+    config = yaml.safe_load((REPO / "cluster" / "serve-search.yaml").read_text())
+    port = free_port()
+    config["http_options"] = {"host": "127.0.0.1", "port": port}
+    config["applications"][0]["args"].update(
+        db=table["db"], checkpoint=str(table["checkpoint"]), keyword_model=keyword_model,
+        max_replicas=1, batch_wait_timeout_s=0.05)
+    folder = tmp_path_factory.mktemp("serve")
+    (folder / "serve.yaml").write_text(yaml.safe_dump(config))
+    log = open(folder / "serve.log", "w")  # noqa: SIM115 - open for the process's life
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "serve"), "run",
+                             str(folder / "serve.yaml")], cwd=REPO, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while True:
+        written = (folder / "serve.log").read_text()
+        assert proc.poll() is None and "Exception importing application" not in written, \
+            written[-3000:]
+        assert time.monotonic() < deadline, written[-3000:]
+        try:
+            if request(url + "/")[0] == 200:
+                break
+        except (urllib.error.URLError, ConnectionError, json.JSONDecodeError):
+            pass
+        time.sleep(1)
+    yield url
+    proc.send_signal(signal.SIGINT)  # Ctrl-C: serve run shuts the application down
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def api(table, keyword_model) -> VideoSearch:
+    return VideoSearch(table["db"], "videos", str(table["checkpoint"]),
+                       keyword_model=keyword_model)
+
+
+def test_search_over_http_answers_what_the_api_answers(service, api, table):
+    status, info = request(service + "/")
+    assert status == 200 and info["rows"] == table["rows"]
+    assert info["model_id"] == checkpoint_id(table["checkpoint"])
+    assert "split" in info["filterable_columns"]
+    status, body = request(service + "/search", {"text": TEXTS[0], "k": 3, "candidates": 10})
+    assert status == 200, body
+    expected = api.search(TEXTS[0], k=3, candidates=10)
+    assert [r["video_id"] for r in body["results"]] == list(expected["video_id"])
+    assert [r["rank"] for r in body["results"]] == [1, 2, 3]
+    assert [r["score"] for r in body["results"]] == pytest.approx(list(expected["score"]),
+                                                                   abs=1e-4)
+    assert set(body["timings_ms"]) == {"text", "search", "rerank"} and body["notes"] == []
+    splits = dict(lancedb.connect(table["db"]).open_table("videos").to_pandas()[
+        ["video_id", "split"]].itertuples(index=False))
+    status, body = request(service + "/search", {"text": TEXTS[0], "k": 5,
+                                                 "filter": {"split": "test"}})
+    assert status == 200 and body["results"], body
+    assert {splits[r["video_id"]] for r in body["results"]} == {"test"}
+    expected = api.search(TEXTS[0], k=5, where="split = 'test'")
+    assert [r["video_id"] for r in body["results"]] == list(expected["video_id"])
+
+
+def test_concurrent_queries_are_encoded_together_and_answered_alike(service, api):
+    answers: dict[str, tuple[int, dict]] = {}
+    start = threading.Barrier(len(TEXTS))
+
+    def ask(text: str) -> None:
+        start.wait()
+        answers[text] = request(service + "/search", {"text": text, "k": 3, "candidates": 10})
+
+    threads = [threading.Thread(target=ask, args=(text,)) for text in TEXTS]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(status == 200 for status, _ in answers.values()), answers
+    assert max(body["text_batch"] for _, body in answers.values()) > 1  # @serve.batch
+    for text, (_, body) in answers.items():  # a batch's padding changes no query's answer
+        expected = api.search(text, k=3, candidates=10)
+        assert [r["video_id"] for r in body["results"]] == list(expected["video_id"]), text
+        assert [r["score"] for r in body["results"]] == pytest.approx(
+            list(expected["score"]), abs=1e-4)
+
+
+def test_bad_requests_get_a_one_line_reason(service):
+    for body, status, reason in (
+            ({"text": "   "}, 400, "the query text is empty"),
+            ({"text": "a shape", "k": 20, "candidates": 10}, 400, "at most candidates"),
+            ({"text": "a shape", "filter": {"colour": "red"}}, 400, "cannot filter on colour"),
+            ({"text": "a shape", "filter": {"split": "x' OR '1'='1"}}, 200, None)):
+        got, answer = request(service + "/search", body)
+        assert got == status, answer
+        if reason:
+            assert reason in answer["detail"] and "\n" not in answer["detail"]
+        else:  # a quote in a value is a value, not SQL
+            assert answer["results"] == []
+    got, answer = request(service + "/search", b"not json")
+    assert got == 422
+    got, answer = request(service + "/search", {"text": "a red shape moves " * 200, "k": 2,
+                                                "candidates": 5})
+    assert got == 200 and len(answer["results"]) == 2
+    assert len(answer["notes"]) == 1 and "tokens were not read" in answer["notes"][0]
