@@ -328,3 +328,20 @@ def test_refresh_manifests_run_refresh_from_the_image():
     head = urlparse(command[command.index("--address") + 1]).hostname
     name = load(CLUSTER / "kuberay" / "raycluster.yaml")["metadata"]["name"]
     assert head == f"{name}-head-svc"
+
+
+def test_serve_config_is_valid_and_builds_the_search_app():
+    from ray.serve.schema import ServeDeploySchema
+
+    from pipelines import serve
+
+    config = ServeDeploySchema.model_validate(load(CLUSTER / "serve-search.yaml"))
+    (application,) = config.applications
+    module, _, builder = application.import_path.partition(":")
+    assert (module, builder) == ("pipelines.serve", "app")
+    assert getattr(serve, builder)(application.args) is not None  # the args validate
+    # the head exposes the port the proxies listen on
+    head = load(CLUSTER / "kuberay" / "raycluster.yaml")["spec"]["headGroupSpec"]
+    ports = {p["name"]: p["containerPort"]
+             for p in head["template"]["spec"]["containers"][0]["ports"]}
+    assert ports["serve"] == config.http_options.port
