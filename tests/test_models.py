@@ -423,3 +423,21 @@ def test_random_shift_moves_a_whole_clip_together():
         assert abs(spots[0][0] - 8) <= 3 and abs(spots[0][1] - 4) <= 3
     assert len(moved) > 1  # videos get their own offsets
     assert torch.equal(random_shift(frames, 0), frames)
+
+
+def test_the_package_root_is_the_front_door_and_thinning_needs_no_torch():
+    import subprocess
+    import sys
+
+    import vtr_models
+
+    for name in vtr_models.__all__:  # every export resolves to the object it names
+        assert getattr(vtr_models, name) is not None, name
+    assert vtr_models.create_model is create_model
+    assert vtr_models.load_checkpoint is load_checkpoint
+    with pytest.raises(AttributeError):
+        vtr_models.no_such_name  # noqa: B018
+    # ingest's decoder processes import the thinning alone: torch stays out of them
+    code = ("import sys, vtr_models.frame_thinning; "
+            "sys.exit('torch' in sys.modules or 'open_clip' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
