@@ -52,7 +52,7 @@ import torch
 from pipelines.embed import ensure_indexes
 from pipelines.schemas import VIDEOS
 from pipelines.search import VideoSearch
-from pipelines.video_table import METADATA_COLUMNS, table_schema
+from pipelines.video_table import METADATA_COLUMNS, TableState, keep_state, table_schema
 from vtr_models.checkpoint import checkpoint_id, save_checkpoint
 from vtr_models.factory import create_model
 
@@ -98,6 +98,7 @@ def build_table(path: Path, rows: int, dim: int, frames: int, model_id: str,
                                         seed=start).to_batches())
     table = lancedb.connect(str(path)).create_table("videos", schema=schema)
     table.add(pa.RecordBatchReader.from_batches(schema, batches), write_parallelism=1)
+    keep_state(table.to_lance(), TableState("benchmark", 0, model_id))  # as embed records it
     ensure_indexes(table, min_rows=0 if index else rows + 1, index_type="IVF_PQ")
     return table
 
@@ -139,8 +140,8 @@ def time_search(search: VideoSearch, texts: list[str], candidates: int
 
 def recall(exact: list[list[str]], found: list[list[str]]) -> float:
     """Mean share of each exact top 10 that ``found`` holds."""
-    return round(float(np.mean([len(set(e) & set(f)) / len(e) for e, f in zip(exact, found)])),
-                 3)
+    return round(float(np.mean([len(set(e) & set(f)) / len(e) for e, f in zip(exact, found,
+                                                                        strict=True)])), 3)
 
 
 def lfemi_checkpoint(folder: Path, backbone: str, keywords: bool) -> tuple[Path, int, int]:

@@ -76,10 +76,12 @@ def test_one_video_id_two_uris_names_both_rows(tmp_path):
         read_manifest(_write(tmp_path / "m.jsonl", rows, "jsonl"))
 
 
-def test_empty_caption_names_the_row(tmp_path):
-    rows = [*ROWS, {"video_id": "c", "uri": "/c.mp4", "caption": "  ", "split": "test"}]
-    with pytest.raises(ManifestError, match="row 4 has an empty caption"):
-        read_manifest(_write(tmp_path / "m.parquet", rows, "parquet"))
+@pytest.mark.parametrize("column", ["video_id", "uri", "caption"])
+def test_an_empty_required_value_names_the_row(tmp_path, column):
+    row = {"video_id": "c", "uri": "/c.mp4", "caption": "a caption", "split": "test",
+           column: "  "}
+    with pytest.raises(ManifestError, match=f"row 4 has an empty {column}"):
+        read_manifest(_write(tmp_path / "m.parquet", [*ROWS, row], "parquet"))
 
 
 def test_unknown_extension_and_missing_file(tmp_path):
