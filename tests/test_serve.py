@@ -56,26 +56,32 @@ def service(table, keyword_model, tmp_path_factory):
                              str(folder / "serve.yaml")], cwd=REPO, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(url, proc, folder / "serve.log")
+        yield url
+    finally:  # also when it never came up: no Ray left behind
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: serve run shuts the application down
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def wait_until_serving(url: str, proc: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + 300
     while True:
-        written = (folder / "serve.log").read_text()
+        written = log.read_text()
         assert proc.poll() is None and "Exception importing application" not in written, \
             written[-3000:]
         assert time.monotonic() < deadline, written[-3000:]
         try:
             if request(url + "/")[0] == 200:
-                break
+                return
         except (urllib.error.URLError, ConnectionError, json.JSONDecodeError):
             pass
         time.sleep(1)
-    yield url
-    proc.send_signal(signal.SIGINT)  # Ctrl-C: serve run shuts the application down
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    log.close()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,165 @@
+"""Throughput of the search service (pipelines/serve.py): one client, then concurrent ones.
+
+    python benchmarks/serve_throughput.py [--rows 100000] [--requests 100] [--clients 8]
+        [--max-replicas 1] [--cpus-per-replica 2]
+        [--max-batch-size 16] [--batch-wait-timeout-s 0.005]
+
+Prints one JSON object. It writes one LanceDB table of ``--rows`` random rows
+with the IVF-PQ index (``build_table`` of ``query_latency.py``: ViT-B-32
+sizes, laid out as the embed job leaves it), starts Ray and Serve here, with
+the HTTP proxy on a free local port, and deploys ``pipelines.serve:app`` over
+it (``lfemi`` over a random-init ``ViT-B-32``, no keywords). Once ``GET /``
+answers and a few warm-up queries have run, it sends ``--requests`` ``POST
+/search`` (``k=10``, ``candidates=100``, a distinct text each) from one client,
+one after the other, then the same number from ``--clients`` concurrent
+clients (threads over ``urllib``). For each: ``requests_per_s``, latency p50
+and p95 in milliseconds (the client's, HTTP included) and the mean
+``text_batch`` (queries whose texts were encoded in one pass with the request's);
+``speedup`` is the concurrent throughput over the sequential one (goal: >= 2).
+Each ``--max-batch-size`` x ``--batch-wait-timeout-s`` is deployed and measured
+in turn, over the same table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from query_latency import build_table, lfemi_checkpoint, query_texts
+
+from vtr_models.checkpoint import checkpoint_id
+
+
+def post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                     headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.load(response)
+
+
+def wait_ready(url: str, timeout_s: float = 300) -> None:
+    """Until ``GET url`` answers 200 (the replica has loaded the model and the table)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(1)
+
+
+def measure(url: str, texts: list[str], clients: int) -> dict:
+    """``texts`` searched by ``clients`` threads taking the next text in turn: throughput,
+    latency p50/p95 (ms) and the mean batch the texts were encoded in."""
+    latencies: list[float] = []
+    batches: list[int] = []
+    pending = iter(texts)
+    lock = threading.Lock()
+
+    def client() -> None:
+        while True:
+            with lock:
+                text = next(pending, None)
+            if text is None:
+                return
+            started = time.perf_counter()
+            answer = post(url, {"text": text, "k": 10, "candidates": 100})
+            with lock:
+                latencies.append(time.perf_counter() - started)
+                batches.append(answer["text_batch"])
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    if len(latencies) != len(texts):
+        raise RuntimeError(f"{len(texts) - len(latencies)} requests failed")
+    ms = np.asarray(latencies) * 1000
+    return {"clients": clients, "requests": len(texts),
+            "requests_per_s": round(len(texts) / seconds, 2),
+            "latency_ms": {"p50": round(float(np.percentile(ms, 50)), 1),
+                           "p95": round(float(np.percentile(ms, 95)), 1)},
+            "mean_text_batch": round(float(np.mean(batches)), 2)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000, help="rows of the table served")
+    parser.add_argument("--requests", type=int, default=100,
+                        help="requests per measurement (sequential, then concurrent)")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
+    parser.add_argument("--max-replicas", type=int, default=1)
+    parser.add_argument("--cpus-per-replica", type=float, default=2.0)
+    parser.add_argument("--max-batch-size", type=int, nargs="+", default=[16],
+                        help="most queries encoded in one pass (one deployment each)")
+    parser.add_argument("--batch-wait-timeout-s", type=float, nargs="+", default=[0.005],
+                        help="longest wait for a batch to fill (one deployment each)")
+    parser.add_argument("--backbone", default="ViT-B-32", help="open_clip name, random init")
+    args = parser.parse_args()
+    import ray
+    from ray import serve
+
+    from pipelines.serve import app
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint, dim, frames = lfemi_checkpoint(Path(tmp), args.backbone, keywords=False)
+        started = time.perf_counter()
+        build_table(Path(tmp) / "db", args.rows, dim, frames, checkpoint_id(checkpoint))
+        build_s = round(time.perf_counter() - started, 1)
+        print(f"table of {args.rows} rows built in {build_s} s", file=sys.stderr, flush=True)
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        ray.init(address="local")  # its own instance, never a cluster running here
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            texts = query_texts(2 * args.requests + 16)
+            for batch_size in args.max_batch_size:
+                for wait_s in args.batch_wait_timeout_s:
+                    serve.run(app({"db": str(Path(tmp) / "db"), "checkpoint": str(checkpoint),
+                                   "max_batch_size": batch_size,
+                                   "batch_wait_timeout_s": wait_s,
+                                   "min_replicas": 1, "max_replicas": args.max_replicas,
+                                   "cpus_per_replica": args.cpus_per_replica}),
+                              blocking=False)
+                    wait_ready(base + "/")
+                    measure(base + "/search", texts[-16:], args.clients)  # warm-up
+                    one = measure(base + "/search", texts[:args.requests], 1)
+                    many = measure(base + "/search", texts[args.requests:-16], args.clients)
+                    row = {"max_batch_size": batch_size, "batch_wait_timeout_s": wait_s,
+                           "sequential": one, "concurrent": many,
+                           "speedup": round(many["requests_per_s"] / one["requests_per_s"], 2)}
+                    print(json.dumps(row), file=sys.stderr, flush=True)
+                    results.append(row)
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+    print(json.dumps({"backbone": args.backbone, "rows": args.rows, "index": "IVF_PQ",
+                      "table_build_s": build_s, "cpus": os.cpu_count(),
+                      "max_replicas": args.max_replicas,
+                      "cpus_per_replica": args.cpus_per_replica, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
