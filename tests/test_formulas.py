@@ -1,0 +1,391 @@
+"""METHOD.md's formulas, each recomputed in plain torch from the module's own weights.
+
+Every reference below works one caption / one video at a time and keeps only the
+valid frames, words and keywords (``x[mask]``), so masking is checked by construction:
+padded slots hold large garbage that must never reach an output. Dropout is off (eval).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vtr_models.factory import create_model
+from vtr_models.retrieval_model import TextFeatures, VideoFeatures
+from vtr_models.similarity import fine_grained
+from vtr_models.temporal_encoder import TemporalEncoder
+from vtr_models.text_enhancement import TextLocalEnhancement
+from vtr_models.video_enhancement import VideoLocalEnhancement
+
+TIGHT = {"atol": 1e-5, "rtol": 1e-5}
+CAPTIONS = ["a red circle moves left", "a blue square jumps", "two dogs run"]
+KEYWORDS = [["red circle", "move left"], ["blue square"], []]  # the last has no keywords
+
+
+# ---- plain-torch references -------------------------------------------------------------
+
+def linear(x, layer):
+    return x @ layer.weight.T + layer.bias
+
+
+def layer_norm(x, norm):
+    mean, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
+    return (x - mean) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias
+
+
+def attention(query, key, value, heads, wq, bq, wk, bk, wv, bv, wo, bo):
+    """softmax(Q K^T / sqrt(dh)) V per head, heads concatenated, output projection."""
+    lq, d = query.shape
+    dh = d // heads
+    q = (query @ wq.T + bq).view(lq, heads, dh)
+    k = (key @ wk.T + bk).view(-1, heads, dh)
+    v = (value @ wv.T + bv).view(-1, heads, dh)
+    weights = (torch.einsum("qhe,khe->hqk", q, k) / math.sqrt(dh)).softmax(dim=-1)
+    return torch.einsum("hqk,khe->qhe", weights, v).reshape(lq, d) @ wo.T + bo
+
+
+def mha(query, key, value, layer):
+    """``nn.MultiheadAttention`` from its packed in-projection."""
+    wq, wk, wv = layer.in_proj_weight.chunk(3)
+    bq, bk, bv = layer.in_proj_bias.chunk(3)
+    return attention(query, key, value, layer.num_heads, wq, bq, wk, bk, wv, bv,
+                     layer.out_proj.weight, layer.out_proj.bias)
+
+
+def ref_temporal(encoder, frames, mask):
+    """S2: F' = F + Transformer(F + P) (pre-norm layers), over valid frames only."""
+    out = torch.zeros_like(frames)
+    for b in range(frames.shape[0]):
+        f = frames[b][mask[b]]
+        x = f + encoder.position.weight[: len(f)]
+        for layer in encoder.transformer.layers:
+            h = layer_norm(x, layer.norm1)
+            x = x + mha(h, h, h, layer.self_attn)
+            x = x + linear(torch.relu(linear(layer_norm(x, layer.norm2), layer.linear1)),
+                           layer.linear2)
+        out[b][mask[b]] = f + x
+    return out
+
+
+def ref_lstm(lstm, x):
+    """One-layer LSTM, gates in PyTorch's order (input, forget, cell, output)."""
+    h = c = x.new_zeros(lstm.hidden_size)
+    outputs = []
+    for x_t in x:
+        gates = (x_t @ lstm.weight_ih_l0.T + lstm.bias_ih_l0
+                 + h @ lstm.weight_hh_l0.T + lstm.bias_hh_l0)
+        i, f, g, o = gates.chunk(4)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        outputs.append(h)
+    return torch.stack(outputs)
+
+
+def ref_video_enhancement(module, frames, mask):
+    """S2: v_g = mean of valid F'; LSTM([F'_i ; v_g]); weight = sigmoid(FC(SelfAttn(relu(FC))));
+    V_e = unit(fused) * weight (the unit vector is the code's documented choice)."""
+    out = torch.zeros_like(frames)
+    for b in range(frames.shape[0]):
+        f = frames[b][mask[b]]
+        v_g = f.mean(dim=0)
+        fused = ref_lstm(module.lstm, torch.cat([f, v_g.expand_as(f)], dim=-1))
+        h = torch.relu(linear(fused, module.weights.fc1))
+        h = mha(h, h, h, module.weights.attention)
+        weight = torch.sigmoid(linear(h, module.weights.fc2))  # [n, 1]
+        out[b][mask[b]] = fused / fused.norm(dim=-1, keepdim=True) * weight
+    return out
+
+
+def ref_text_enhancement(module, words, keywords, keyword_mask):
+    """S3: W_e = W + tanh(g) CrossAttn(Q = W, K = V = valid keywords); no keywords: W_e = W."""
+    out = words.clone()
+    for b in range(words.shape[0]):
+        kw = keywords[b][keyword_mask[b]]
+        if len(kw):
+            out[b] = words[b] + torch.tanh(module.gate) * mha(words[b], kw, kw, module.attention)
+    return out
+
+
+def ref_pooling(layer, text, frames, mask):
+    """S4 (X-Pool): v_t = LN_out(a + proj(a)),
+    a = out(CrossAttn(Q = LN_in(t), K = V = LN_in(F'))) per (text, video) pair."""
+    pooled = text.new_zeros(len(text), len(frames), text.shape[-1])
+    for a in range(len(text)):
+        for b in range(len(frames)):
+            t = layer_norm(text[a : a + 1], layer.norm_in)
+            f = layer_norm(frames[b][mask[b]], layer.norm_in)
+            o = attention(t, f, f, layer.heads, layer.q.weight, layer.q.bias, layer.k.weight,
+                          layer.k.bias, layer.v.weight, layer.v.bias, layer.out.weight,
+                          layer.out.bias)
+            pooled[a, b] = layer_norm(o + linear(o, layer.proj), layer.norm_out)[0]
+    return pooled
+
+
+def cosine(x, y):
+    return (x * y).sum(-1) / (x.norm(dim=-1) * y.norm(dim=-1))
+
+
+def ref_coarse_conditioned(layer, text, frames, mask):
+    """S5 coarse: cos(t, v_t) for every (text, video) pair."""
+    return cosine(text[:, None], ref_pooling(layer, text, frames, mask))
+
+
+def ref_coarse_mean(text, frames, mask):
+    """Coarse without interaction: cos(t, mean of valid F')."""
+    pooled = torch.stack([frames[b][mask[b]].mean(dim=0) for b in range(len(frames))])
+    return cosine(text[:, None], pooled[None])
+
+
+def ref_fine(words, word_mask, frames, frame_mask):
+    """S5 fine: sim = unit(W) V^T; word->frame max averaged over words, frame->word max
+    averaged over frames, the two directions averaged."""
+    out = words.new_zeros(len(words), len(frames))
+    for a in range(len(words)):
+        w = F.normalize(words[a][word_mask[a]], dim=-1)
+        for b in range(len(frames)):
+            sim = w @ frames[b][frame_mask[b]].T  # [words, frames]
+            word_to_frame = sim.max(dim=1).values.mean()
+            frame_to_word = sim.max(dim=0).values.mean()
+            out[a, b] = (word_to_frame + frame_to_word) / 2
+    return out
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+def lengths_mask(lengths, size):
+    return torch.arange(size)[None, :] < torch.tensor(lengths)[:, None]
+
+
+def with_garbage(x, mask, scale=50.0):
+    """``x`` with large noise in its padded slots."""
+    x = x.clone()
+    x[~mask] = torch.randn_like(x[~mask]) * scale
+    return x
+
+
+def build(seed=0, **overrides):
+    torch.manual_seed(seed)
+    model = create_model("lfemi", max_frames=4, **overrides).eval()
+    if model.text_enhance is not None:
+        with torch.no_grad():
+            model.text_enhance.gate.fill_(0.7)  # open the gate (zero at init) so S3 acts
+    return model
+
+
+def model_inputs(model):
+    gen = torch.Generator().manual_seed(3)
+    size = model.backbone.clip.visual.image_size
+    size = size[0] if isinstance(size, tuple) else size
+    video = torch.randn(3, 4, 3, size, size, generator=gen)
+    mask = lengths_mask([4, 2, 1], 4)
+    tokens = model.tokenizer.captions(CAPTIONS)
+    kw, kw_mask = model.tokenizer.keywords(KEYWORDS, 3)
+    return video, mask, tokens, kw, kw_mask
+
+
+def reference_features(model, video, mask, tokens, kw, kw_mask):
+    """(t, W_e, word mask, F', V_e) from the backbone outputs and the references above,
+    each part present or not as the config says."""
+    config = model.config
+    frames = model.backbone.encode_frames(video, mask)
+    if config.temporal:
+        frames = ref_temporal(model.temporal, frames, mask)
+    if config.video_enhance:
+        local = ref_video_enhancement(model.video_enhance, frames, mask)
+    else:
+        local = F.normalize(frames, dim=-1) * mask[..., None]
+    text = model.backbone.encode_tokens(tokens)
+    words = text.tokens
+    if config.text_enhance:
+        b, k, n = kw.shape
+        keywords = model.backbone.encode_tokens(kw.reshape(b * k, n)).global_feature
+        words = ref_text_enhancement(model.text_enhance, words, keywords.reshape(b, k, -1), kw_mask)
+    return text.global_feature, words, text.mask, frames, local
+
+
+def encoded(model, video, mask, tokens, kw, kw_mask):
+    return model.encode_text(tokens, kw, kw_mask), model.encode_video(video, mask)
+
+
+# ---- 1. fine-grained similarity -----------------------------------------------------------
+
+def test_fine_grained_averages_both_max_directions_over_valid_positions():
+    torch.manual_seed(0)
+    word_mask = lengths_mask([3, 5, 1], 6)
+    frame_mask = lengths_mask([4, 2], 4)
+    words = with_garbage(torch.randn(3, 6, 8), word_mask)
+    frames = with_garbage(torch.randn(2, 4, 8) * torch.rand(2, 4, 1), frame_mask)
+    expected = ref_fine(words, word_mask, frames, frame_mask)
+    got = fine_grained(words, word_mask, frames, frame_mask)
+    torch.testing.assert_close(got, expected, **TIGHT)
+
+
+def test_fine_grained_is_not_symmetric_so_both_directions_matter():
+    """A sanity check of the case above: the two directions differ, so one alone fails."""
+    torch.manual_seed(0)
+    words, frames = torch.randn(1, 3, 8), torch.randn(1, 5, 8)
+    w, f = F.normalize(words[0], dim=-1), frames[0]
+    sim = w @ f.T
+    one_way = sim.max(dim=1).values.mean()
+    other_way = sim.max(dim=0).values.mean()
+    assert abs(one_way - other_way) > 1e-3
+    got = fine_grained(words, torch.ones(1, 3, dtype=torch.bool), frames,
+                       torch.ones(1, 5, dtype=torch.bool))
+    torch.testing.assert_close(got[0, 0], (one_way + other_way) / 2, **TIGHT)
+
+
+# ---- 2. coarse score with text-conditioned pooling ----------------------------------------
+
+@pytest.mark.parametrize("texts", [2, 6])  # fewer / more texts than frames: both code branches
+@pytest.mark.parametrize("heads", [1, 2])
+def test_coarse_score_is_cosine_of_text_and_text_conditioned_pooling(heads, texts):
+    model = build(interaction_heads=heads)
+    torch.manual_seed(1)
+    d = model.backbone.embed_dim
+    frame_mask = lengths_mask([4, 2, 1], 4)
+    frames = with_garbage(torch.randn(3, 4, d), frame_mask)
+    text = TextFeatures(torch.randn(texts, d), None, torch.ones(texts, 1, dtype=torch.bool))
+    video = VideoFeatures(frames.mean(1), frames, None, frame_mask)
+    with torch.no_grad():
+        expected = ref_coarse_conditioned(model.interaction, text.global_feature, frames,
+                                          frame_mask)
+        torch.testing.assert_close(model.coarse_score(text, video), expected, **TIGHT)
+
+
+# ---- 3. temporal encoder ------------------------------------------------------------------
+
+def test_temporal_encoder_adds_positions_runs_prenorm_layers_and_keeps_a_residual():
+    torch.manual_seed(0)
+    encoder = TemporalEncoder(dim=8, max_frames=5, layers=2, heads=2).eval()
+    mask = lengths_mask([5, 3, 1], 5)
+    frames = with_garbage(torch.randn(3, 5, 8), mask)
+    with torch.no_grad():
+        got = encoder(frames, mask)
+        expected = ref_temporal(encoder, frames, mask)
+    torch.testing.assert_close(got, expected, **TIGHT)
+    assert bool((got[~mask] == 0).all())
+
+
+# ---- 4. video and text local enhancement --------------------------------------------------
+
+def test_video_enhancement_is_lstm_of_frame_and_mean_then_weighted_unit_vectors():
+    torch.manual_seed(0)
+    module = VideoLocalEnhancement(dim=8, heads=2).eval()
+    mask = lengths_mask([4, 2, 1], 4)
+    frames = with_garbage(torch.randn(3, 4, 8), mask)
+    with torch.no_grad():
+        got = module(frames, mask)
+        expected = ref_video_enhancement(module, frames, mask)
+    torch.testing.assert_close(got, expected, **TIGHT)
+    assert bool((got[~mask] == 0).all())
+
+
+def test_text_enhancement_adds_gated_keyword_attention_to_every_word():
+    torch.manual_seed(0)
+    module = TextLocalEnhancement(dim=8, heads=2).eval()
+    with torch.no_grad():
+        module.gate.fill_(0.6)
+    keyword_mask = lengths_mask([3, 1, 0], 3)  # the last caption has no keywords
+    words = torch.randn(3, 5, 8)
+    keywords = with_garbage(torch.randn(3, 3, 8), keyword_mask)
+    with torch.no_grad():
+        got = module(words, keywords, keyword_mask)
+        expected = ref_text_enhancement(module, words, keywords, keyword_mask)
+    torch.testing.assert_close(got, expected, **TIGHT)
+    assert torch.equal(got[2], words[2])
+
+
+# ---- the whole score from the references --------------------------------------------------
+
+def test_full_score_is_reference_fine_plus_reference_coarse():
+    model = build()
+    video, mask, tokens, kw, kw_mask = model_inputs(model)
+    with torch.no_grad():
+        t, words, word_mask, frames, local = reference_features(model, video, mask, tokens, kw,
+                                                                kw_mask)
+        text, vid = encoded(model, video, mask, tokens, kw, kw_mask)
+        torch.testing.assert_close(vid.frames, frames, **TIGHT)
+        torch.testing.assert_close(vid.local, local, **TIGHT)
+        torch.testing.assert_close(text.tokens, words, **TIGHT)
+        expected = (ref_coarse_conditioned(model.interaction, t, frames, mask)
+                    + ref_fine(words, word_mask, local, mask))
+        torch.testing.assert_close(model.score(text, vid), expected, **TIGHT)
+
+
+# ---- 5. ablations: each switch gives the reduced formula ----------------------------------
+
+def ablated(part):
+    """The model with ``part`` off, holding the full model's weights for the shared parts."""
+    full = build()
+    model = build(seed=1, **{part: False})
+    model.load_state_dict(full.state_dict(), strict=False)
+    return model
+
+
+def test_without_fine_grained_the_score_is_the_coarse_score_alone():
+    model = ablated("fine_grained")
+    video, mask, tokens, kw, kw_mask = model_inputs(model)
+    with torch.no_grad():
+        t, _, _, frames, _ = reference_features(model, video, mask, tokens, kw, kw_mask)
+        text, vid = encoded(model, video, mask, tokens, kw, kw_mask)
+        assert text.tokens is None and vid.local is None
+        expected = ref_coarse_conditioned(model.interaction, t, frames, mask)
+        torch.testing.assert_close(model.score(text, vid), expected, **TIGHT)
+
+
+def test_without_interaction_coarse_is_cosine_with_the_mean_pooled_frames():
+    model = ablated("interaction")
+    video, mask, tokens, kw, kw_mask = model_inputs(model)
+    with torch.no_grad():
+        t, words, word_mask, frames, local = reference_features(model, video, mask, tokens, kw,
+                                                                kw_mask)
+        text, vid = encoded(model, video, mask, tokens, kw, kw_mask)
+        torch.testing.assert_close(vid.pooled, torch.stack(
+            [frames[b][mask[b]].mean(0) for b in range(len(frames))]), **TIGHT)
+        coarse = ref_coarse_mean(t, frames, mask)
+        torch.testing.assert_close(model.coarse_score(text, vid), coarse, **TIGHT)
+        torch.testing.assert_close(model.score(text, vid),
+                                   coarse + ref_fine(words, word_mask, local, mask), **TIGHT)
+
+
+def test_without_video_enhancement_local_features_are_unit_temporal_features():
+    model = ablated("video_enhance")
+    video, mask, tokens, kw, kw_mask = model_inputs(model)
+    with torch.no_grad():
+        t, words, word_mask, frames, _ = reference_features(model, video, mask, tokens, kw,
+                                                            kw_mask)
+        text, vid = encoded(model, video, mask, tokens, kw, kw_mask)
+        local = torch.zeros_like(frames)
+        local[mask] = frames[mask] / frames[mask].norm(dim=-1, keepdim=True)
+        torch.testing.assert_close(vid.local, local, **TIGHT)
+        expected = (ref_coarse_conditioned(model.interaction, t, frames, mask)
+                    + ref_fine(words, word_mask, local, mask))
+        torch.testing.assert_close(model.score(text, vid), expected, **TIGHT)
+
+
+def test_without_text_enhancement_words_are_the_plain_text_encoder_tokens():
+    model = ablated("text_enhance")
+    video, mask, tokens, kw, kw_mask = model_inputs(model)
+    with torch.no_grad():
+        t, _, word_mask, frames, local = reference_features(model, video, mask, tokens, kw,
+                                                            kw_mask)
+        text, vid = encoded(model, video, mask, tokens, kw, kw_mask)
+        words = model.backbone.encode_tokens(tokens).tokens
+        assert torch.equal(text.tokens, words)  # keywords given, yet W_e = W
+        expected = (ref_coarse_conditioned(model.interaction, t, frames, mask)
+                    + ref_fine(words, word_mask, local, mask))
+        torch.testing.assert_close(model.score(text, vid), expected, **TIGHT)
+
+
+def test_without_temporal_encoder_frame_features_are_the_backbone_features():
+    model = ablated("temporal")
+    video, mask, tokens, kw, kw_mask = model_inputs(model)
+    with torch.no_grad():
+        text, vid = encoded(model, video, mask, tokens, kw, kw_mask)
+        frames = model.backbone.encode_frames(video, mask)
+        assert torch.equal(vid.frames, frames)
+        torch.testing.assert_close(vid.pooled, torch.stack(
+            [frames[b][mask[b]].mean(0) for b in range(len(frames))]), **TIGHT)
