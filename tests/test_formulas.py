@@ -255,33 +255,27 @@ def test_coarse_score_is_cosine_of_text_and_text_conditioned_pooling(heads, text
         torch.testing.assert_close(model.coarse_score(text, video), expected, **TIGHT)
 
 
-# ---- 3. temporal encoder ------------------------------------------------------------------
+# ---- 3. temporal encoder, 4. video local enhancement ----------------------------------------
 
-def test_temporal_encoder_adds_positions_runs_prenorm_layers_and_keeps_a_residual():
+@pytest.mark.parametrize("build, reference", [
+    # F' = F + Transformer(F + P), pre-norm layers
+    (lambda: TemporalEncoder(dim=8, max_frames=5, layers=2, heads=2), ref_temporal),
+    # LSTM of [frame, mean], then weighted unit vectors
+    (lambda: VideoLocalEnhancement(dim=8, heads=2), ref_video_enhancement),
+], ids=["temporal_encoder", "video_enhancement"])
+def test_frame_modules_match_their_formulas_and_zero_padding(build, reference):
     torch.manual_seed(0)
-    encoder = TemporalEncoder(dim=8, max_frames=5, layers=2, heads=2).eval()
+    module = build().eval()
     mask = lengths_mask([5, 3, 1], 5)
     frames = with_garbage(torch.randn(3, 5, 8), mask)
     with torch.no_grad():
-        got = encoder(frames, mask)
-        expected = ref_temporal(encoder, frames, mask)
-    torch.testing.assert_close(got, expected, **TIGHT)
-    assert bool((got[~mask] == 0).all())
-
-
-# ---- 4. video and text local enhancement --------------------------------------------------
-
-def test_video_enhancement_is_lstm_of_frame_and_mean_then_weighted_unit_vectors():
-    torch.manual_seed(0)
-    module = VideoLocalEnhancement(dim=8, heads=2).eval()
-    mask = lengths_mask([4, 2, 1], 4)
-    frames = with_garbage(torch.randn(3, 4, 8), mask)
-    with torch.no_grad():
         got = module(frames, mask)
-        expected = ref_video_enhancement(module, frames, mask)
+        expected = reference(module, frames, mask)
     torch.testing.assert_close(got, expected, **TIGHT)
     assert bool((got[~mask] == 0).all())
 
+
+# ---- 4. text local enhancement --------------------------------------------------------------
 
 def test_text_enhancement_adds_gated_keyword_attention_to_every_word():
     torch.manual_seed(0)
