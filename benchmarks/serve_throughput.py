@@ -131,7 +131,8 @@ def main() -> None:
         print(f"table of {args.rows} rows built in {build_s} s", file=sys.stderr, flush=True)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        ray.init(address="local")  # its own instance, never a cluster running here
+        # its own instance, never a cluster running here; workers' logs kept out of stdout
+        ray.init(address="local", log_to_driver=False)
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": port})
             texts = query_texts(2 * args.requests + 16)
