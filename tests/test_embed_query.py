@@ -62,7 +62,7 @@ def test_search_returns_the_exhaustive_top_10(table, keyword_model):
         inputs = load_split(model, str(table["data"]), split)
         _, video = encode_split(model, inputs)
         every.append((video, inputs.video_ids))
-    scores = torch.cat([model.score(search.encode_text(text), v)[0] for v, _ in every])
+    scores = torch.cat([model.score(search.encode_texts([text]), v)[0] for v, _ in every])
     ids = [i for _, video_ids in every for i in video_ids]
     # the table stores float16 features: clips of a group differ only in frame order, so
     # near-equal scores may trade places; each returned video must hold the exhaustive
