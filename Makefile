@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install --no-compile -e '.[test]'
+	$(BIN)/python -m pip install -e '.[test]'
 	touch $(STAMP)
 
 lint: $(STAMP)
