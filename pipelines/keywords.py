@@ -78,8 +78,8 @@ def query_keyword_model(recorded: str, given: str | None = None) -> str:
     """
     if given:
         return given
-    if os.path.isabs(os.path.expanduser(recorded)) and not os.path.isdir(
-            os.path.expanduser(recorded)):
+    path = os.path.expanduser(recorded)
+    if os.path.isabs(path) and not os.path.isdir(path):
         raise KeywordModelError(
             f"the table's keywords were made with the sentence model in folder {recorded!r} "
             "of the ingest machine, which this machine does not have: pass --keyword-model "
