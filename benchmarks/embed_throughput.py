@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from bench_data import REPO, make_data
 
-from pipelines.train_data import open_part
+from pipelines.ingestion.output import open_part
 from vtr_models.checkpoint import load_checkpoint, save_checkpoint
 from vtr_models.factory import create_model
 

@@ -50,9 +50,9 @@ import pyarrow as pa
 import torch
 
 from pipelines.embed import ensure_indexes
-from pipelines.schemas import VIDEOS
-from pipelines.search import VideoSearch
-from pipelines.video_table import METADATA_COLUMNS, TableState, keep_state, table_schema
+from pipelines.index.search import VideoSearch
+from pipelines.index.table import METADATA_COLUMNS, TableState, keep_state, table_schema
+from pipelines.ingestion.schemas import VIDEOS
 from vtr_models.checkpoint import checkpoint_id, save_checkpoint
 from vtr_models.factory import create_model
 

@@ -3,13 +3,13 @@
     python benchmarks/synthetic_table.py --workdir bench/ [--seeds 0,1,2] [--epochs 30] \\
         [--train-groups 134] [--runs meanp,seqtransf,lfemi,...] [--train-flags "..."]
 
-Generates the order-only clips (``pipelines/synthetic.py``) and ingests them
+Generates the order-only clips (``pipelines/datasets/synthetic.py``) and ingests them
 once into ``WORKDIR``, then for each run and seed trains with
 ``pipelines/train.py`` at its default flags (plus ``--epochs``, ``--seed``,
 the run's own flags and ``--train-flags``), evaluates the best validation epoch
 on the test split (``pipelines/evaluate.py``) and splits its errors into wrong
 group and wrong order (``within_group.py``). Ties count against the query
-everywhere. Prints one JSON object (every seed's figures) and the README's
+everywhere. Prints one JSON object (every seed's figures) and docs/synthetic-benchmark.md's
 markdown table (mean ± standard deviation over the seeds). Each trained run
 stays in ``WORKDIR/ckpt-RUN-sSEED``, so an interrupted table resumes.
 ``--parallel 2`` trains two runs at a time, each on half of ``--cpus``.
@@ -28,8 +28,8 @@ from pathlib import Path
 
 from bench_data import REPO
 
-from pipelines.samples import bundled_minilm
-from pipelines.synthetic import generate
+from pipelines.datasets.samples import bundled_minilm
+from pipelines.datasets.synthetic import generate
 
 RUNS = {
     "meanp": ["--model", "meanp"],

@@ -19,7 +19,6 @@ and number of threads, in one run:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import subprocess
@@ -32,17 +31,18 @@ import numpy as np
 import torch
 from bench_data import REPO, make_data
 
-from pipelines.train_data import captions_by_video, encode_pairs, open_part, read_captions
-from pipelines.training_loop import contrastive_step
+from pipelines.ingestion.output import open_part, read_captions
+from pipelines.training.data import captions_by_video, encode_pairs
+from pipelines.training.loop import contrastive_step
 from vtr_models.factory import create_model
-from vtr_models.model_config import model_config
+from vtr_models.model_config import ModelConfig, model_config
 
 
-def load_pairs(data: str, config_json: str) -> dict[str, torch.Tensor]:
+def load_pairs(data: str, config: ModelConfig) -> dict[str, torch.Tensor]:
     """The train split's pairs, preprocessed by the job's own UDF, as in-memory tensors."""
     videos = open_part(data, "videos").to_table(columns=["video_id", "frames"])
     grouped = captions_by_video(read_captions(data, "train"))
-    parts = [encode_pairs(videos.slice(i, 8), config_json, grouped)
+    parts = [encode_pairs(videos.slice(i, 8), config, grouped)
              for i in range(0, videos.num_rows, 8)]
     parts = [p for p in parts if p]
     return {k: torch.from_numpy(np.concatenate([p[k] for p in parts])) for k in parts[0]}
@@ -51,7 +51,7 @@ def load_pairs(data: str, config_json: str) -> dict[str, torch.Tensor]:
 def bare_loop(args, data: str) -> dict:
     """Samples per second of a plain loop over pairs already in memory (epochs after the first)."""
     config = model_config(args.model, backbone=args.backbone, max_frames=args.max_frames)
-    pairs = load_pairs(data, json.dumps(dataclasses.asdict(config)))
+    pairs = load_pairs(data, config)
     torch.manual_seed(0)
     model = create_model(config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)

@@ -17,8 +17,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from pipelines import embed, evaluate, ingest, query, refresh, samples, train
-from pipelines.ingest_store import open_ingest
+from pipelines import embed, evaluate, ingest, query, refresh, train
+from pipelines.datasets import samples
+from pipelines.ingestion.output import open_ingest
 
 
 def main(argv: list[str] | None = None) -> int:

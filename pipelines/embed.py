@@ -6,7 +6,7 @@
 Ray Data reads the ingest output's newest committed run and runs the model's
 video side in an actor pool (the checkpoint loaded once per actor). The table
 records, in the same commit as its rows, the ingest run and the checkpoint
-they come from (``video_table.TableState``). ``--update`` embeds only the
+they come from (``index.table.TableState``). ``--update`` embeds only the
 videos that ingest runs wrote since then, deletes the rows of removed videos,
 and commits both in one ``merge_insert``; a first run, a new checkpoint, or
 ``--overwrite`` writes every row and swaps the whole table in with one commit
@@ -29,16 +29,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from pipelines import schemas, storage
-from pipelines.actor_pools import growing_pool
-from pipelines.failpoints import failpoint
-from pipelines.in_driver import map_batches_here
-from pipelines.ingest_store import IngestSnapshot, changes_since, open_ingest
-from pipelines.job_config import flag
-from pipelines.ray_job import start_job
-from pipelines.sql import sql_in
-from pipelines.video_embedder import VideoEmbedder
-from pipelines.video_table import (
+from pipelines.core import storage
+from pipelines.core.actor_pools import growing_pool
+from pipelines.core.failpoints import failpoint
+from pipelines.core.in_driver import map_batches_here
+from pipelines.core.job_config import flag
+from pipelines.core.ray_job import start_job
+from pipelines.core.sql import sql_in
+from pipelines.index.embedder import VideoEmbedder
+from pipelines.index.table import (
     METADATA_COLUMNS,
     TableState,
     keep_state,
@@ -46,7 +45,9 @@ from pipelines.video_table import (
     table_schema,
     table_state,
 )
-from vtr_models.checkpoint import checkpoint_id, load_checkpoint
+from pipelines.ingestion import schemas
+from pipelines.ingestion.output import IngestSnapshot, changes_since, open_ingest, video_splits
+from vtr_models import checkpoint_id, load_checkpoint
 
 log = logging.getLogger("embed")
 INDEX_TYPES = ("IVF_PQ", "HNSW_SQ")
@@ -132,16 +133,6 @@ class EmbedSummary:
                 f"{self.embedded} videos embedded, {self.deleted} deleted, {self.unchanged} "
                 f"unchanged, {self.failed} failed; table holds {self.table_rows} rows, vector "
                 f"index: {'yes' if self.vector_index else 'no'}, in {self.seconds:.1f} s")
-
-
-def video_splits(snapshot: IngestSnapshot) -> dict[str, str]:
-    """The split of each captioned video (its first caption's)."""
-    captions = snapshot.dataset("captions").to_table(columns=["video_id", "split"])
-    splits: dict[str, str] = {}
-    for video_id, split in zip(captions.column("video_id").to_pylist(),
-                               captions.column("split").to_pylist(), strict=True):
-        splits.setdefault(video_id, split)
-    return splits
 
 
 def table_rows(batches: Iterable[pa.Table], schema: pa.Schema, splits: dict[str, str],

@@ -16,10 +16,10 @@ import json
 import sys
 from dataclasses import dataclass, field
 
-from pipelines.evaluation import evaluate_split, evaluate_via_index, load_split
-from pipelines.job_config import flag, parse_config
-from pipelines.keywords import QUERY_KEYWORD_MODEL_HELP, KeywordModelError
-from vtr_models.checkpoint import load_checkpoint
+from pipelines.core.job_config import flag, parse_config
+from pipelines.core.keywords import QUERY_KEYWORD_MODEL_HELP, KeywordModelError
+from pipelines.training.evaluation import evaluate_split, evaluate_via_index, load_split
+from vtr_models import load_checkpoint
 
 COLUMNS = ("R@1", "R@5", "R@10", "MdR", "MnR")
 
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_config(EvaluateConfig, __doc__, argv)
     try:
         if config.via_index:
-            from pipelines.search import VideoSearch
+            from pipelines.index.search import VideoSearch
 
             search = VideoSearch(config.db, config.table, config.checkpoint,
                                  keyword_model=config.keyword_model)

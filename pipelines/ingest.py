@@ -8,7 +8,7 @@
 Ray Data streams the videos to decode through a pool of decode actors (each
 with a crash-isolated decoder process) and new captions through a pool of
 KeyBERT actors. The output is three Delta tables plus a log of committed runs
-(``pipelines/ingest_store.py``): ``--update`` compares the source with the
+(``pipelines/ingestion/output.py``): ``--update`` compares the source with the
 committed rows and decodes only new and changed videos, deletes vanished ones,
 re-extracts keywords only for edited captions, and commits once.
 """
@@ -25,30 +25,36 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from pipelines import schemas, storage
-from pipelines.actor_pools import growing_pool
-from pipelines.change_plan import VideoPlan, plan_captions, plan_videos
-from pipelines.failpoints import failpoint
-from pipelines.in_driver import map_batches_here
-from pipelines.ingest_store import (
+from pipelines.core import storage
+from pipelines.core.actor_pools import growing_pool
+from pipelines.core.failpoints import failpoint
+from pipelines.core.in_driver import map_batches_here
+from pipelines.core.job_config import flag
+from pipelines.core.keywords import (
+    STOP_WORD_LISTS,
+    KeywordModelError,
+    KeywordOptions,
+    load_sentence_model,
+)
+from pipelines.core.ray_job import start_job
+from pipelines.core.sql import sql_in
+from pipelines.datasets.msrvtt import read_msrvtt
+from pipelines.ingestion import schemas
+from pipelines.ingestion.change_plan import VideoPlan, plan_captions, plan_videos
+from pipelines.ingestion.manifest import (
+    Manifest,
+    ManifestError,
+    manifest_from_folder,
+    read_manifest,
+)
+from pipelines.ingestion.output import (
     PARTS,
     IngestFormatError,
     IngestStore,
     IngestVersion,
     delta_storage_options,
 )
-from pipelines.job_config import flag
-from pipelines.keywords import (
-    STOP_WORD_LISTS,
-    KeywordModelError,
-    KeywordOptions,
-    load_sentence_model,
-)
-from pipelines.manifest import Manifest, ManifestError, manifest_from_folder, read_manifest
-from pipelines.msrvtt import read_msrvtt
-from pipelines.ray_job import start_job
-from pipelines.sql import sql_in
-from pipelines.video_decode import SamplingOptions
+from pipelines.ingestion.video_decode import SamplingOptions
 
 
 @dataclass
@@ -271,7 +277,7 @@ def _decode(config: IngestConfig, plan: VideoPlan, version: int,
     holds the ``errors/`` rows of the videos that failed."""
     import ray
 
-    from pipelines.ingest_stages import VideoSampler
+    from pipelines.ingestion.stages import VideoSampler
 
     videos = plan.to_decode
     options = {"options": config.sampling, "timeout_s": config.decode_timeout_s}
@@ -307,7 +313,7 @@ def _extract_keywords(config: IngestConfig, rows: list[dict]) -> pa.Table:
     """``captions/`` rows for captions that need keywords, from a pool of KeyBERT actors."""
     import ray
 
-    from pipelines.ingest_stages import CaptionKeywords
+    from pipelines.ingestion.stages import CaptionKeywords
 
     if not rows:
         return schemas.CAPTIONS.empty_table()

@@ -3,7 +3,7 @@
     python pipelines/query.py --db lancedb/ --table videos --checkpoint ckpt/final \\
         --text "a dog catches a frisbee on the beach" [--k 10] [--candidates 100] [--json]
 
-Runs :class:`pipelines.search.VideoSearch` (vector search, then rerank with the
+Runs :class:`pipelines.index.search.VideoSearch` (vector search, then rerank with the
 full model) in this process; no Ray needed.
 """
 
@@ -13,8 +13,8 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 
-from pipelines.job_config import flag, parse_config
-from pipelines.keywords import QUERY_KEYWORD_MODEL_HELP, KeywordModelError
+from pipelines.core.job_config import flag, parse_config
+from pipelines.core.keywords import QUERY_KEYWORD_MODEL_HELP, KeywordModelError
 
 
 @dataclass
@@ -45,7 +45,7 @@ class QueryConfig:
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(QueryConfig, __doc__, argv)
-    from pipelines.search import QueryTruncatedWarning, VideoSearch
+    from pipelines.index.search import QueryTruncatedWarning, VideoSearch
 
     try:
         search = VideoSearch(config.db, config.table, config.checkpoint,

@@ -22,13 +22,13 @@ import dataclasses
 import sys
 import time
 
+from pipelines.core.failpoints import failpoint
+from pipelines.core.keywords import KeywordModelError
+from pipelines.core.ray_job import start_job
 from pipelines.embed import EmbedConfig, embed_exit_code, run_embed
-from pipelines.failpoints import failpoint
 from pipelines.ingest import IngestConfig, exit_code, run_ingest
-from pipelines.ingest_store import IngestFormatError
-from pipelines.keywords import KeywordModelError
-from pipelines.manifest import ManifestError
-from pipelines.ray_job import start_job
+from pipelines.ingestion.manifest import ManifestError
+from pipelines.ingestion.output import IngestFormatError
 
 # the flags that refresh sets itself, or that mean another thing for one of the steps
 INGEST_OWN = {"update", "overwrite"}

@@ -32,9 +32,9 @@ from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
 from ray import serve
 
-from pipelines.search import ModelMismatchError, VideoSearch
-from pipelines.sql import sql_equals
-from vtr_models.retrieval_model import TextFeatures
+from pipelines.core.sql import sql_equals
+from pipelines.index.search import ModelMismatchError, VideoSearch
+from vtr_models import TextFeatures
 
 api = FastAPI(title="video search", description="Natural-language search over a video table")
 

@@ -5,7 +5,7 @@
 
 Ray Data streams (video, caption) pairs of the ``train`` split from the ingest
 output, decoding JPEGs and tokenizing in its read tasks; a ``TorchTrainer`` runs
-``training_loop.train_loop_per_worker`` on every worker. Each epoch reports a
+``training.loop.train_loop_per_worker`` on every worker. Each epoch reports a
 checkpoint (model, optimiser, scheduler, history); ``--resume`` continues the
 run under ``OUTPUT/ray/``, and a failed worker group restarts from the last
 checkpoint. At the end the checkpoint best on the validation split is written
@@ -23,14 +23,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines import storage
-from pipelines.ingest_store import IngestSnapshot, open_ingest
-from pipelines.job_config import flag
-from pipelines.ray_job import quiet_ray_data, start_job
-from pipelines.train_data import pair_dataset, pair_nbytes, read_captions
-from pipelines.training_loop import HISTORY_FILE, MODEL_DIR, train_loop_per_worker
-from vtr_models.backbone import BackboneSpec
-from vtr_models.model_config import MODEL_CONFIGS, model_config
+from pipelines.core import storage
+from pipelines.core.job_config import flag
+from pipelines.core.ray_job import quiet_ray_data, start_job
+from pipelines.ingestion.output import IngestSnapshot, open_ingest, read_captions
+from pipelines.training.data import pair_dataset, pair_nbytes
+from pipelines.training.loop import HISTORY_FILE, MODEL_DIR, LoopSettings, train_loop_per_worker
+from vtr_models import MODEL_CONFIGS, BackboneSpec, ModelConfig
 
 log = logging.getLogger("train")
 PARTS = ("video_enhance", "text_enhance", "interaction", "fine_grained")
@@ -200,17 +199,22 @@ def run_training(config: TrainConfig):
 
     snapshot = open_ingest(config.data)  # one committed run for every read of the job
     config = resolve_max_frames(config, snapshot)
-    model_cfg = model_config(config.model, **config.model_overrides)
+    model_cfg = ModelConfig.from_dict({"name": config.model, **config.model_overrides})
     num_pairs = read_captions(snapshot, "train").num_rows
     read_captions(snapshot, config.val_split)  # fail now, not after the first epoch
     output = Path(config.output).resolve()
-    settings = {**dataclasses.asdict(config), "model_overrides": config.model_overrides,
-                "num_pairs": num_pairs, "data_version": snapshot.version}
     dataset, cached = training_data(config, snapshot, model_cfg, num_pairs)
-    settings["cached"] = cached
+    settings = LoopSettings(
+        data=config.data, data_version=snapshot.version, val_split=config.val_split,
+        model=model_cfg, epochs=config.epochs, batch_size=config.batch_size,
+        num_pairs=num_pairs, cached=cached, hard_negatives=config.hard_negatives,
+        shuffle_buffer=config.shuffle_buffer, augment_shift=config.augment_shift,
+        first_stage_loss=config.first_stage_loss, lr=config.lr, lr_clip=config.lr_clip,
+        weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio,
+        grad_clip=config.grad_clip, checkpoint_every=config.checkpoint_every, seed=config.seed)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=settings,
+        train_loop_config={"settings": settings},
         scaling_config=ray.train.ScalingConfig(
             num_workers=config.num_workers, use_gpu=config.use_gpu,
             resources_per_worker={"CPU": config.cpus_per_worker,

@@ -17,10 +17,10 @@ import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
 
-from pipelines import samples
-from pipelines.ingest_store import IngestStore, IngestVersion
-from pipelines.schemas import VIDEOS
-from pipelines.synthetic import generate
+from pipelines.datasets import samples
+from pipelines.datasets.synthetic import generate
+from pipelines.ingestion.output import IngestStore, IngestVersion
+from pipelines.ingestion.schemas import VIDEOS
 
 REPO = Path(__file__).resolve().parents[1]
 

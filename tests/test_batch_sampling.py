@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pipelines.batch_sampling import caption_neighbours, neighbour_batches, random_batches
+from pipelines.training.batch_sampling import caption_neighbours, neighbour_batches, random_batches
 from vtr_models.factory import create_inputs
 from vtr_models.model_config import model_config
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from pipelines.change_plan import plan_captions, plan_videos
-from pipelines.schemas import VIDEOS
-from pipelines.sql import sql_in
-from pipelines.storage import UNREADABLE, Fingerprint
+from pipelines.core.sql import sql_in
+from pipelines.core.storage import UNREADABLE, Fingerprint
+from pipelines.ingestion.change_plan import plan_captions, plan_videos
+from pipelines.ingestion.schemas import VIDEOS
 
 LOCAL = Fingerprint(100, 1700000000.5, None)
 

@@ -18,8 +18,8 @@ import ray
 import yaml
 from conftest import REPO
 
+from pipelines.core.job_config import parse_config
 from pipelines.ingest import IngestConfig
-from pipelines.job_config import parse_config
 from pipelines.refresh import RefreshConfig
 
 CLUSTER = REPO / "cluster"

@@ -11,13 +11,13 @@ import pytest
 import torch
 from conftest import REPO, run
 
-from pipelines.actor_pools import growing_pool
+from pipelines.core.actor_pools import growing_pool
 from pipelines.embed import EmbedConfig, actor_sizes
-from pipelines.evaluation import encode_split, load_split
-from pipelines.ingest_store import open_ingest
+from pipelines.index.search import ModelMismatchError, VideoSearch
+from pipelines.index.table import KEYWORD_OPTIONS_KEY
+from pipelines.ingestion.output import open_ingest
 from pipelines.query import main as query_main
-from pipelines.search import ModelMismatchError, VideoSearch
-from pipelines.video_table import KEYWORD_OPTIONS_KEY
+from pipelines.training.evaluation import encode_split, load_split
 from vtr_models.checkpoint import checkpoint_id
 
 

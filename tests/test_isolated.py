@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pipelines.isolated import ChildCrashedError, ChildTimeoutError, IsolatedRunner
+from pipelines.ingestion.isolated import ChildCrashedError, ChildTimeoutError, IsolatedRunner
 
 
 def work(x: int) -> int:

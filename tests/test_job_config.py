@@ -7,9 +7,9 @@ import os
 
 import pytest
 
+from pipelines.core.job_config import build_parser, parse_config
 from pipelines.embed import EmbedConfig
 from pipelines.ingest import IngestConfig
-from pipelines.job_config import build_parser, parse_config
 
 
 def test_flags_fill_the_dataclass():

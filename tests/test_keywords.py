@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import simplemma
 
-from pipelines.keywords import (
+from pipelines.core.keywords import (
     KeywordExtractor,
     KeywordModelError,
     KeywordOptions,
@@ -94,7 +94,7 @@ def test_a_model_name_loads_offline_from_the_hugging_face_cache(tmp_path, keywor
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(revision)
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
-    code = ("from pipelines.keywords import KeywordExtractor, KeywordOptions; "
+    code = ("from pipelines.core.keywords import KeywordExtractor, KeywordOptions; "
             "print(KeywordExtractor(KeywordOptions("
             "model='sentence-transformers/all-MiniLM-L6-v2', num_keywords=2))"
             "(['a dog catches a frisbee on the beach']))")

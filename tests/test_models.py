@@ -441,3 +441,22 @@ def test_the_package_root_is_the_front_door_and_thinning_needs_no_torch():
     code = ("import sys, vtr_models.frame_thinning; "
             "sys.exit('torch' in sys.modules or 'open_clip' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_model_configs_are_frozen_and_round_trip_through_one_encoding():
+    import dataclasses
+
+    from vtr_models.model_config import ModelConfig, model_config
+
+    for name in MODEL_CONFIGS:
+        config = model_config(name, backbone="vtr-tiny-p8", max_frames=7)
+        values = config.to_dict()
+        assert values["name"] == name and values["max_frames"] == 7
+        again = ModelConfig.from_dict(values)
+        assert again == config and type(again) is type(config)
+        assert hash(again) == hash(config)  # data loading caches preprocessors by config
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            config.max_frames = 3
+    assert ModelConfig.from_dict({"name": "meanp"}) == model_config("meanp")
+    with pytest.raises(ValueError, match="unknown model setting"):
+        ModelConfig.from_dict({"name": "lfemi", "no_such_setting": 1})

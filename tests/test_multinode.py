@@ -26,8 +26,8 @@ import pytest
 from conftest import free_port
 from deltalake import DeltaTable
 
-from pipelines.storage import object_store_options
-from pipelines.synthetic import generate
+from pipelines.core.storage import object_store_options
+from pipelines.datasets.synthetic import generate
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -244,7 +244,7 @@ def test_jobs_on_two_nodes_survive_losing_one(two_nodes, s3_bucket, keyword_mode
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert two_nodes.node_ids() == {head}
 
-    from pipelines.search import VideoSearch
+    from pipelines.index.search import VideoSearch
 
     search = VideoSearch(db_uri, "videos", str(checkpoint / "final"),
                          keyword_model=keyword_model)

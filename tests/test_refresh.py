@@ -20,15 +20,20 @@ from conftest import make_checkpoint
 from deltalake import write_deltalake
 
 from pipelines import ingest, refresh
+from pipelines.core.storage import object_store_options
+from pipelines.datasets.samples import write_clip
 from pipelines.embed import EmbedConfig, run_embed
+from pipelines.index.search import ModelMismatchError, VideoSearch
+from pipelines.index.table import table_state
 from pipelines.ingest import IngestConfig, run_ingest
-from pipelines.ingest_store import IngestStore, IngestVersion, changes_since, open_ingest
-from pipelines.samples import write_clip
-from pipelines.schemas import VIDEOS
-from pipelines.search import ModelMismatchError, VideoSearch
-from pipelines.storage import object_store_options
-from pipelines.train_data import read_captions
-from pipelines.video_table import table_state
+from pipelines.ingestion.output import (
+    IngestStore,
+    IngestVersion,
+    changes_since,
+    open_ingest,
+    read_captions,
+)
+from pipelines.ingestion.schemas import VIDEOS
 from vtr_models.checkpoint import checkpoint_id
 
 pytestmark = pytest.mark.slow

@@ -20,8 +20,8 @@ import pytest
 from conftest import REPO, make_checkpoint, run
 from test_refresh import checked_table, clip, open_table
 
-from pipelines.ingest_store import open_ingest
-from pipelines.video_table import table_state
+from pipelines.index.table import table_state
+from pipelines.ingestion.output import open_ingest
 
 pytestmark = pytest.mark.slow
 

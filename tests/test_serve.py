@@ -19,7 +19,7 @@ import pytest
 import yaml
 from conftest import REPO, free_port
 
-from pipelines.search import VideoSearch
+from pipelines.index.search import VideoSearch
 from vtr_models.checkpoint import checkpoint_id
 
 pytestmark = pytest.mark.slow

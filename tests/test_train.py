@@ -16,9 +16,9 @@ import torch.multiprocessing as mp
 from conftest import free_port, run
 
 from pipelines.ingest import IngestConfig
-from pipelines.ingest_store import IngestStore, IngestVersion, open_ingest
+from pipelines.ingestion.output import IngestStore, IngestVersion, open_ingest
 from pipelines.train import TrainConfig, cache_pairs, resolve_max_frames
-from pipelines.training_loop import MODEL_DIR, contrastive_step, first_occurrences
+from pipelines.training.loop import MODEL_DIR, contrastive_step, first_occurrences
 from vtr_models.checkpoint import WEIGHTS_FILE
 from vtr_models.factory import create_model
 from vtr_models.model_config import model_config

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.samples import write_clip
-from pipelines.video_decode import (
+from pipelines.datasets.samples import write_clip
+from pipelines.ingestion.video_decode import (
     SamplingOptions,
     VideoDecodeError,
     decode_video,

@@ -29,6 +29,11 @@ _EXPORTS = {
     "retrieval_metrics": "vtr_models.metrics",
     "BackboneSpec": "vtr_models.backbone",
     "BackboneLoadError": "vtr_models.backbone",
+    "load_weights": "vtr_models.checkpoint",
+    "optimizer_groups": "vtr_models.param_groups",
+    "random_shift": "vtr_models.augment",
+    "even_indices": "vtr_models.frame_thinning",
+    "rank_metrics": "vtr_models.metrics",
 }
 __all__ = sorted(_EXPORTS)
 

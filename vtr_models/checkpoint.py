@@ -7,7 +7,6 @@ backbone weights) and fills every tensor from ``model.safetensors``.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -17,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 
 from vtr_models.factory import create_model
-from vtr_models.model_config import model_config
+from vtr_models.model_config import ModelConfig
 from vtr_models.retrieval_model import RetrievalModel
 
 CONFIG_FILE = "config.json"
@@ -28,7 +27,7 @@ def save_checkpoint(model: RetrievalModel, folder: str | Path) -> Path:
     """Write ``folder/config.json`` and ``folder/model.safetensors``; returns the folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(model.config), indent=2))
+    (folder / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2))
     save_model(model, str(folder / WEIGHTS_FILE))
     return folder
 
@@ -40,11 +39,16 @@ def load_checkpoint(folder: str | Path, device: str = "cpu") -> RetrievalModel:
     for path in (config_path, weights_path):
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {folder}: {path.name} not found")
-    settings = json.loads(config_path.read_text())
-    config = model_config(settings.pop("name"), **settings)
+    config = ModelConfig.from_dict(json.loads(config_path.read_text()))
     model = create_model(config, load_weights=False)
-    load_model(model, str(weights_path), strict=True, device=device)
+    load_weights(model, folder, device)
     return model.eval()
+
+
+def load_weights(model: RetrievalModel, folder: str | Path, device: str = "cpu") -> None:
+    """Fill every tensor of ``model`` from ``folder``'s weights (strict: a missing or
+    extra tensor is an error); for a model already built, as a training restore has."""
+    load_model(model, str(Path(folder) / WEIGHTS_FILE), strict=True, device=device)
 
 
 def checkpoint_id(folder: str | Path) -> str:

@@ -1,10 +1,13 @@
 """Model configurations: one dataclass per named model, every hyper-parameter in it.
 
-A checkpoint's ``config.json`` is ``dataclasses.asdict`` of one of these, so
-loading rebuilds the exact model. The switches (``video_enhance``,
-``text_enhance``, ``interaction``, ``fine_grained``) turn parts of the full
-model off for ablations; ``meanp`` and ``seqtransf`` are the full model's
-CLIP4Clip baselines with everything off.
+Configs are frozen (hashable: data loading caches a preprocessor per config),
+and ``to_dict``/``from_dict`` are their one encoding: a checkpoint's
+``config.json``, and what training sends its workers. Loading rebuilds the
+exact model.
+
+The switches (``video_enhance``, ``text_enhance``, ``interaction``,
+``fine_grained``) turn parts of the full model off for ablations; ``meanp``
+and ``seqtransf`` are the full model's CLIP4Clip baselines with everything off.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     """The full model (``lfemi``): local feature enhancement + modal interaction."""
 
@@ -35,13 +38,24 @@ class ModelConfig:
     def replace(self, **changes) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
+    def to_dict(self) -> dict:
+        """Every setting, ``name`` included: what ``from_dict`` and ``config.json`` hold."""
+        return dataclasses.asdict(self)
 
-@dataclass
+    @staticmethod
+    def from_dict(values: dict) -> ModelConfig:
+        """The config of the model class ``values["name"]`` names, with the other settings
+        of ``values`` (all of them, as ``to_dict`` writes them, or some: defaults fill in)."""
+        values = dict(values)
+        return model_config(values.pop("name"), **values)
+
+
+@dataclass(frozen=True)
 class LfemiConfig(ModelConfig):
     name: str = "lfemi"
 
 
-@dataclass
+@dataclass(frozen=True)
 class MeanPConfig(ModelConfig):
     """CLIP4Clip meanP: mean of CLIP frame features, cosine with the caption."""
 
@@ -53,7 +67,7 @@ class MeanPConfig(ModelConfig):
     fine_grained: bool = False
 
 
-@dataclass
+@dataclass(frozen=True)
 class SeqTransfConfig(MeanPConfig):
     """CLIP4Clip seqTransf: meanP with a temporal transformer over frames before pooling."""
 

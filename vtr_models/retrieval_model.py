@@ -47,6 +47,14 @@ class VideoFeatures:
     def __len__(self) -> int:
         return self.pooled.shape[0]
 
+    @classmethod
+    def of_frames(cls, frames: torch.Tensor, local: torch.Tensor | None,
+                  mask: torch.Tensor) -> VideoFeatures:
+        """The features of temporal frame features ``frames``: ``pooled`` is their masked
+        mean. Encoding and reading stored rerank features both build them here, so the
+        first-stage vector has one definition."""
+        return cls(masked_mean(frames, mask, dim=1), frames, local, mask)
+
 
 @dataclass
 class TextFeatures:
@@ -101,7 +109,7 @@ class RetrievalModel(nn.Module):
                 local = self.video_enhance(features, mask)
             else:
                 local = F.normalize(features, dim=-1) * mask.unsqueeze(-1).to(features.dtype)
-        return VideoFeatures(masked_mean(features, mask, dim=1), features, local, mask)
+        return VideoFeatures.of_frames(features, local, mask)
 
     def encode_text(
         self,

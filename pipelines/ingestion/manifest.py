@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from pipelines import storage
+from pipelines.core import storage
 
 REQUIRED_COLUMNS = ("video_id", "uri", "caption")
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",

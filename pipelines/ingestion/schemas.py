@@ -20,7 +20,7 @@ VIDEOS = pa.schema(
         ("size_bytes", pa.int64()),
         ("mtime", pa.float64()),
         ("etag", pa.string()),
-        ("ingest_version", pa.int64()),  # the run that wrote this row (see ingest_store)
+        ("ingest_version", pa.int64()),  # the run that wrote this row (see ingestion.output)
     ]
 )
 

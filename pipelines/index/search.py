@@ -1,6 +1,6 @@
 """Two-stage text search over a video table: LanceDB vector search, then the full model.
 
-    from pipelines.search import VideoSearch
+    from pipelines.index.search import VideoSearch
     search = VideoSearch("s3://bucket/lancedb", "videos", "ckpt/final")
     search.search("a dog catches a frisbee on the beach", k=10, candidates=100)
 
@@ -23,11 +23,10 @@ from datetime import timedelta
 import pandas as pd
 import torch
 
-from pipelines import storage
-from pipelines.keywords import KeywordExtractor, KeywordOptions, query_keyword_model
-from pipelines.video_table import keyword_options_of, table_state, video_features
-from vtr_models.checkpoint import checkpoint_id, load_checkpoint
-from vtr_models.retrieval_model import TextFeatures
+from pipelines.core import storage
+from pipelines.core.keywords import KeywordExtractor, KeywordOptions, query_keyword_model
+from pipelines.index.table import keyword_options_of, table_state, video_features
+from vtr_models import TextFeatures, checkpoint_id, load_checkpoint
 
 RESULT_COLUMNS = ["rank", "video_id", "uri", "score", "first_stage_score"]
 # what stage one returns per candidate: enough to rerank and answer, no other metadata;

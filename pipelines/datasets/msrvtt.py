@@ -18,8 +18,8 @@ import json
 
 import pandas as pd
 
-from pipelines import storage
-from pipelines.manifest import Manifest, ManifestError, validate
+from pipelines.core import storage
+from pipelines.ingestion.manifest import Manifest, ManifestError, validate
 
 DATA_JSON = "MSRVTT_data.json"
 TRAIN_CSV = "MSRVTT_train.9k.csv"

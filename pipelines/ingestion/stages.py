@@ -12,11 +12,12 @@ from collections.abc import Callable
 
 import pyarrow as pa
 
-from pipelines import schemas, storage
-from pipelines.failpoints import failpoint
-from pipelines.isolated import IsolatedRunner
-from pipelines.keywords import KeywordExtractor, KeywordOptions
-from pipelines.video_decode import SamplingOptions, decode_video
+from pipelines.core import storage
+from pipelines.core.failpoints import failpoint
+from pipelines.core.keywords import KeywordExtractor, KeywordOptions
+from pipelines.ingestion import schemas
+from pipelines.ingestion.isolated import IsolatedRunner
+from pipelines.ingestion.video_decode import SamplingOptions, decode_video
 
 ErrorSink = Callable[[list[dict]], None]
 

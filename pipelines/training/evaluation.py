@@ -13,10 +13,8 @@ from dataclasses import dataclass
 import pyarrow.compute as pc
 import torch
 
-from pipelines.ingest_store import IngestSnapshot, as_snapshot
-from pipelines.train_data import open_part, read_captions
-from vtr_models.metrics import rank_metrics, retrieval_metrics
-from vtr_models.retrieval_model import RetrievalModel, TextFeatures, VideoFeatures
+from pipelines.ingestion.output import IngestSnapshot, as_snapshot, open_part, read_captions
+from vtr_models import RetrievalModel, TextFeatures, VideoFeatures, rank_metrics, retrieval_metrics
 
 
 @dataclass

@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from pipelines.failpoints import failpoint
-from pipelines.video_table import METADATA_COLUMNS, feature_columns
-from vtr_models.checkpoint import checkpoint_id, load_checkpoint
+from pipelines.core.failpoints import failpoint
+from pipelines.index.table import METADATA_COLUMNS, feature_columns
+from vtr_models import checkpoint_id, load_checkpoint
 
 
 class VideoEmbedder:

@@ -8,44 +8,22 @@ recognise captions of the same video across workers.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
-import json
 from collections import defaultdict
 
 import numpy as np
 import open_clip
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as pads
 
-from pipelines import storage
-from pipelines.ingest_store import IngestSnapshot, as_snapshot
-from vtr_models.backbone import BackboneSpec
-from vtr_models.factory import create_inputs
-from vtr_models.model_config import ModelConfig, model_config
+from pipelines.core import storage
+from pipelines.ingestion.output import IngestSnapshot, as_snapshot, read_captions
+from vtr_models import BackboneSpec, ModelConfig, create_inputs
 
 
 def video_key(video_id: str) -> int:
     """A stable int64 id for a ``video_id`` string (same on every worker and run)."""
     return int.from_bytes(hashlib.blake2b(video_id.encode(), digest_size=8).digest(), "big") >> 1
-
-
-def open_part(data: str | IngestSnapshot, part: str) -> pads.Dataset:
-    """One part (``videos``, ``captions``) of a committed ingest run (see ``as_snapshot``)."""
-    return as_snapshot(data).dataset(part)
-
-
-def read_captions(data: str | IngestSnapshot, split: str) -> pa.Table:
-    """Captions of one split (``video_id``, ``caption``, ``keywords``)."""
-    snapshot = as_snapshot(data)
-    table = open_part(snapshot, "captions").to_table(
-        columns=["video_id", "caption", "keywords"], filter=pc.field("split") == split
-    )
-    if table.num_rows == 0:
-        raise ValueError(f"{snapshot.output}: no captions in split {split!r}")
-    return table
 
 
 def captions_by_video(captions: pa.Table) -> dict[str, list[tuple[str, list[str]]]]:
@@ -57,13 +35,13 @@ def captions_by_video(captions: pa.Table) -> dict[str, list[tuple[str, list[str]
 
 
 @functools.lru_cache(maxsize=4)
-def _inputs(config_json: str):
+def _inputs(config: ModelConfig):
     """Preprocessor and tokenizer per model config, built once per worker process."""
-    return create_inputs(model_config(**json.loads(config_json)))
+    return create_inputs(config)
 
 
 def encode_pairs(
-    batch: pa.Table, config_json: str, captions: dict[str, list[tuple[str, list[str]]]]
+    batch: pa.Table, config: ModelConfig, captions: dict[str, list[tuple[str, list[str]]]]
 ) -> dict[str, np.ndarray]:
     """Ray Data UDF: ``videos/`` rows -> one preprocessed row per (video, caption) pair.
 
@@ -71,8 +49,7 @@ def encode_pairs(
     read: on a small machine whose CPUs the training workers hold, the data
     side then needs one free CPU, not one per stage.
     """
-    preprocess, tokenizer = _inputs(config_json)
-    max_keywords = json.loads(config_json)["max_keywords"]
+    preprocess, tokenizer = _inputs(config)
     frames, masks, texts, keywords, keys = [], [], [], [], []
     for vid, jpegs in zip(batch.column("video_id").to_pylist(),
                           batch.column("frames").to_pylist(), strict=True):
@@ -88,7 +65,7 @@ def encode_pairs(
             keys.append(video_key(vid))
     if not texts:
         return {}
-    kw_tokens, kw_mask = tokenizer.keywords(keywords, max_keywords)
+    kw_tokens, kw_mask = tokenizer.keywords(keywords, config.max_keywords)
     return {
         "frames": np.stack([f.numpy() for f in frames]),
         "frame_mask": np.stack([m.numpy() for m in masks]),
@@ -118,7 +95,7 @@ def pair_dataset(data: str | IngestSnapshot, split: str, config: ModelConfig):
                                    filesystem=fs).select_columns(["video_id", "frames"])
     return videos.map_batches(
         encode_pairs,
-        fn_kwargs={"config_json": json.dumps(dataclasses.asdict(config)), "captions": grouped},
+        fn_kwargs={"config": config, "captions": grouped},
         batch_size=8,
         batch_format="pyarrow",
     )

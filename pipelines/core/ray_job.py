@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TypeVar
 
-from pipelines.job_config import parse_config
+from pipelines.core.job_config import parse_config
 
 T = TypeVar("T")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from pipelines.storage import UNREADABLE, Fingerprint
+from pipelines.core.storage import UNREADABLE, Fingerprint
 
 
 @dataclass

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from pipelines import storage
+from pipelines.core import storage
 
 FORMAT_VERSION = 2
 PARTS = ("videos", "captions", "errors")
@@ -200,6 +200,32 @@ def as_snapshot(data: str | IngestSnapshot) -> IngestSnapshot:
     mix two runs in what the job reads.
     """
     return data if isinstance(data, IngestSnapshot) else open_ingest(data)
+
+
+def open_part(data: str | IngestSnapshot, part: str) -> pads.Dataset:
+    """One part (``videos``, ``captions``) of a committed ingest run (see ``as_snapshot``)."""
+    return as_snapshot(data).dataset(part)
+
+
+def read_captions(data: str | IngestSnapshot, split: str) -> pa.Table:
+    """Captions of one split (``video_id``, ``caption``, ``keywords``)."""
+    snapshot = as_snapshot(data)
+    table = open_part(snapshot, "captions").to_table(
+        columns=["video_id", "caption", "keywords"], filter=pc.field("split") == split
+    )
+    if table.num_rows == 0:
+        raise ValueError(f"{snapshot.output}: no captions in split {split!r}")
+    return table
+
+
+def video_splits(snapshot: IngestSnapshot) -> dict[str, str]:
+    """The split of each captioned video (its first caption's)."""
+    captions = snapshot.dataset("captions").to_table(columns=["video_id", "split"])
+    splits: dict[str, str] = {}
+    for video_id, split in zip(captions.column("video_id").to_pylist(),
+                               captions.column("split").to_pylist(), strict=True):
+        splits.setdefault(video_id, split)
+    return splits
 
 
 def changes_since(snapshot: IngestSnapshot, version: int,

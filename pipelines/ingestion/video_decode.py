@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vtr_models.frame_thinning import even_indices
+from vtr_models import even_indices
 
 
 class VideoDecodeError(ValueError):

@@ -18,9 +18,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from vtr_models.masking import masked_mean
-from vtr_models.model_config import ModelConfig
-from vtr_models.retrieval_model import VideoFeatures
+from vtr_models import ModelConfig, VideoFeatures
 
 METADATA_COLUMNS = ("video_id", "uri", "duration_s", "native_fps", "width", "height",
                     "num_frames", "timestamps_s", "size_bytes", "mtime", "etag")
@@ -84,9 +82,8 @@ def video_features(rows: pa.Table, config: ModelConfig) -> VideoFeatures:
              if config.fine_grained else None)
     counts = torch.from_numpy(rows.column("feature_frames").to_numpy().astype(np.int64))
     mask = torch.arange(config.max_frames).unsqueeze(0) < counts.unsqueeze(1)
-    # pooled is the masked mean of the frame features, as encode_video defines it; the
-    # stored vector is its unit-length float32 copy, which stage two need not fetch
-    return VideoFeatures(masked_mean(frames, mask, dim=1), frames, local, mask)
+    # the stored vector is pooled's unit-length float32 copy, which stage two need not fetch
+    return VideoFeatures.of_frames(frames, local, mask)
 
 
 def keyword_options_of(schema: pa.Schema) -> dict | None:

@@ -17,25 +17,55 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 
-from pipelines.batch_sampling import caption_neighbours, neighbour_batches, random_batches
-from pipelines.evaluation import evaluate_split, load_split
-from pipelines.ingest_store import open_ingest
-from vtr_models.augment import random_shift
-from vtr_models.checkpoint import WEIGHTS_FILE, save_checkpoint
-from vtr_models.factory import create_model
-from vtr_models.model_config import model_config
-from vtr_models.param_groups import optimizer_groups
-from vtr_models.retrieval_model import RetrievalModel
+from pipelines.ingestion.output import open_ingest
+from pipelines.training.batch_sampling import caption_neighbours, neighbour_batches, random_batches
+from pipelines.training.evaluation import evaluate_split, load_split
+from vtr_models import (
+    ModelConfig,
+    RetrievalModel,
+    create_model,
+    load_weights,
+    optimizer_groups,
+    random_shift,
+    save_checkpoint,
+)
 
 MODEL_DIR = "model"  # inside each Ray Train checkpoint: a vtr_models checkpoint folder
 STATE_FILE = "training_state.pt"  # optimiser and scheduler state dicts (tensors only)
 HISTORY_FILE = "history.json"  # epoch, per-epoch metrics, best so far
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """What every worker's loop needs: built by ``pipelines/train.py`` from its flags and
+    the ingest output it opened, and sent to the workers as one typed object."""
+
+    data: str  # the ingest output
+    data_version: int  # the committed run the job opened: every worker reads that one
+    val_split: str
+    model: ModelConfig
+    epochs: int
+    batch_size: int  # global: split evenly between the workers
+    num_pairs: int  # training pairs, for the steps of the learning-rate schedule
+    cached: bool  # pairs cached in memory (random order, hard negatives) or streamed
+    hard_negatives: int
+    shuffle_buffer: int
+    augment_shift: float
+    first_stage_loss: float
+    lr: float
+    lr_clip: float
+    weight_decay: float
+    warmup_ratio: float
+    grad_clip: float
+    checkpoint_every: int
+    seed: int
 
 
 def _world() -> int:
@@ -112,9 +142,7 @@ def _save(model: RetrievalModel, optimizer, scheduler, history: dict, folder: Pa
 
 
 def _restore(model: RetrievalModel, optimizer, scheduler, folder: Path) -> dict:
-    from safetensors.torch import load_model
-
-    load_model(model, str(folder / MODEL_DIR / WEIGHTS_FILE))
+    load_weights(model, folder / MODEL_DIR)
     state = torch.load(folder / STATE_FILE, weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -143,15 +171,15 @@ class CachedShard:
             yield {k: v[index].to(device, non_blocking=True) for k, v in self.pairs.items()}
 
 
-def epoch_batches(shard, memory: CachedShard | None, settings: dict, batch_size: int,
+def epoch_batches(shard, memory: CachedShard | None, settings: LoopSettings, batch_size: int,
                   device: torch.device, epoch: int):
     """One epoch of a worker's batches: from memory when cached, else streamed by Ray Data."""
-    seed = settings["seed"] * 1000 + epoch
+    seed = settings.seed * 1000 + epoch
     if memory is not None:
         return memory.batches(batch_size, seed, device)
     return shard.iter_torch_batches(
         batch_size=batch_size, drop_last=True, device=device,
-        local_shuffle_buffer_size=settings["shuffle_buffer"] or None, local_shuffle_seed=seed)
+        local_shuffle_buffer_size=settings.shuffle_buffer or None, local_shuffle_seed=seed)
 
 
 def quiet_ray_train_logs() -> None:
@@ -172,39 +200,39 @@ def epoch_line(metrics: dict, epochs: int) -> str:
     return ", ".join(parts)
 
 
-def train_loop_per_worker(settings: dict) -> None:
-    """Ray Train entry point; ``settings`` is ``dataclasses.asdict`` of a TrainConfig."""
+def train_loop_per_worker(loop_config: dict) -> None:
+    """Ray Train entry point; ``loop_config["settings"]`` is the run's ``LoopSettings``."""
     import ray.train
     import ray.train.torch
 
     quiet_ray_train_logs()
     context = ray.train.get_context()
     rank = context.get_world_rank()
-    torch.manual_seed(settings["seed"])
-    config = model_config(settings["model"], **settings["model_overrides"])
-    model = create_model(config)
+    settings: LoopSettings = loop_config["settings"]
+    torch.manual_seed(settings.seed)
+    model = create_model(settings.model)
     optimizer = torch.optim.AdamW(optimizer_groups(
-        model, model.backbone, settings["lr_clip"], settings["lr"], settings["weight_decay"]))
-    steps_per_epoch = max(1, settings["num_pairs"] // settings["batch_size"])
-    total = steps_per_epoch * settings["epochs"]
+        model, model.backbone, settings.lr_clip, settings.lr, settings.weight_decay))
+    steps_per_epoch = max(1, settings.num_pairs // settings.batch_size)
+    total = steps_per_epoch * settings.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, cosine_with_warmup(total, int(settings["warmup_ratio"] * total)))
+        optimizer, cosine_with_warmup(total, int(settings.warmup_ratio * total)))
     history = {"epoch": 0, "epochs": [], "best": None}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
             history = _restore(model, optimizer, scheduler, Path(folder))
-    torch.manual_seed(settings["seed"] * 1000 + history["epoch"] * 10 + rank)
+    torch.manual_seed(settings.seed * 1000 + history["epoch"] * 10 + rank)
     module = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
-    per_worker = settings["batch_size"] // context.get_world_size()
+    per_worker = settings.batch_size // context.get_world_size()
     use_amp = device.type == "cuda"
     shard = ray.train.get_dataset_shard("train")
-    memory = CachedShard(shard, settings["hard_negatives"]) if settings["cached"] else None
-    val_inputs = (load_split(model, open_ingest(settings["data"], settings["data_version"]),
-                             settings["val_split"]) if rank == 0 else None)
+    memory = CachedShard(shard, settings.hard_negatives) if settings.cached else None
+    val_inputs = (load_split(model, open_ingest(settings.data, settings.data_version),
+                             settings.val_split) if rank == 0 else None)
 
-    for epoch in range(history["epoch"], settings["epochs"]):
+    for epoch in range(history["epoch"], settings.epochs):
         model.train()
         losses = []
         started = time.perf_counter()
@@ -216,13 +244,13 @@ def train_loop_per_worker(settings: dict) -> None:
             data_s += time.perf_counter() - waited
             if batch is None:
                 break
-            shift = round(settings["augment_shift"] * batch["frames"].shape[-1])
+            shift = round(settings.augment_shift * batch["frames"].shape[-1])
             batch["frames"] = random_shift(batch["frames"], shift)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = contrastive_step(model, module, batch, settings["first_stage_loss"])
+                loss = contrastive_step(model, module, batch, settings.first_stage_loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings["grad_clip"])
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())
@@ -241,7 +269,7 @@ def train_loop_per_worker(settings: dict) -> None:
         # ties go to the later epoch, as Ray's checkpoint retention keeps the later one
         improved = rank == 0 and (history["best"] is None
                                   or score >= history["best"]["val_t2v_R@1"])
-        due = (epoch + 1) % settings["checkpoint_every"] == 0 or epoch + 1 == settings["epochs"]
+        due = (epoch + 1) % settings.checkpoint_every == 0 or epoch + 1 == settings.epochs
         metrics["checkpointed"] = rank == 0 and (due or improved)  # final/ needs the best
         history["epoch"] = epoch + 1
         history["epochs"].append(metrics)
@@ -250,7 +278,7 @@ def train_loop_per_worker(settings: dict) -> None:
         if rank == 0:
             # not print(): Ray Train turns a worker's print into a root-logger record,
             # which its handlers then write twice
-            sys.stdout.write(epoch_line(metrics, settings["epochs"]) + "\n")
+            sys.stdout.write(epoch_line(metrics, settings.epochs) + "\n")
             sys.stdout.flush()
         with tempfile.TemporaryDirectory() as tmp:
             report_checkpoint = None
