@@ -1,43 +1,79 @@
 """Latency and recall of two-stage search, exact and through the IVF-PQ index.
 
     python benchmarks/query_latency.py [--rows 10000 100000] [--queries 50] [--candidates 100]
-        [--nprobes 20] [--refine-factor 1]
+        [--nprobes 20] [--refine-factor 1] [--vectors uniform|clustered] [--clusters N]
     python benchmarks/query_latency.py --rows 1000000 --queries 30 --nprobes 20 50 \
         --refine-factor 1 5      # ~26 GB of table in the temporary folder (TMPDIR)
 
 Prints one JSON object. For each table size it writes a LanceDB table of
 random unit vectors and random rerank features at ViT-B-32 sizes (512-d, 12
 frames), as ``pipelines/embed.py`` lays them out (streamed in 10,000-row
-batches, so a million rows fit in memory), then times ``VideoSearch.search``
-(``k=10``) with exact search and again after building the IVF-PQ index
-(``ensure_indexes`` of the embed job, so the table is laid out as the job
-leaves it: fragments compacted, a scalar index on ``video_id``), once for each
-``--nprobes`` x ``--refine-factor``. Every timed query is a distinct text, so
-each fetches other rows; the index phase asks the exact phase's texts. Reported
-apart, p50 and p95 in milliseconds:
+batches, so a million rows fit in memory), then times
+``VideoSearch.search_encoded`` (``k=10``) with exact search and again after
+building the IVF-PQ index (``ensure_indexes`` of the embed job, so the table is
+laid out as the job leaves it: fragments compacted, a scalar index on
+``video_id``), once for each ``--nprobes`` x ``--refine-factor``. Every timed
+query is a distinct text, so each fetches other rows; the index phase asks the
+exact phase's queries. Reported apart, p50 and p95 in milliseconds:
 
-- ``text_ms``: encoding the query (tokens, keywords, text tower);
-- ``search_ms``: LanceDB vector search, returning the candidates' features;
+- ``text_ms``: encoding the query (``VideoSearch.encode_texts``: tokens,
+  keywords, text tower);
+- ``search_ms``: LanceDB vector search, returning the candidates' features
+  (``VideoSearch``'s one query);
 - ``rerank_ms``: the full model's score of the candidates;
 - ``rest_ms``: search + rerank, everything after the text (goal: p50 <= 20 ms,
-  p95 <= 40 ms with 100 candidates).
+  p95 <= 40 ms with 100 candidates);
+- ``vector_ms``, ``fetch_ms``, ``two_phase_ms``: where ``search_ms`` goes, from
+  the same query asked in two steps beside it: the vector search selecting only
+  ``video_id`` and ``_distance`` (with ``_rowid``), then the fetch of the
+  candidates' rerank columns by row id (``Table.take_row_ids``); their sum.
+  Which of the two runs first alternates from query to query.
+  ``two_phase_same`` is the share of queries whose two-step candidates are the
+  one query's (same ids, same order, same distances).
 
 Per index setting, ``recall_at_10`` is the mean over the queries of the share
 of the exact search's final top 10 (after the rerank) that the indexed search
-also returns (goal: >= 0.95). Per table size, ``disk_gb`` is the table's
-folder once compacted and indexed, ``index_build_s`` the index's build.
+also returns (goal: >= 0.95); ``candidate_recall`` the same for the first
+stage's ``--candidates`` (before the rerank). Per table size, ``disk_gb`` is the
+table's folder once compacted and indexed, ``index_build_s`` the index's build.
+
+``--vectors`` says what the table's vectors and the queries' first-stage
+vectors are:
+
+- ``uniform`` (default; the figures of ``docs/benchmarks.md`` before
+  clustered vectors): table vectors uniform on the sphere, and the queries'
+  own text embeddings, unrelated to the table. No clusters for the IVF
+  partitions, and product-quantisation error as large as the gaps between
+  neighbours: recall here is a floor.
+- ``clustered``: like real CLIP embeddings, a mixture on the sphere.
+  ``--clusters`` centres (default: one per 1,000 rows) uniform on the sphere;
+  each row is ``normalize(centre + sigma * gaussian)``, with ``sigma`` set so
+  that a row's cosine to its centre is about ``--row-cosine`` (0.8:
+  ``sigma = sqrt(1/0.8**2 - 1) / sqrt(dim)``, 0.033 at 512-d). The queries
+  come from the same distribution, as a caption's text embedding lies near
+  its video's: each query's first-stage vector is
+  ``normalize(v + sigma_q * gaussian)`` for the vector ``v`` of a random table
+  row, its cosine to ``v`` about ``--query-cosine`` (0.85). The query text is
+  still encoded (and timed) as usual, then its ``global_feature`` is replaced
+  by that vector times the encoded feature's norm, so the first stage asks
+  that vector and the rerank scores the same features; exact and indexed
+  searches use the same features. The JSON records the cosines measured.
+
+The rerank features are random in both modes (unrelated to the vectors), so the
+rerank picks its top 10 from the candidates at random as far as the first
+stage is concerned: ``recall_at_10`` tracks ``candidate_recall``.
 
 The model is ``lfemi`` over a random-init ``ViT-B-32``: weights do not change
 the cost. Keywords are off (``--keyword-model none``) unless a local sentence
 model folder is given, since KeyBERT's time is part of the text, not of the rest.
-Random vectors are a hard case for an index (no clusters), so the recall here
-is a floor for real embeddings.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
 import shutil
 import sys
@@ -47,28 +83,69 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from pipelines.embed import ensure_indexes
-from pipelines.index.search import VideoSearch
+from pipelines.index.search import FETCHED_COLUMNS, VideoSearch
 from pipelines.index.table import METADATA_COLUMNS, TableState, keep_state, table_schema
 from pipelines.ingestion.schemas import VIDEOS
+from vtr_models import TextFeatures
 from vtr_models.checkpoint import checkpoint_id, save_checkpoint
 from vtr_models.factory import create_model
 
 QUERIES = ["a dog catches a frisbee on the beach", "a man is cooking in a kitchen",
            "cars drive through a city at night", "a woman sings on a stage",
            "children play football in a park"]
+CENTRE_SEED = 1_000_003  # not a batch's seed (those are row offsets)
+QUERY_SEED = 2_000_003
+# the rerank columns: what the vector search's second step fetches by row id
+RERANK_COLUMNS = [c for c in FETCHED_COLUMNS if c not in ("video_id", "_distance")]
 
 
-def random_rows(count: int, dim: int, frames: int, model_id: str, seed: int) -> pa.Table:
-    """``count`` rows of the video table's schema with random unit vectors and features."""
+def noise_sigma(cosine: float, dim: int) -> float:
+    """The per-coordinate gaussian ``sigma`` for which ``normalize(u + sigma * g)`` has
+    cosine about ``cosine`` to the unit vector ``u`` in ``dim`` dimensions
+    (``|u + sigma * g|^2 ~ 1 + sigma^2 * dim``)."""
+    return math.sqrt(1 / cosine**2 - 1) / math.sqrt(dim)
+
+
+def normalized(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Clusters:
+    """The mixture the clustered table's vectors come from."""
+
+    centres: np.ndarray  # [clusters, dim] unit vectors
+    sigma: float
+
+    @classmethod
+    def random(cls, count: int, dim: int, row_cosine: float) -> Clusters:
+        rng = np.random.default_rng(CENTRE_SEED)
+        centres = normalized(rng.standard_normal((count, dim), dtype=np.float32))
+        return cls(centres, noise_sigma(row_cosine, dim))
+
+    def draw(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """``count`` unit vectors of the mixture, and each one's centre index."""
+        which = rng.integers(len(self.centres), size=count)
+        noise = rng.standard_normal((count, self.centres.shape[1]), dtype=np.float32)
+        return normalized(self.centres[which] + self.sigma * noise), which
+
+
+def random_rows(count: int, dim: int, frames: int, model_id: str, seed: int,
+                clusters: Clusters | None = None) -> pa.Table:
+    """``count`` rows of the video table's schema with random unit vectors (uniform on
+    the sphere, or drawn from ``clusters``) and random features."""
     rng = np.random.default_rng(seed)
     schema = table_schema(VIDEOS, dim, frames)
-    vectors = rng.standard_normal((count, dim), dtype=np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    if clusters is None:
+        vectors = normalized(rng.standard_normal((count, dim), dtype=np.float32))
+    else:
+        vectors, _ = clusters.draw(rng, count)
     features = rng.standard_normal((count, frames * dim), dtype=np.float32).astype(np.float16)
-    ids = [f"v{i:07d}" for i in range(count)]
+    ids = [f"v{i:07d}" for i in range(seed, seed + count)]
     columns = {name: pa.nulls(count, schema.field(name).type) for name in METADATA_COLUMNS}
     columns.update({
         "video_id": pa.array(ids), "uri": pa.array([f"s3://archive/{i}.mp4" for i in ids]),
@@ -85,7 +162,7 @@ def random_rows(count: int, dim: int, frames: int, model_id: str, seed: int) -> 
 
 
 def build_table(path: Path, rows: int, dim: int, frames: int, model_id: str,
-                index: bool = True):
+                index: bool = True, clusters: Clusters | None = None):
     """A LanceDB ``videos`` table of ``rows`` random rows at ``path`` (a database folder),
     written in one stream of 10,000-row batches (one fragment up to about a million rows,
     nothing held in memory), laid out as the embed job leaves it: a ``video_id`` index,
@@ -95,12 +172,33 @@ def build_table(path: Path, rows: int, dim: int, frames: int, model_id: str,
     schema = table_schema(VIDEOS, dim, frames)
     batches = (batch for start in range(0, rows, 10_000)
                for batch in random_rows(min(10_000, rows - start), dim, frames, model_id,
-                                        seed=start).to_batches())
+                                        seed=start, clusters=clusters).to_batches())
     table = lancedb.connect(str(path)).create_table("videos", schema=schema)
     table.add(pa.RecordBatchReader.from_batches(schema, batches), write_parallelism=1)
     keep_state(table.to_lance(), TableState("benchmark", 0, model_id))  # as embed records it
     ensure_indexes(table, min_rows=0 if index else rows + 1, index_type="IVF_PQ")
     return table
+
+
+def query_vectors(table, count: int, query_cosine: float) -> tuple[np.ndarray, float]:
+    """``count`` first-stage query vectors near random rows of ``table``:
+    ``normalize(row + sigma * gaussian)``, cosine about ``query_cosine`` to the row;
+    and their mean cosine to their rows."""
+    rng = np.random.default_rng(QUERY_SEED)
+    offsets = rng.choice(table.count_rows(), size=count, replace=False)
+    rows = table.to_lance().take(offsets.tolist(), columns=["vector"]).column("vector")
+    rows = rows.combine_chunks().flatten().to_numpy().reshape(count, -1)
+    noise = rng.standard_normal(rows.shape, dtype=np.float32)
+    vectors = normalized(rows + noise_sigma(query_cosine, rows.shape[1]) * noise)
+    return vectors, float(np.mean(np.sum(vectors * rows, axis=1)))
+
+
+def with_first_stage(features: TextFeatures, vector: np.ndarray) -> TextFeatures:
+    """``features`` of one text whose ``text_embedding`` is the unit ``vector``: its
+    global feature replaced by ``vector`` at the encoded feature's norm."""
+    old = features.global_feature
+    new = torch.from_numpy(vector).to(old.dtype).unsqueeze(0) * old.norm(dim=-1, keepdim=True)
+    return dataclasses.replace(features, global_feature=new)
 
 
 def folder_gb(path: Path) -> float:
@@ -119,27 +217,94 @@ def query_texts(count: int) -> list[str]:
     return [f"{QUERIES[i % len(QUERIES)]}, take {i}" for i in range(count)]
 
 
-def time_search(search: VideoSearch, texts: list[str], candidates: int
-                ) -> tuple[dict, list[list[str]]]:
-    """p50/p95 of each stage over searches of ``texts`` (after two warm-up queries), and
-    each text's top 10 video ids."""
+def vector_query(search: VideoSearch, features: TextFeatures, candidates: int, columns):
+    """The first-stage query ``VideoSearch.search_encoded`` asks, selecting ``columns``."""
+    vector = search.model.text_embedding(features)[0].float().numpy()
+    query = (search.table.search(vector, vector_column_name="vector").metric("cosine")
+             .select(columns).limit(candidates).nprobes(search.nprobes))
+    if search.refine_factor > 1:
+        query = query.refine_factor(search.refine_factor)
+    return query
+
+
+def take_in_order(table, row_ids: pa.Array, columns: list[str]) -> pa.Table:
+    """``columns`` of the rows ``row_ids`` of ``table``, in that order (LanceDB's take
+    promises no order)."""
+    rows = table.take_row_ids(row_ids.to_pylist()).select(columns).with_row_id().to_arrow()
+    return rows.take(pc.index_in(row_ids, value_set=rows.column("_rowid")))
+
+
+@torch.no_grad()
+def two_phase(search: VideoSearch, features: TextFeatures, candidates: int
+              ) -> tuple[pa.Table, float, float]:
+    """The first stage in two steps: the vector search for ids and distances, then the
+    rerank columns by row id. The candidates (``FETCHED_COLUMNS``, ``_rowid``), and the
+    seconds of each step."""
+    started = time.perf_counter()
+    ids = vector_query(search, features, candidates,
+                       ["video_id", "_distance"]).with_row_id(True).to_arrow()
+    searched = time.perf_counter()
+    fetched = take_in_order(search.table, ids.column("_rowid").combine_chunks(),
+                            RERANK_COLUMNS)
+    done = time.perf_counter()
+    for name in ("video_id", "_distance"):
+        fetched = fetched.append_column(name, ids.column(name))
+    return fetched, searched - started, done - searched
+
+
+@torch.no_grad()
+def one_query(search: VideoSearch, features: TextFeatures, candidates: int) -> pa.Table:
+    """The candidates as ``VideoSearch.search_encoded`` fetches them, in one query."""
+    return vector_query(search, features, candidates, FETCHED_COLUMNS).to_arrow()
+
+
+def same_candidates(one: pa.Table, two: pa.Table) -> bool:
+    """Whether two first stages found the same rows in the same order, at the same
+    distances, with the same rerank columns."""
+    return all(one.column(c).combine_chunks().equals(two.column(c).combine_chunks())
+               for c in FETCHED_COLUMNS)
+
+
+def time_search(search: VideoSearch, texts: list[str], candidates: int,
+                vectors: np.ndarray | None) -> tuple[dict, list[list[str]], list[list[str]]]:
+    """p50/p95 of each stage over searches of ``texts`` (after two warm-up queries), each
+    text's first-stage vector replaced by its row of ``vectors`` unless None; each text's
+    top 10 video ids and its candidates' ids."""
     for text in QUERIES[:2]:
         search.search(text, k=10, candidates=candidates)
-    timings: dict[str, list[float]] = {"text_ms": [], "search_ms": [], "rerank_ms": [],
-                                       "rest_ms": []}
-    tops = []
-    for text in texts:
-        tops.append(search.search(text, k=10, candidates=candidates)["video_id"].tolist())
-        t = search.timings
-        timings["text_ms"].append(t["text_s"])
-        timings["search_ms"].append(t["search_s"])
-        timings["rerank_ms"].append(t["rerank_s"])
-        timings["rest_ms"].append(t["search_s"] + t["rerank_s"])
-    return {name: percentiles(values) for name, values in timings.items()}, tops
+        two_phase(search, search.encode_texts([text]), candidates)
+    names = ["text_ms", "search_ms", "rerank_ms", "rest_ms", "vector_ms", "fetch_ms",
+             "two_phase_ms"]
+    timings: dict[str, list[float]] = {name: [] for name in names}
+    tops, candidate_ids, same = [], [], []
+    for i, text in enumerate(texts):
+        started = time.perf_counter()
+        features = search.encode_texts([text])
+        timings["text_ms"].append(time.perf_counter() - started)
+        if vectors is not None:
+            features = with_first_stage(features, vectors[i])
+        if i % 2:  # which goes first alternates: neither always finds the other's pages
+            split = two_phase(search, features, candidates)
+        result, t = search.search_encoded(features, 10, candidates)
+        if not i % 2:
+            split = two_phase(search, features, candidates)
+        rows, vector_s, fetch_s = split
+        tops.append(result["video_id"].tolist())
+        candidate_ids.append(rows.column("video_id").to_pylist())
+        # the one query again, untimed, to check the two steps find what it finds
+        same.append(same_candidates(one_query(search, features, candidates), rows))
+        for name, seconds in [("search_ms", t["search_s"]), ("rerank_ms", t["rerank_s"]),
+                              ("rest_ms", t["search_s"] + t["rerank_s"]),
+                              ("vector_ms", vector_s), ("fetch_ms", fetch_s),
+                              ("two_phase_ms", vector_s + fetch_s)]:
+            timings[name].append(seconds)
+    summary = {name: percentiles(values) for name, values in timings.items()}
+    summary["two_phase_same"] = round(float(np.mean(same)), 3)
+    return summary, tops, candidate_ids
 
 
 def recall(exact: list[list[str]], found: list[list[str]]) -> float:
-    """Mean share of each exact top 10 that ``found`` holds."""
+    """Mean share of each exact list that ``found``'s list holds."""
     return round(float(np.mean([len(set(e) & set(f)) / len(e) for e, f in zip(exact, found,
                                                                         strict=True)])), 3)
 
@@ -163,6 +328,15 @@ def main() -> None:
                         help="IVF partitions searched (VideoSearch default: 20)")
     parser.add_argument("--refine-factor", type=int, nargs="+", default=[1],
                         help="candidates x factor re-ranked by exact distance (default: 1)")
+    parser.add_argument("--vectors", choices=["uniform", "clustered"], default="uniform",
+                        help="table and query vectors: uniform on the sphere (queries: "
+                             "their texts' embeddings), or a mixture with queries near rows")
+    parser.add_argument("--clusters", type=int, default=None,
+                        help="clustered: mixture centres (default: one per 1,000 rows)")
+    parser.add_argument("--row-cosine", type=float, default=0.8,
+                        help="clustered: typical cosine of a row to its centre")
+    parser.add_argument("--query-cosine", type=float, default=0.85,
+                        help="clustered: typical cosine of a query to its row")
     parser.add_argument("--backbone", default="ViT-B-32", help="open_clip name, random init")
     parser.add_argument("--keyword-model", default="none",
                         help="local sentence model folder for query keywords, or none")
@@ -177,15 +351,27 @@ def main() -> None:
                                                    keyword_model is not None)
         for count in args.rows:
             folder = Path(tmp) / f"db{count}"
+            row: dict = {"rows": count, "candidates": args.candidates}
+            clusters = vectors = None
+            if args.vectors == "clustered":
+                clusters = Clusters.random(args.clusters or max(1, count // 1000), dim,
+                                           args.row_cosine)
+                row["clusters"] = len(clusters.centres)
+                row["sigma"] = round(clusters.sigma, 5)
             started = time.perf_counter()
             table = build_table(folder, count, dim, frames, checkpoint_id(checkpoint),
-                                index=False)
-            row = {"rows": count, "candidates": args.candidates,
-                   "write_s": round(time.perf_counter() - started, 1)}
+                                index=False, clusters=clusters)
+            row["write_s"] = round(time.perf_counter() - started, 1)
             log(f"{count} rows written in {row['write_s']} s")
+            if clusters is not None:
+                vectors, row["query_row_cosine"] = query_vectors(table, len(texts),
+                                                                 args.query_cosine)
+                row["row_centre_cosine"] = centre_cosine(clusters)
+                row["query_row_cosine"] = round(row["query_row_cosine"], 3)
             search = VideoSearch(str(folder), "videos", str(checkpoint),
                                  keyword_model=keyword_model)
-            row["exact"], exact_tops = time_search(search, texts, args.candidates)
+            row["exact"], exact_tops, exact_candidates = time_search(
+                search, texts, args.candidates, vectors)
             log(f"{count} rows exact: {row['exact']}")
             started = time.perf_counter()
             ensure_indexes(table, min_rows=0, index_type="IVF_PQ")
@@ -198,17 +384,29 @@ def main() -> None:
             for nprobes in args.nprobes:
                 for factor in args.refine_factor:
                     search.nprobes, search.refine_factor = nprobes, factor
-                    timings, tops = time_search(search, texts, args.candidates)
+                    timings, tops, candidates = time_search(search, texts, args.candidates,
+                                                            vectors)
                     cell = {"nprobes": nprobes, "refine_factor": factor,
-                            "recall_at_10": recall(exact_tops, tops), **timings}
+                            "recall_at_10": recall(exact_tops, tops),
+                            "candidate_recall": recall(exact_candidates, candidates),
+                            **timings}
                     log(f"{count} rows ivf_pq: {cell}")
                     row["ivf_pq"].append(cell)
             results.append(row)
             del table, search
             shutil.rmtree(folder)  # the next size's room
+    vectors_info = {"vectors": args.vectors}
+    if args.vectors == "clustered":
+        vectors_info.update({"row_cosine": args.row_cosine, "query_cosine": args.query_cosine})
     print(json.dumps({"backbone": args.backbone, "dim": dim, "frames": frames,
                       "cpus": os.cpu_count(), "keywords": keyword_model is not None,
-                      "queries": args.queries, "results": results}, indent=2))
+                      "queries": args.queries, **vectors_info, "results": results}, indent=2))
+
+
+def centre_cosine(clusters: Clusters, count: int = 10_000) -> float:
+    """The mean cosine of ``count`` draws of ``clusters`` to their centres."""
+    vectors, which = clusters.draw(np.random.default_rng(0), count)
+    return round(float(np.mean(np.sum(vectors * clusters.centres[which], axis=1))), 3)
 
 
 def log(message: str) -> None:
