@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipelines.datasets.samples import bundled_minilm
-from pipelines.datasets.synthetic import generate
+from pipelines.sources.samples import bundled_minilm
+from pipelines.sources.synthetic import generate
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import psutil
 
-from pipelines.datasets.samples import write_clip
+from pipelines.sources.samples import write_clip
 from pipelines.ingestion.video_decode import SamplingOptions, sample_times, scaled_size
 
 REPO = Path(__file__).resolve().parents[1]

@@ -35,7 +35,9 @@ Per index setting, ``recall_at_10`` is the mean over the queries of the share
 of the exact search's final top 10 (after the rerank) that the indexed search
 also returns (goal: >= 0.95); ``candidate_recall`` the same for the first
 stage's ``--candidates`` (before the rerank). Per table size, ``disk_gb`` is the
-table's folder once compacted and indexed, ``index_build_s`` the index's build.
+table's folder once compacted and indexed, ``index_build_s`` the index's build,
+``index_partitions`` and ``pq_sub_vectors`` the index's shape (LanceDB's
+defaults: one partition at 10,000 rows, where ``--nprobes`` changes nothing).
 
 ``--vectors`` says what the table's vectors and the queries' first-stage
 vectors are:
@@ -199,6 +201,15 @@ def with_first_stage(features: TextFeatures, vector: np.ndarray) -> TextFeatures
     old = features.global_feature
     new = torch.from_numpy(vector).to(old.dtype).unsqueeze(0) * old.norm(dim=-1, keepdim=True)
     return dataclasses.replace(features, global_feature=new)
+
+
+def index_shape(table) -> dict:
+    """The vector index's IVF partitions and PQ sub-vectors (LanceDB's defaults for the
+    table's size)."""
+    name = next(i.name for i in table.list_indices() if i.columns == ["vector"])
+    segment = table.to_lance().stats.index_stats(name)["indices"][0]
+    return {"index_partitions": segment["num_partitions"],
+            "pq_sub_vectors": segment["sub_index"]["num_sub_vectors"]}
 
 
 def folder_gb(path: Path) -> float:
@@ -377,6 +388,7 @@ def main() -> None:
             ensure_indexes(table, min_rows=0, index_type="IVF_PQ")
             row["index_build_s"] = round(time.perf_counter() - started, 1)
             row["disk_gb"] = folder_gb(folder)
+            row.update(index_shape(table))
             log(f"{count} rows indexed in {row['index_build_s']} s, {row['disk_gb']} GB")
             search = VideoSearch(str(folder), "videos", str(checkpoint),
                                  keyword_model=keyword_model)

@@ -34,7 +34,7 @@ import lancedb
 import numpy as np
 import torch
 
-from pipelines.datasets.samples import write_clip
+from pipelines.sources.samples import write_clip
 from vtr_models.checkpoint import save_checkpoint
 from vtr_models.factory import create_model
 

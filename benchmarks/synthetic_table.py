@@ -3,7 +3,7 @@
     python benchmarks/synthetic_table.py --workdir bench/ [--seeds 0,1,2] [--epochs 30] \\
         [--train-groups 134] [--runs meanp,seqtransf,lfemi,...] [--train-flags "..."]
 
-Generates the order-only clips (``pipelines/datasets/synthetic.py``) and ingests them
+Generates the order-only clips (``pipelines/sources/synthetic.py``) and ingests them
 once into ``WORKDIR``, then for each run and seed trains with
 ``pipelines/train.py`` at its default flags (plus ``--epochs``, ``--seed``,
 the run's own flags and ``--train-flags``), evaluates the best validation epoch
@@ -28,8 +28,8 @@ from pathlib import Path
 
 from bench_data import REPO
 
-from pipelines.datasets.samples import bundled_minilm
-from pipelines.datasets.synthetic import generate
+from pipelines.sources.samples import bundled_minilm
+from pipelines.sources.synthetic import generate
 
 RUNS = {
     "meanp": ["--model", "meanp"],

@@ -6,7 +6,7 @@ Prints JSON, for the full score and for its coarse and fine parts: R@1
 (text-to-video), how often the top-1 clip is in the caption's group, and how
 often the caption's own clip is the best of its group's three (chance: 1/3;
 a mean-pooling model cannot beat it). Ties count against the caption. Clip
-ids are ``g{group}_v{index}``, as ``pipelines/datasets/synthetic.py`` writes them.
+ids are ``g{group}_v{index}``, as ``pipelines/sources/synthetic.py`` writes them.
 """
 
 from __future__ import annotations

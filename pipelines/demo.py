@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 from pipelines import embed, evaluate, ingest, query, refresh, train
-from pipelines.datasets import samples
 from pipelines.ingestion.output import open_ingest
+from pipelines.sources import samples
 
 
 def main(argv: list[str] | None = None) -> int:

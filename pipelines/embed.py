@@ -22,26 +22,28 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from pipelines.core import storage
 from pipelines.core.actor_pools import growing_pool
-from pipelines.core.failpoints import failpoint
 from pipelines.core.in_driver import map_batches_here
 from pipelines.core.job_config import flag
 from pipelines.core.ray_job import start_job
 from pipelines.core.sql import sql_in
 from pipelines.index.embedder import VideoEmbedder
 from pipelines.index.table import (
+    INDEX_TYPES,
     METADATA_COLUMNS,
     TableState,
+    another_model,
+    check_update,
+    ensure_indexes,
     keep_state,
-    keyword_options_of,
+    table_rows,
     table_schema,
     table_state,
 )
@@ -50,7 +52,6 @@ from pipelines.ingestion.output import IngestSnapshot, changes_since, open_inges
 from vtr_models import checkpoint_id, load_checkpoint
 
 log = logging.getLogger("embed")
-INDEX_TYPES = ("IVF_PQ", "HNSW_SQ")
 
 
 @dataclass
@@ -133,73 +134,6 @@ class EmbedSummary:
                 f"{self.embedded} videos embedded, {self.deleted} deleted, {self.unchanged} "
                 f"unchanged, {self.failed} failed; table holds {self.table_rows} rows, vector "
                 f"index: {'yes' if self.vector_index else 'no'}, in {self.seconds:.1f} s")
-
-
-def table_rows(batches: Iterable[pa.Table], schema: pa.Schema, splits: dict[str, str],
-               failures: list[dict]) -> Iterator[pa.RecordBatch]:
-    """Embedder outputs -> record batches of the table's schema; error rows go to ``failures``."""
-    for batch in batches:
-        failed = pc.is_valid(batch.column("error"))
-        failures.extend(batch.filter(failed).select(["video_id", "uri", "error"]).to_pylist())
-        good = batch.filter(pc.invert(failed))
-        if good.num_rows == 0:
-            continue
-        split = pa.array([splits.get(v) for v in good.column("video_id").to_pylist()], pa.string())
-        good = good.append_column("split", split)
-        yield from good.select(schema.names).cast(schema).to_batches()
-        failpoint("embed.rows")  # some rows with the Lance writer, none committed
-
-
-def another_model(table, schema: pa.Schema, state: TableState | None,
-                  wanted: TableState) -> bool:
-    """Whether the checkpoint is not the one the table's rows came from (another model,
-    or another layout: feature sizes, frame count)."""
-    if not table.schema.remove_metadata().equals(schema.remove_metadata()):
-        return True
-    return state is not None and state.model_id != wanted.model_id
-
-
-def check_update(table, schema: pa.Schema, state: TableState | None, wanted: TableState,
-                 name: str) -> None:
-    """Refuse an update that would mix two ingest outputs, splits or keyword setups in one
-    table; each message says what to do."""
-    rebuild = ("pass --overwrite to re-embed every video and swap the table in with one "
-               "commit (queries keep the old rows until then)")
-    theirs = table.schema
-    if state is None:
-        raise ValueError(f"table {name!r} records no ingest run (written before incremental "
-                         f"updates, or its history was cleaned up); {rebuild}")
-    if state.split != wanted.split:
-        raise ValueError(f"table {name!r} holds the videos of split {state.split or 'all'}, "
-                         f"not of {wanted.split or 'all'}; pass --split "
-                         f"{state.split or '(none)'} as its first run did, or {rebuild}")
-    if state.ingest_version > wanted.ingest_version:
-        raise ValueError(f"table {name!r} holds ingest version {state.ingest_version}, newer "
-                         f"than the output's newest ({wanted.ingest_version}): the ingest "
-                         f"output was replaced; {rebuild}")
-    if state.ingest_output != wanted.ingest_output:
-        raise ValueError(f"table {name!r} was built from ingest output {state.ingest_output}, "
-                         f"not {wanted.ingest_output}; {rebuild}, or choose another --table")
-    if keyword_options_of(theirs) != keyword_options_of(schema):
-        raise ValueError(f"table {name!r} records other keyword settings than the ingest "
-                         f"output now has; {rebuild}")
-
-
-def ensure_indexes(table, min_rows: int, index_type: str) -> bool:
-    """Scalar index on ``video_id``; vector index once large enough. Returns: vector index?"""
-    from lancedb.index import BTree, HnswSq, IvfPq
-
-    indexed = {col for index in table.list_indices() for col in index.columns}
-    if "video_id" not in indexed:
-        table.create_index("video_id", config=BTree())
-    has_vector_index = "vector" in indexed
-    if not has_vector_index and table.count_rows() >= min_rows:
-        log.info("building a %s index on %d rows", index_type, table.count_rows())
-        config = {"IVF_PQ": IvfPq, "HNSW_SQ": HnswSq}[index_type](distance_type="cosine")
-        table.create_index("vector", config=config)
-        has_vector_index = True
-    table.optimize()  # fold the run's new rows into the indexes and compact its fragments
-    return has_vector_index
 
 
 @dataclass

@@ -38,7 +38,6 @@ from pipelines.core.keywords import (
 )
 from pipelines.core.ray_job import start_job
 from pipelines.core.sql import sql_in
-from pipelines.datasets.msrvtt import read_msrvtt
 from pipelines.ingestion import schemas
 from pipelines.ingestion.change_plan import VideoPlan, plan_captions, plan_videos
 from pipelines.ingestion.manifest import (
@@ -55,6 +54,7 @@ from pipelines.ingestion.output import (
     delta_storage_options,
 )
 from pipelines.ingestion.video_decode import SamplingOptions
+from pipelines.sources.msrvtt import read_msrvtt
 
 
 @dataclass
@@ -157,9 +157,7 @@ class IngestConfig:
         must keep them, or one output would mix two samplings)."""
         sampling = dataclasses.asdict(self.sampling)
         sampling.pop("decode_threads")  # how fast, not what
-        keywords = dataclasses.asdict(self.keywords)
-        keywords["languages"] = list(keywords["languages"])
-        return {"sampling": sampling, "keyword_options": keywords}
+        return {"sampling": sampling, "keyword_options": self.keywords.to_dict()}
 
 
 @dataclass

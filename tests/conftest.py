@@ -17,10 +17,10 @@ import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
 
-from pipelines.datasets import samples
-from pipelines.datasets.synthetic import generate
 from pipelines.ingestion.output import IngestStore, IngestVersion
 from pipelines.ingestion.schemas import VIDEOS
+from pipelines.sources import samples
+from pipelines.sources.synthetic import generate
 
 REPO = Path(__file__).resolve().parents[1]
 

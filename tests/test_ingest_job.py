@@ -10,9 +10,9 @@ import pytest
 from conftest import make_audio_only
 from PIL import Image
 
-from pipelines.datasets.samples import write_clip
 from pipelines.ingest import main
 from pipelines.ingestion.output import open_ingest
+from pipelines.sources.samples import write_clip
 
 pytestmark = pytest.mark.slow
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipelines.datasets.samples import write_clip
 from pipelines.ingestion.stages import VideoSampler
 from pipelines.ingestion.video_decode import SamplingOptions, decode_video
+from pipelines.sources.samples import write_clip
 
 
 def crash_on_poison(path: str, options: SamplingOptions) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -106,3 +107,13 @@ def test_a_model_name_loads_offline_from_the_hugging_face_cache(tmp_path, keywor
     missing = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
                              capture_output=True, text=True, timeout=300)
     assert missing.returncode != 0 and "KeywordModelError" in missing.stderr
+
+
+def test_keyword_options_round_trip_through_json():
+    options = KeywordOptions(model="some/model", num_keywords=3, stop_words=None,
+                             languages=("en", "de"))
+    recorded = json.loads(json.dumps(options.to_dict()))  # as the run log and table keep it
+    assert recorded["languages"] == ["en", "de"]
+    assert KeywordOptions.from_dict(recorded) == options
+    assert KeywordOptions.from_dict(None) == KeywordOptions()  # a table that recorded none
+    assert KeywordOptions.from_dict({"num_keywords": 2}) == KeywordOptions(num_keywords=2)

@@ -5,12 +5,19 @@
 - the stage packages (``pipelines/core``, ``ingestion``, ...) never import a job script
   (``pipelines/*.py``): job scripts wire stages, not the other way round;
 - imports between the stage packages run one way, with no cycles;
+- no package or module of ``pipelines/`` is named like a package that installed
+  libraries import or probe for: ``python pipelines/job.py`` puts ``pipelines/`` first
+  on ``sys.path``, where a ``pipelines/datasets/`` once made transformers find "datasets"
+  and fail importing it;
 - ingest decoder processes stay free of torch.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,7 +60,7 @@ def test_pipelines_use_vtr_models_through_its_root():
 
 
 def test_stage_packages_never_import_job_scripts():
-    assert {"core", "ingestion", "training", "index", "datasets"} <= set(STAGES)
+    assert {"core", "ingestion", "training", "index", "sources"} <= set(STAGES)
     jobs = {f"pipelines.{name}" for name in JOB_SCRIPTS}
     for stage in STAGES:
         for path in python_files(f"pipelines/{stage}"):
@@ -88,3 +95,15 @@ def test_ingest_decoder_processes_stay_free_of_torch():
     code = ("import sys, pipelines.ingestion.video_decode; "
             "sys.exit('torch' in sys.modules or 'open_clip' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60).returncode == 0
+
+
+def test_pipelines_names_shadow_no_library_package():
+    ours = JOB_SCRIPTS | set(STAGES)
+    known = set(importlib.metadata.packages_distributions())  # installed top-level names
+    probes = importlib.util.find_spec("transformers.utils.import_utils")
+    assert probes is not None and probes.origin
+    # the optional packages transformers (under sentence-transformers and KeyBERT) looks for
+    probed = set(re.findall(r'_is_package_available\(\s*"([A-Za-z0-9_]+)"',
+                            Path(probes.origin).read_text()))
+    assert "datasets" in probed  # the reading works: the name that once clashed is found
+    assert not ours & (known | probed), sorted(ours & (known | probed))

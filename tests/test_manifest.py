@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from pipelines.datasets.msrvtt import read_msrvtt
 from pipelines.ingestion.manifest import ManifestError, manifest_from_folder, read_manifest
+from pipelines.sources.msrvtt import read_msrvtt
 
 ROWS = [
     {"video_id": "007", "uri": "/data/a.mp4", "caption": "a dog runs", "split": "train"},

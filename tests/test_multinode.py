@@ -27,7 +27,7 @@ from conftest import free_port
 from deltalake import DeltaTable
 
 from pipelines.core.storage import object_store_options
-from pipelines.datasets.synthetic import generate
+from pipelines.sources.synthetic import generate
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

@@ -21,7 +21,6 @@ from deltalake import write_deltalake
 
 from pipelines import ingest, refresh
 from pipelines.core.storage import object_store_options
-from pipelines.datasets.samples import write_clip
 from pipelines.embed import EmbedConfig, run_embed
 from pipelines.index.search import ModelMismatchError, VideoSearch
 from pipelines.index.table import table_state
@@ -34,6 +33,7 @@ from pipelines.ingestion.output import (
     read_captions,
 )
 from pipelines.ingestion.schemas import VIDEOS
+from pipelines.sources.samples import write_clip
 from vtr_models.checkpoint import checkpoint_id
 
 pytestmark = pytest.mark.slow

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pipelines.datasets.samples import write_video
-from pipelines.datasets.synthetic import ORDERINGS, generate, group_clips
 from pipelines.ingestion.video_decode import SamplingOptions, decode_video
+from pipelines.sources.samples import write_video
+from pipelines.sources.synthetic import ORDERINGS, generate, group_clips
 
 
 def pixels(jpeg: bytes) -> np.ndarray:

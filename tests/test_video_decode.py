@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.datasets.samples import write_clip
 from pipelines.ingestion.video_decode import (
     SamplingOptions,
     VideoDecodeError,
@@ -17,6 +16,7 @@ from pipelines.ingestion.video_decode import (
     sample_times,
     scaled_size,
 )
+from pipelines.sources.samples import write_clip
 
 
 def test_sample_times_one_per_period_within_duration():

@@ -8,6 +8,7 @@ covers the 50+ languages of the default model.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -42,6 +43,18 @@ class KeywordOptions:
     diversity: float = 0.5
     stop_words: str | None = "english-motion"
     languages: tuple[str, ...] = ("en",)
+
+    def to_dict(self) -> dict:
+        """JSON-ready settings: what the ingest output's run log and the table record."""
+        return {**dataclasses.asdict(self), "languages": list(self.languages)}
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> KeywordOptions:
+        """The options ``to_dict`` recorded (defaults for what an older record lacks)."""
+        values = dict(values or {})
+        if "languages" in values:
+            values["languages"] = tuple(values["languages"])
+        return cls(**values)
 
 
 def load_sentence_model(name_or_path: str):

@@ -89,7 +89,7 @@ class VideoSearch:
         self._check_model([state.model_id])
         self.keywords = None
         if self.model.config.text_enhance:
-            options = KeywordOptions(**_keyword_settings(self.table.schema))
+            options = KeywordOptions.from_dict(keyword_options_of(self.table.schema))
             model = query_keyword_model(options.model, keyword_model)
             self.keywords = KeywordExtractor(dataclasses.replace(options, model=model))
         self.timings: dict[str, float] = {}
@@ -184,11 +184,3 @@ class VideoSearch:
             })
         return result, {"search_s": fetched - started,
                         "rerank_s": time.perf_counter() - fetched}
-
-
-def _keyword_settings(schema) -> dict:
-    """The table's recorded KeyBERT settings (defaults when the ingest recorded none)."""
-    settings = keyword_options_of(schema) or {}
-    if "languages" in settings:
-        settings["languages"] = tuple(settings["languages"])
-    return settings

@@ -6,24 +6,33 @@ length), ``frame_features`` and ``local_features`` (the model's per-frame
 features that the full score needs, float16, flattened ``[max_frames, dim]``),
 ``feature_frames`` (how many of those frames are real) and ``model_id`` (the
 checkpoint that wrote the row). The table opens with plain ``lancedb``; this
-module turns rows back into ``VideoFeatures`` for reranking.
+module turns rows back into ``VideoFeatures`` for reranking, records which
+model and ingest run the rows came from (``TableState``), and decides what
+may be added to a table (another model or layout means a rebuild; another
+ingest output, split or keyword setup is refused).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
+from pipelines.core.failpoints import failpoint
 from vtr_models import ModelConfig, VideoFeatures
 
 METADATA_COLUMNS = ("video_id", "uri", "duration_s", "native_fps", "width", "height",
                     "num_frames", "timestamps_s", "size_bytes", "mtime", "etag")
 KEYWORD_OPTIONS_KEY = "vtr.keyword_options"  # on the vector field: the ingest's KeyBERT setup
 STATE_PREFIX = "vtr."  # of the transaction properties that record a TableState
+INDEX_TYPES = ("IVF_PQ", "HNSW_SQ")  # vector index types the embed job builds
+log = logging.getLogger("embed")
 
 
 def table_schema(videos: pa.Schema, dim: int, max_frames: int,
@@ -148,3 +157,70 @@ def keep_state(dataset, state: TableState) -> None:
     commit; a run killed before this is repaired by the next)."""
     if _schema_copy(dataset) != state:
         dataset.update_schema_metadata(state.properties())
+
+
+def table_rows(batches: Iterable[pa.Table], schema: pa.Schema, splits: dict[str, str],
+               failures: list[dict]) -> Iterator[pa.RecordBatch]:
+    """Embedder outputs -> record batches of the table's schema; error rows go to ``failures``."""
+    for batch in batches:
+        failed = pc.is_valid(batch.column("error"))
+        failures.extend(batch.filter(failed).select(["video_id", "uri", "error"]).to_pylist())
+        good = batch.filter(pc.invert(failed))
+        if good.num_rows == 0:
+            continue
+        split = pa.array([splits.get(v) for v in good.column("video_id").to_pylist()], pa.string())
+        good = good.append_column("split", split)
+        yield from good.select(schema.names).cast(schema).to_batches()
+        failpoint("embed.rows")  # some rows with the Lance writer, none committed
+
+
+def another_model(table, schema: pa.Schema, state: TableState | None,
+                  wanted: TableState) -> bool:
+    """Whether the checkpoint is not the one the table's rows came from (another model,
+    or another layout: feature sizes, frame count)."""
+    if not table.schema.remove_metadata().equals(schema.remove_metadata()):
+        return True
+    return state is not None and state.model_id != wanted.model_id
+
+
+def check_update(table, schema: pa.Schema, state: TableState | None, wanted: TableState,
+                 name: str) -> None:
+    """Refuse an update that would mix two ingest outputs, splits or keyword setups in one
+    table; each message says what to do."""
+    rebuild = ("pass --overwrite to re-embed every video and swap the table in with one "
+               "commit (queries keep the old rows until then)")
+    theirs = table.schema
+    if state is None:
+        raise ValueError(f"table {name!r} records no ingest run (written before incremental "
+                         f"updates, or its history was cleaned up); {rebuild}")
+    if state.split != wanted.split:
+        raise ValueError(f"table {name!r} holds the videos of split {state.split or 'all'}, "
+                         f"not of {wanted.split or 'all'}; pass --split "
+                         f"{state.split or '(none)'} as its first run did, or {rebuild}")
+    if state.ingest_version > wanted.ingest_version:
+        raise ValueError(f"table {name!r} holds ingest version {state.ingest_version}, newer "
+                         f"than the output's newest ({wanted.ingest_version}): the ingest "
+                         f"output was replaced; {rebuild}")
+    if state.ingest_output != wanted.ingest_output:
+        raise ValueError(f"table {name!r} was built from ingest output {state.ingest_output}, "
+                         f"not {wanted.ingest_output}; {rebuild}, or choose another --table")
+    if keyword_options_of(theirs) != keyword_options_of(schema):
+        raise ValueError(f"table {name!r} records other keyword settings than the ingest "
+                         f"output now has; {rebuild}")
+
+
+def ensure_indexes(table, min_rows: int, index_type: str) -> bool:
+    """Scalar index on ``video_id``; vector index once large enough. Returns: vector index?"""
+    from lancedb.index import BTree, HnswSq, IvfPq
+
+    indexed = {col for index in table.list_indices() for col in index.columns}
+    if "video_id" not in indexed:
+        table.create_index("video_id", config=BTree())
+    has_vector_index = "vector" in indexed
+    if not has_vector_index and table.count_rows() >= min_rows:
+        log.info("building a %s index on %d rows", index_type, table.count_rows())
+        config = {"IVF_PQ": IvfPq, "HNSW_SQ": HnswSq}[index_type](distance_type="cosine")
+        table.create_index("vector", config=config)
+        has_vector_index = True
+    table.optimize()  # fold the run's new rows into the indexes and compact its fragments
+    return has_vector_index

@@ -1,6 +1,6 @@
 """A synthetic text-video benchmark that only temporal order can solve.
 
-    python -m pipelines.datasets.synthetic --output data/synth \
+    python -m pipelines.sources.synthetic --output data/synth \
         --train-groups 134 --val-groups 33 --test-groups 33
 
 Each clip shows two coloured shapes on black; first one moves, then the other.
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.datasets.samples import write_video
+from pipelines.sources.samples import write_video
 
 COLORS = {
     "red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 240),
