@@ -33,8 +33,8 @@ from pathlib import Path
 
 import psutil
 
-from pipelines.sources.samples import write_clip
 from pipelines.ingestion.video_decode import SamplingOptions, sample_times, scaled_size
+from pipelines.sources.samples import write_clip
 
 REPO = Path(__file__).resolve().parents[1]
 SUMMARY = re.compile(r"(\d+) frames written in ([\d.]+) s")

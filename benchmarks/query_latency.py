@@ -88,9 +88,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from pipelines.embed import ensure_indexes
 from pipelines.index.search import FETCHED_COLUMNS, VideoSearch
-from pipelines.index.table import METADATA_COLUMNS, TableState, keep_state, table_schema
+from pipelines.index.table import (
+    METADATA_COLUMNS,
+    TableState,
+    ensure_indexes,
+    keep_state,
+    table_schema,
+)
 from pipelines.ingestion.schemas import VIDEOS
 from vtr_models import TextFeatures
 from vtr_models.checkpoint import checkpoint_id, save_checkpoint

@@ -52,15 +52,15 @@ def keyword_model() -> str:
     return str(samples.bundled_minilm())
 
 
-def make_checkpoint(folder: Path, seed: int) -> Path:
-    """A random-init ``lfemi`` over ``vtr-tiny``: tables and searches need no trained one."""
+def make_checkpoint(folder: Path, seed: int, model: str = "lfemi", max_frames: int = 8) -> Path:
+    """A random-init ``model`` over ``vtr-tiny``: tables and searches need no trained one."""
     import torch
 
     from vtr_models.checkpoint import save_checkpoint
     from vtr_models.factory import create_model
 
     torch.manual_seed(seed)
-    return save_checkpoint(create_model("lfemi", max_frames=8), folder)
+    return save_checkpoint(create_model(model, max_frames=max_frames), folder)
 
 
 def free_port() -> int:
@@ -179,3 +179,14 @@ def table(data_with_broken_video, checkpoints, tmp_path_factory) -> dict:
     rows = lancedb.connect(str(db)).open_table("videos").count_rows()
     return {"db": str(db), "data": data_with_broken_video, "checkpoint": checkpoints[1],
             "outputs": outputs, "rows": rows}
+
+
+RAY_FIXTURES = {"ray_local", "synthetic_data", "data_with_broken_video", "table"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test that starts Ray through a fixture (``-m 'not slow'``
+    then runs only the tests that need no Ray), besides the modules marked by hand."""
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -30,18 +30,40 @@ def test_config_file_then_flags_override(tmp_path):
 def test_yaml_config_and_unknown_key(tmp_path, capsys):
     path = tmp_path / "ingest.yaml"
     path.write_text("manifest: m.csv\noutput: o\nframe_rate: 3\n")
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as excinfo:
         parse_config(IngestConfig, "x", ["--config", str(path)])
-    assert "unknown setting(s)" in capsys.readouterr().err
+    assert excinfo.value.code == 2
+    assert f"unknown setting(s) in {path}: frame_rate" in capsys.readouterr().err
 
 
 def test_required_and_invalid_settings(capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as excinfo:
         parse_config(IngestConfig, "x", ["--manifest", "m.csv"])
-    assert "--output" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    assert excinfo.value.code == 2
+    assert "the following arguments are required: --output" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as excinfo:
         parse_config(IngestConfig, "x", ["--output", "o"])
+    assert excinfo.value.code == 2
     assert "exactly one of --manifest or --videos" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--fps", "ten"], "argument --fps: invalid float value: 'ten'"),
+    (["--frame-rate", "3"], "unrecognized arguments: --frame-rate 3"),
+    (["--manifest-format", "webvid"], "argument --manifest-format: invalid choice: 'webvid'"),
+    (["--fps", "0"], "--fps must be > 0"),
+])
+def test_a_bad_flag_exits_2_in_one_line(capsys, argv, message):
+    with pytest.raises(SystemExit) as excinfo:
+        parse_config(IngestConfig, "x", ["--manifest", "m.csv", "--output", "o", *argv])
+    err = capsys.readouterr().err
+    assert excinfo.value.code == 2 and message in err and "Traceback" not in err
+
+
+def test_help_exits_0(capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        parse_config(IngestConfig, "x", ["--help"])
+    assert excinfo.value.code == 0 and "--max-error-rate" in capsys.readouterr().out
 
 
 def test_help_documents_every_field():
@@ -77,8 +99,9 @@ def test_a_bad_config_file_is_one_line(tmp_path, capsys, content, message):
         parse_config(IngestConfig, "x", ["--config", str(path)])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and message in err and "Traceback" not in err
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         parse_config(IngestConfig, "x", ["--config", str(tmp_path / "missing.yaml")])
+    assert exit_info.value.code == 2
     assert "missing.yaml: No such file or directory" in capsys.readouterr().err
 
 

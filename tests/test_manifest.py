@@ -7,8 +7,10 @@ import json
 import pandas as pd
 import pytest
 
+from pipelines.core.job_config import parse_config
+from pipelines.ingest import IngestConfig, load_inputs
 from pipelines.ingestion.manifest import ManifestError, manifest_from_folder, read_manifest
-from pipelines.sources.msrvtt import read_msrvtt
+from pipelines.sources.msrvtt import DATA_JSON, TEST_CSV, TRAIN_CSV, read_msrvtt
 
 ROWS = [
     {"video_id": "007", "uri": "/data/a.mp4", "caption": "a dog runs", "split": "train"},
@@ -117,20 +119,33 @@ def test_folder_listing_refuses_two_files_for_one_id(tmp_path):
         manifest_from_folder(str(tmp_path))
 
 
-def test_msrvtt_adapter(tmp_path):
+def write_msrvtt(folder, skip: str | None = None) -> str:
+    """A tiny MSR-VTT annotation folder: 4 videos of 3 captions; video0 and video1 in
+    the 9k training list, video2 the one JSFUSION test video, video3 in neither.
+    ``skip``: the one file not to write."""
     sentences = [
         {"video_id": f"video{i}", "caption": f"caption {j} of video {i}", "sen_id": 10 * i + j}
         for i in range(4)
         for j in range(3)
     ]
-    (tmp_path / "MSRVTT_data.json").write_text(json.dumps({"videos": [], "sentences": sentences}))
-    pd.DataFrame({"video_id": ["video0", "video1"]}).to_csv(
-        tmp_path / "MSRVTT_train.9k.csv", index=False
-    )
-    pd.DataFrame(
-        {"key": ["ret0"], "vid_key": ["msr2"], "video_id": ["video2"], "sentence": ["a test one"]}
-    ).to_csv(tmp_path / "MSRVTT_JSFUSION_test.csv", index=False)
-    manifest = read_msrvtt(str(tmp_path))
+    files = {
+        DATA_JSON: lambda path: path.write_text(
+            json.dumps({"videos": [], "sentences": sentences})),
+        TRAIN_CSV: lambda path: pd.DataFrame({"video_id": ["video0", "video1"]}).to_csv(
+            path, index=False),
+        TEST_CSV: lambda path: pd.DataFrame(
+            {"key": ["ret0"], "vid_key": ["msr2"], "video_id": ["video2"],
+             "sentence": ["a test one"]}
+        ).to_csv(path, index=False),
+    }
+    for name, write in files.items():
+        if name != skip:
+            write(folder / name)
+    return str(folder)
+
+
+def test_msrvtt_adapter(tmp_path):
+    manifest = read_msrvtt(write_msrvtt(tmp_path))
     assert [v["video_id"] for v in manifest.videos] == ["video0", "video1", "video2"]
     assert manifest.videos[2]["uri"] == f"{tmp_path}/videos/all/video2.mp4"
     train = [c for c in manifest.captions if c["split"] == "train"]
@@ -139,9 +154,28 @@ def test_msrvtt_adapter(tmp_path):
     assert test == [{"video_id": "video2", "caption": "a test one", "split": "test"}]
 
 
-def test_msrvtt_missing_file_is_named(tmp_path):
-    with pytest.raises(ManifestError, match="MSRVTT_data.json not found"):
-        read_msrvtt(str(tmp_path))
+@pytest.mark.parametrize("missing", [DATA_JSON, TRAIN_CSV, TEST_CSV])
+def test_msrvtt_missing_file_is_named(tmp_path, missing):
+    with pytest.raises(ManifestError, match=f"MSR-VTT folder {tmp_path}: {missing} not found"):
+        read_msrvtt(write_msrvtt(tmp_path, skip=missing))
+
+
+def _ingest_inputs(*flags: str):
+    """What the ingest job reads for these flags (no Ray: only the config and the manifest)."""
+    return load_inputs(parse_config(IngestConfig, "x", [*flags, "--output", "out"]))
+
+
+def test_msrvtt_through_the_job_config_with_and_without_video_root(tmp_path):
+    folder = write_msrvtt(tmp_path)
+    ids = ["video0", "video1", "video2"]
+    rooted = _ingest_inputs("--manifest", folder, "--manifest-format", "msrvtt",
+                            "--video-root", "/v")
+    assert [v["uri"] for v in rooted.videos] == [f"/v/{i}.mp4" for i in ids]
+    default = _ingest_inputs("--manifest", folder, "--manifest-format", "msrvtt")
+    assert [v["uri"] for v in default.videos] == [f"{tmp_path}/videos/all/{i}.mp4" for i in ids]
+    assert [c["split"] for c in default.captions] == ["train"] * 6 + ["test"]
+    with pytest.raises(ManifestError):  # without the format flag the folder is no manifest
+        _ingest_inputs("--manifest", folder)
 
 
 @pytest.mark.parametrize("ext", ["csv", "jsonl"])

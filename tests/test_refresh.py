@@ -148,6 +148,10 @@ def test_caption_edits_need_no_decoding_and_move_splits_without_encoding(
     assert splits.to_dict() == {"a": "train", "b": "test", "c": "test"}
     with pytest.raises(ValueError, match="holds the videos of split all, not of test"):
         embed_update(output, checkpoint, db, split="test")  # one table, one selection
+    test_db = tmp_path / "test-db"  # --split: a table of one split's videos only
+    assert embed_update(output, checkpoint, test_db, split="test").embedded == 2
+    assert set(checked_table(test_db, output)["video_id"]) == {"b", "c"}
+    assert table_state(open_table(test_db).to_lance()).split == "test"
 
 
 def test_failed_videos_are_retried_and_a_refresh_of_only_failures_exits_non_zero(
@@ -177,19 +181,32 @@ def test_refusals_name_the_problem_and_touch_nothing(tmp_path, checkpoint, capsy
     embed_update(output, checkpoint, db)
 
     def refused(argv: list[str], message: str) -> None:
+        version = open_ingest(str(output)).version
         assert ingest.main(argv) == 2
         assert message in capsys.readouterr().err
-        assert open_ingest(str(output)).version == 1
+        assert open_ingest(str(output)).version == version
+
+    def frames_per_video(version: int | None = None) -> list[int]:
+        videos = open_ingest(str(output), version).dataset("videos")
+        return videos.to_table(columns=["num_frames"]).column(0).to_pylist()
 
     refused(base, "pass --update")
     refused([*base, "--update", "--fps", "2"], "other sampling or keyword settings")
+    # --overwrite rebuilds with the new settings as the next version; readers of the
+    # old one keep it
+    assert ingest.main([*base, "--overwrite", "--fps", "2"]) == 0
+    rebuilt = open_ingest(str(output))
+    assert rebuilt.version == 2 and rebuilt.settings["sampling"]["fps"] == 2
+    assert frames_per_video() == [2 * n for n in frames_per_video(1)]
+    assert open_ingest(str(output), 1).settings["sampling"]["fps"] == 1
+    base = [*base, "--fps", "2"]
     clip(archive, "dup", seed=2)
     shutil.copy(archive / "dup.mp4", archive / "dup.mkv")
     refused([*base, "--update"], "would both be video 'dup'")
     for path in archive.iterdir():
         path.unlink()
     refused([*base, "--update"], "--allow-empty")
-    emptied = ingest_update(output, videos=str(archive), allow_empty=True)
+    emptied = ingest_update(output, videos=str(archive), allow_empty=True, fps=2)
     assert emptied.deleted == 1 and embed_update(output, checkpoint, db).table_rows == 0
 
     legacy = tmp_path / "legacy"
@@ -208,7 +225,8 @@ def test_a_new_checkpoint_rebuilds_the_table_with_one_commit(
         clip(archive, f"c{i}", seed=i)
     ingest_update(output, videos=str(archive))
     embed_update(output, checkpoint, db)
-    other = make_checkpoint(tmp_path / "b", seed=1)
+    # another model and another layout: seqtransf has no local features, 4 frames not 8
+    other = make_checkpoint(tmp_path / "b", seed=1, model="seqtransf", max_frames=4)
     # a search pinned to the version it opened, and one that follows new commits
     before = VideoSearch(str(db), "videos", str(checkpoint), keyword_model=keyword_model,
                          consistency_interval_s=None)
@@ -218,6 +236,11 @@ def test_a_new_checkpoint_rebuilds_the_table_with_one_commit(
     assert swapped.rebuilt and swapped.embedded == 3 and swapped.table_rows == 3
     rows = checked_table(db, output)
     assert set(rows["model_id"]) == {checkpoint_id(other)}
+    assert rows["local_features"].isna().all()
+    assert {len(f) for f in rows["frame_features"]} == {4 * 64}  # 4 frames of vtr-tiny's 64
+    # a non-lfemi checkpoint searches its table (no keyword model: it has no S3)
+    found = VideoSearch(str(db), "videos", str(other)).search("a moving bar", k=3, candidates=3)
+    assert sorted(found["video_id"]) == sorted(rows["video_id"])
     assert len(before.search("a moving bar", k=3, candidates=3)) == 3  # its version stays
     with pytest.raises(ModelMismatchError, match="re-run pipelines/embed.py"):
         following.search("a moving bar", k=3, candidates=3)  # sees the swap, refuses

@@ -131,22 +131,30 @@ class IngestStore:
     def commit(self, record: IngestVersion) -> None:
         """Write the run's log file: the moment readers switch to the new tables.
 
-        Locally a rename of a finished file; on S3 a single PUT. Either way a
-        reader finds the whole file or none.
+        The write creates the file only if it does not exist, so of two runs that
+        commit the same version, one wins and the other is refused, even when
+        both write at once. Locally a hard link of a finished file; on S3 a single
+        conditional PUT (``If-None-Match: *``, which AWS S3 and MinIO honour).
+        Either way a reader finds the whole file or none.
         """
         record = IngestVersion(record.version, record.tables, record.settings, record.changes,
                                datetime.datetime.now(datetime.timezone.utc).isoformat())
         target = storage.join(self.log_path, f"{record.version:020d}.json")
-        if self.fs.exists(target):
-            raise RuntimeError(f"{self.output}: version {record.version} was committed by "
-                               "another run meanwhile; run one ingest per output at a time")
         self.fs.makedirs(self.log_path, exist_ok=True)
-        if "file" in self.fs.protocol:
-            temporary = storage.join(self.log_path, f".{record.version:020d}.json.tmp")
-            self.fs.pipe_file(temporary, record.to_json())
-            os.replace(temporary, target)
-        else:
-            self.fs.pipe_file(target, record.to_json())
+        try:
+            if "file" in self.fs.protocol:
+                temporary = storage.join(self.log_path, f".{record.version:020d}.{os.getpid()}.tmp")
+                self.fs.pipe_file(temporary, record.to_json())
+                try:
+                    os.link(temporary, target)
+                finally:
+                    os.remove(temporary)
+            else:
+                self.fs.pipe_file(target, record.to_json(), mode="create")
+        except FileExistsError:
+            raise RuntimeError(f"{self.output}: version {record.version} was committed by "
+                               "another run meanwhile; run one ingest per output at a time"
+                               ) from None
 
     def remove_legacy(self) -> None:
         """Delete a format-1 output's parts (``--overwrite`` of an old output)."""
