@@ -52,8 +52,9 @@ def format_table(metrics: dict) -> str:
     """The metrics as a small fixed-width table, one row per direction."""
     lines = [f"{'':12}" + "".join(f"{c:>8}" for c in COLUMNS)]
     for direction in [d for d in ("t2v", "v2t", "first_stage") if d in metrics]:
-        lines.append(f"{direction:12}" + "".join(f"{metrics[direction][c]:8.1f}"
-                                                 for c in COLUMNS))
+        values = [metrics[direction][c] for c in COLUMNS]  # None: not measurable (--via-index)
+        lines.append(f"{direction:12}" + "".join(f"{'-':>8}" if v is None else f"{v:8.1f}"
+                                                 for v in values))
     lines.append(f"({metrics['num_videos']} videos, {metrics['num_captions']} captions)")
     return "\n".join(lines)
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pipelines.training.loop import contrastive_step
 from vtr_models.factory import create_model
 from vtr_models.retrieval_model import TextFeatures, VideoFeatures
 from vtr_models.similarity import fine_grained
@@ -383,3 +384,136 @@ def test_without_temporal_encoder_frame_features_are_the_backbone_features():
         assert torch.equal(vid.frames, frames)
         torch.testing.assert_close(vid.pooled, torch.stack(
             [frames[b][mask[b]].mean(0) for b in range(len(frames))]), **TIGHT)
+
+
+# ---- 6. the CLIP4Clip baselines (meanP, seqTransf) and the first-stage pair ----------------
+
+def ref_clip_frames(model, video, mask):
+    """CLIP frame features F, each video's valid frames alone through the image tower."""
+    frames = video.new_zeros(*mask.shape, model.backbone.embed_dim)
+    for b in range(len(video)):
+        frames[b][mask[b]] = model.backbone.clip.encode_image(video[b][mask[b]])
+    return frames
+
+
+def ref_video_frames(model, video, mask):
+    """F' (F after the reference temporal encoder when the model has one)."""
+    frames = ref_clip_frames(model, video, mask)
+    return frames if model.temporal is None else ref_temporal(model.temporal, frames, mask)
+
+
+def masked_means(frames, mask):
+    return torch.stack([frames[b][mask[b]].mean(dim=0) for b in range(len(frames))])
+
+
+def unit(x):
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def baseline(name):
+    torch.manual_seed(0)
+    return create_model(name, max_frames=4).eval()
+
+
+@pytest.mark.parametrize("name", ["meanp", "seqtransf"])
+def test_baseline_score_is_cosine_of_caption_and_mean_of_valid_frame_features(name):
+    """meanP: cos(t, mean of the valid CLIP frame features F); seqTransf: the same over
+    F' = F + Transformer(F + P). The padded frames hold garbage pixels."""
+    model = baseline(name)
+    assert (model.temporal is not None) == (name == "seqtransf")
+    video, mask, tokens, kw, kw_mask = model_inputs(model)
+    video = with_garbage(video, mask)
+    with torch.no_grad():
+        t = model.backbone.encode_tokens(tokens).global_feature
+        frames = ref_video_frames(model, video, mask)
+        pooled = masked_means(frames, mask)
+        text, vid = encoded(model, video, mask, tokens, kw, kw_mask)
+        assert text.tokens is None and vid.local is None
+        torch.testing.assert_close(vid.frames, frames, **TIGHT)
+        torch.testing.assert_close(vid.pooled, pooled, **TIGHT)
+        torch.testing.assert_close(model.score(text, vid), cosine(t[:, None], pooled[None]),
+                                   **TIGHT)
+
+
+@pytest.mark.parametrize("name", ["meanp", "seqtransf"])
+def test_baseline_score_of_stored_frame_features_ignores_their_padded_slots(name):
+    """The rerank rebuilds ``VideoFeatures.of_frames`` from stored rows: garbage in the
+    padded slots of F' must reach neither the pooled vector nor the score."""
+    model = baseline(name)
+    torch.manual_seed(1)
+    d = model.backbone.embed_dim
+    mask = lengths_mask([4, 2, 1], 4)
+    frames = with_garbage(torch.randn(3, 4, d), mask)
+    t = torch.randn(5, d)
+    text = TextFeatures(t, None, torch.ones(5, 1, dtype=torch.bool))
+    with torch.no_grad():
+        video = VideoFeatures.of_frames(frames, None, mask)
+        torch.testing.assert_close(video.pooled, masked_means(frames, mask), **TIGHT)
+        expected = cosine(t[:, None], masked_means(frames, mask)[None])
+        torch.testing.assert_close(model.score(text, video), expected, **TIGHT)
+
+
+@pytest.mark.parametrize("name", ["lfemi", "meanp", "seqtransf"])
+def test_first_stage_score_is_unit_caption_times_unit_mean_of_valid_temporal_features(name):
+    """first_stage_score = unit(t) @ unit(masked mean of F').T, each embedding unit length;
+    the same vector from stored rows with garbage in their padded slots."""
+    model = build() if name == "lfemi" else baseline(name)
+    video, mask, tokens, kw, kw_mask = model_inputs(model)
+    video = with_garbage(video, mask)
+    with torch.no_grad():
+        text_vector = unit(model.backbone.encode_tokens(tokens).global_feature)
+        video_vector = unit(masked_means(ref_video_frames(model, video, mask), mask))
+        text, vid = encoded(model, video, mask, tokens, kw, kw_mask)
+        torch.testing.assert_close(model.video_embedding(vid), video_vector, **TIGHT)
+        torch.testing.assert_close(model.text_embedding(text), text_vector, **TIGHT)
+        torch.testing.assert_close(model.first_stage_score(text, vid),
+                                   text_vector @ video_vector.T, **TIGHT)
+        stored = VideoFeatures.of_frames(with_garbage(vid.frames, mask), vid.local, mask)
+        torch.testing.assert_close(model.video_embedding(stored), video_vector, **TIGHT)
+
+
+# ---- 7. the training loss: full-score loss plus weighted first-stage loss -----------------
+
+def ref_info_nce(sim, text_keys, column_keys, scale):
+    """Symmetric InfoNCE written out: text -> video cross-entropy over the columns; video ->
+    text -log(sum over the video's captions / sum over all captions); the two averaged."""
+    logits = scale * sim
+    positive = text_keys[:, None] == column_keys[None, :]
+    t2v = torch.stack([torch.logsumexp(row, 0) - row[pos].squeeze(0)
+                       for row, pos in zip(logits, positive, strict=True)]).mean()
+    v2t = torch.stack([torch.logsumexp(col, 0) - torch.logsumexp(col[pos], 0)
+                       for col, pos in zip(logits.T, positive.T, strict=True)]).mean()
+    return (t2v + v2t) / 2
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_contrastive_step_is_full_score_loss_plus_weighted_first_stage_loss(weight):
+    """A video captioned twice in the batch is one column, its first row's features, and
+    all its captions are that column's positives. Rows 3 and 4 repeat the keys of videos
+    10 and 11 with other frames, so any other choice of row changes the loss."""
+    model = build()
+    scale = 20.0
+    with torch.no_grad():
+        model.loss.logit_scale.fill_(math.log(scale))
+    video, mask, tokens, kw, kw_mask = model_inputs(model)
+    gen = torch.Generator().manual_seed(4)
+    video = torch.cat([video, torch.randn(2, *video.shape[1:], generator=gen)])
+    mask = torch.cat([mask, lengths_mask([3, 4], 4)])
+    video = with_garbage(video, mask)
+    tokens = model.tokenizer.captions([*CAPTIONS, "a red circle moves right", "a square sits"])
+    kw, kw_mask = model.tokenizer.keywords([*KEYWORDS, ["red circle"], []], 3)
+    keys = torch.tensor([10, 11, 12, 10, 11])
+    batch = {"frames": video, "frame_mask": mask, "tokens": tokens, "keyword_tokens": kw,
+             "keyword_mask": kw_mask, "video_key": keys}
+    with torch.no_grad():
+        got = contrastive_step(model, model, batch, weight)
+        text, vid = encoded(model, video, mask, tokens, kw, kw_mask)
+        columns = [0, 1, 2]  # the first rows of videos 10, 11, 12
+        column_keys = torch.tensor([10, 11, 12])
+        full = model.score(text, vid)[:, columns]
+        first = unit(text.global_feature) @ unit(vid.pooled[columns]).T
+        expected = (ref_info_nce(full, keys, column_keys, scale)
+                    + weight * ref_info_nce(first, keys, column_keys, scale))
+        torch.testing.assert_close(got, expected, **TIGHT)
+        later_rows = ref_info_nce(model.score(text, vid)[:, [3, 4, 2]], keys, column_keys, scale)
+        assert abs(later_rows - ref_info_nce(full, keys, column_keys, scale)) > 1e-3

@@ -91,7 +91,9 @@ def evaluate_via_index(search, data: str, split: str, candidates: int) -> dict:
     Each caption is a query restricted to the split's rows (``split`` column); a
     video outside the ``candidates`` of stage one counts as ranked
     ``candidates + 1``, so R@K for K <= candidates is exact and MdR/MnR are
-    lower bounds when some targets fall outside. Ties count against the caption,
+    lower bounds when some targets fall outside; R@K for K > candidates is None
+    (a target outside would count as found there, which it may not be). Ties
+    count against the caption,
     as in ``retrieval_metrics``: its rank is the number of candidates scoring at
     least its own video's score, not the video's place in the sorted result.
     """
@@ -104,5 +106,7 @@ def evaluate_via_index(search, data: str, split: str, candidates: int) -> dict:
                               where=f"split = '{quoted}'")
         own = found.loc[found["video_id"] == video_id, "score"]
         ranks.append(int((found["score"] >= own.iloc[0]).sum()) if len(own) else candidates + 1)
-    return {"t2v": rank_metrics(torch.tensor(ranks)), "num_videos": search.table.count_rows(
-        f"split = '{quoted}'"), "num_captions": len(ranks), "candidates": candidates}
+    metrics = {name: (None if name.startswith("R@") and int(name[2:]) > candidates else value)
+               for name, value in rank_metrics(torch.tensor(ranks)).items()}
+    return {"t2v": metrics, "num_videos": search.table.count_rows(f"split = '{quoted}'"),
+            "num_captions": len(ranks), "candidates": candidates}
