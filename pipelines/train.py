@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.core import storage
-from pipelines.core.job_config import flag
-from pipelines.core.ray_job import quiet_ray_data, start_job
+from pipelines.core.job_config import flag, parse_config
+from pipelines.core.ray_job import join_ray, quiet_ray_data
 from pipelines.ingestion.output import IngestSnapshot, open_ingest, read_captions
 from pipelines.training.data import pair_dataset, pair_nbytes
 from pipelines.training.loop import HISTORY_FILE, MODEL_DIR, LoopSettings, train_loop_per_worker
@@ -108,6 +108,11 @@ class TrainConfig:
         unknown = set(self.disabled_parts) - set(PARTS)
         if unknown:
             raise ValueError(f"--disable: unknown part(s) {', '.join(sorted(unknown))}")
+        defaults = MODEL_CONFIGS[self.model]() if self.model in MODEL_CONFIGS else None
+        absent = [p for p in self.disabled_parts if defaults and not getattr(defaults, p)]
+        if absent:  # meanp and seqtransf have every part off already
+            raise ValueError(f"--disable: model {self.model} has no {', '.join(absent)} to "
+                             "switch off (only lfemi has these parts)")
         if self.max_frames is not None and self.max_frames < 1:
             raise ValueError("--max-frames must be at least 1")
         if self.checkpoint_every < 1:
@@ -192,12 +197,32 @@ def cache_pairs(config: TrainConfig, size: int, resources: dict[str, float]) -> 
     return False
 
 
-def run_training(config: TrainConfig):
-    """Fit on the connected Ray cluster; returns the Ray Train ``Result``."""
+def run_config(config: TrainConfig, output: Path):
+    """Ray Train's ``RunConfig`` of the job: run state under ``output/ray/``, checkpoint
+    retention, and ``--max-failures`` restarts of a failed worker group."""
+    import ray.train
+
+    return ray.train.RunConfig(
+        name="train",
+        storage_path=str(output / "ray"),
+        # keeps the best epoch on val for final/; Ray also always keeps the latest
+        checkpoint_config=ray.train.CheckpointConfig(
+            num_to_keep=1, checkpoint_score_attribute="val_t2v_R@1"),
+        failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
+    )
+
+
+def run_training(config: TrainConfig, snapshot: IngestSnapshot | None = None):
+    """Fit on the connected Ray cluster; returns the Ray Train ``Result``.
+
+    ``snapshot`` is the committed ingest run to train on (default: the newest of
+    ``--data``); every read of the job uses that one.
+    """
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    snapshot = open_ingest(config.data)  # one committed run for every read of the job
+    if snapshot is None:
+        snapshot = open_ingest(config.data)
     config = resolve_max_frames(config, snapshot)
     model_cfg = ModelConfig.from_dict({"name": config.model, **config.model_overrides})
     num_pairs = read_captions(snapshot, "train").num_rows
@@ -220,14 +245,7 @@ def run_training(config: TrainConfig):
             resources_per_worker={"CPU": config.cpus_per_worker,
                                   **({"GPU": 1} if config.use_gpu else {})},
         ),
-        run_config=ray.train.RunConfig(
-            name="train",
-            storage_path=str(output / "ray"),
-            # keeps the best epoch on val for final/; Ray also always keeps the latest
-            checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute="val_t2v_R@1"),
-            failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
-        ),
+        run_config=run_config(config, output),
         datasets={"train": dataset},
     )
     return trainer.fit()
@@ -273,19 +291,42 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def failure_line(exc: Exception) -> str:
+    """One line for Ray Train's ``TrainingFailedError``: the first line of what failed (a
+    worker's error, lowest rank first, or the controller's). Its whole message holds the
+    workers' tracebacks, which Ray Train's log has already shown."""
+    failures = getattr(exc, "worker_failures", None)
+    if failures:
+        rank = min(failures)
+        where, cause = f"worker {rank}: ", failures[rank]
+    else:
+        where, cause = "", getattr(exc, "controller_failure", None) or exc
+    first = next((line.strip() for line in str(cause).splitlines() if line.strip()), "")
+    return f"{where}{type(cause).__name__}: {first}".rstrip(": ")
+
+
 def main(argv: list[str] | None = None) -> int:
-    config = start_job(TrainConfig, __doc__, argv)
+    # Input errors are refused before Ray starts, in one line with exit status 2: bad flags
+    # and an existing run without --resume by the parse, an output with no committed ingest
+    # run here.
+    config = parse_config(TrainConfig, __doc__, argv)
+    try:
+        snapshot = open_ingest(config.data)  # one committed run for every read of the job
+    except (FileNotFoundError, ValueError) as exc:  # IngestFormatError is a ValueError
+        print(f"train: error: {exc}", file=sys.stderr)
+        return 2
+    config = join_ray(config)
     quiet_ray_data()
     import ray.train
 
     try:
-        result = run_training(config)
+        result = run_training(config, snapshot)
     except ValueError as exc:
         print(f"train: error: {exc}", file=sys.stderr)
         return 2
     except ray.train.TrainingFailedError as exc:
-        print(f"train: error: training failed after {config.max_failures} restart(s): {exc}",
-              file=sys.stderr)
+        print(f"train: error: training failed after {config.max_failures} restart(s) "
+              f"(--max-failures): {failure_line(exc)}", file=sys.stderr)
         return 1
     best = export(result, Path(config.output).resolve())
     print(f"train done: best epoch {best['epoch']}, val t2v R@1 {best['val_t2v_R@1']:.1f}%, "

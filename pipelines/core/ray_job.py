@@ -17,7 +17,12 @@ def start_job(cls: type[T], doc: str, argv: list[str] | None) -> T:
     runs it on (``RAY_ADDRESS``), else starts a local one; a Ray already
     initialised in this process (a test, the demo) is reused.
     """
-    config = parse_config(cls, doc, argv)
+    return join_ray(parse_config(cls, doc, argv))
+
+
+def join_ray(config: T) -> T:
+    """Configure logging and connect to Ray (see :func:`start_job`), for a job that checks
+    its inputs between parsing its flags and starting Ray; returns ``config``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import ray
 
