@@ -146,6 +146,21 @@ def test_query_cli_errors_are_one_line_and_create_nothing(table, keyword_model, 
     assert code == 0 and "tokens were not read" in err and err.count("\n") == 1
     assert len(out.strip().splitlines()) == 3  # header and 2 results
 
+    # --where on the command line: the table output is VideoSearch's answer, of that split
+    text, where = "a green square moves", "split = 'test'"
+    code, out, err = query("--db", table["db"], "--text", text, "--k", "3", "--candidates", "20",
+                           "--where", where)
+    assert code == 0, err
+    header, *lines = out.strip().splitlines()
+    assert header.split() == ["rank", "video_id", "uri", "score", "first_stage_score"]
+    expected = VideoSearch(table["db"], "videos", str(table["checkpoint"]),
+                           keyword_model=keyword_model).search(text, k=3, candidates=20,
+                                                               where=where)
+    assert [line.split()[1] for line in lines] == list(expected["video_id"])
+    rows = lancedb.connect(table["db"]).open_table("videos").to_arrow().to_pandas()
+    split_of = dict(zip(rows["video_id"], rows["split"], strict=True))
+    assert len(lines) == 3 and {split_of[line.split()[1]] for line in lines} == {"test"}
+
 
 def test_a_table_from_another_machine_uses_this_machines_keyword_model(table, keyword_model,
                                                                        tmp_path, capfd):
