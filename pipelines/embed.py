@@ -22,33 +22,31 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.dataset as pads
 
 from pipelines.core import storage
-from pipelines.core.actor_pools import growing_pool
-from pipelines.core.in_driver import map_batches_here
 from pipelines.core.job_config import flag
 from pipelines.core.ray_job import start_job
 from pipelines.core.sql import sql_in
-from pipelines.index.embedder import VideoEmbedder
+from pipelines.index.embedder import embedded_rows
 from pipelines.index.table import (
     INDEX_TYPES,
-    METADATA_COLUMNS,
+    TableChanges,
     TableState,
     another_model,
     check_update,
     ensure_indexes,
     keep_state,
+    plan_update,
+    resplit_rows,
     table_rows,
     table_schema,
     table_state,
 )
 from pipelines.ingestion import schemas
-from pipelines.ingestion.output import IngestSnapshot, changes_since, open_ingest, video_splits
+from pipelines.ingestion.output import open_ingest, video_splits
 from vtr_models import checkpoint_id, load_checkpoint
 
 log = logging.getLogger("embed")
@@ -158,71 +156,6 @@ def actor_sizes(config: EmbedConfig, node_cpus: list[float], gpus: float) -> Act
     return ActorSizes(cpus, threads, max(1, int(fits)))
 
 
-def _embedded_rows(config: EmbedConfig, snapshot: IngestSnapshot, videos: set[str] | None,
-                   sizes: ActorSizes) -> Iterable[pa.Table]:
-    """The embedder's output for ``videos`` (None: every video): in the driver when they
-    are few (``--local-max-videos``), else streamed from a Ray Data actor pool."""
-    columns = [*METADATA_COLUMNS, "frames"]
-    embedder_kwargs = {"checkpoint": config.checkpoint, "threads": sizes.threads,
-                       "device": "cuda" if config.num_gpus_per_worker else "cpu"}
-    if videos is not None and len(videos) <= config.local_max_videos:
-        rows = snapshot.dataset("videos").to_table(
-            columns=columns, filter=pads.field("video_id").isin(sorted(videos)))
-        embedder_kwargs["device"] = "cpu"  # the driver's
-        return map_batches_here(VideoEmbedder(**embedder_kwargs), rows, config.batch_size)
-    import ray
-    from ray.data.expressions import col
-
-    fs, _ = storage.arrow_filesystem(config.data)
-    rows = ray.data.read_parquet(snapshot.files("videos"), filesystem=fs).select_columns(columns)
-    if videos is not None:
-        rows = rows.filter(expr=col("video_id").is_in(sorted(videos)))
-    return rows.map_batches(
-        VideoEmbedder,
-        fn_constructor_kwargs=embedder_kwargs,
-        batch_size=config.batch_size,
-        batch_format="pyarrow",
-        compute=growing_pool(sizes.actors, config.concurrency),
-        num_cpus=sizes.cpus,
-        num_gpus=config.num_gpus_per_worker or None,
-    ).iter_batches(batch_format="pyarrow", batch_size=None)
-
-
-@dataclass
-class TableChanges:
-    """What an update does to the table's rows."""
-
-    embed: set[str]  # new videos and videos that ingest decoded again
-    remove: set[str]  # rows of videos the ingest run no longer has
-    resplit: set[str]  # rows kept, whose split a caption edit changed
-    unchanged: int
-
-
-def plan_update(dataset, snapshot: IngestSnapshot, since: int, ids: list[str],
-                splits: dict[str, str]) -> TableChanges:
-    """Compare the table's rows with the ingest run: only what changed since ``since``."""
-    current = dataset.to_table(columns=["video_id", "split"])
-    known = dict(zip(current.column("video_id").to_pylist(),
-                     current.column("split").to_pylist(), strict=True))
-    written, removed = changes_since(snapshot, since, set(known))
-    embed = written & set(ids)
-    removed |= set(known) - set(ids)
-    resplit = {v for v in set(ids) - embed if known.get(v) != splits.get(v)}
-    unchanged = len(set(known) - removed - resplit - embed)
-    return TableChanges(embed, removed, resplit, unchanged)
-
-
-def _resplit_rows(dataset, videos: set[str], splits: dict[str, str],
-                  schema: pa.Schema) -> list[pa.RecordBatch]:
-    """Stored rows of ``videos`` with their new split: a split change needs no encoding."""
-    if not videos:
-        return []
-    rows = dataset.to_table(filter=sql_in("video_id", videos))
-    split = pa.array([splits.get(v) for v in rows.column("video_id").to_pylist()], pa.string())
-    return rows.set_column(rows.schema.get_field_index("split"), "split", split).select(
-        schema.names).cast(schema).to_batches()
-
-
 def run_embed(config: EmbedConfig) -> EmbedSummary:
     """Embed on the connected Ray cluster and commit to the table (see the module doc)."""
     import lance
@@ -271,8 +204,10 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
              "%d threads each", len(changes.embed), len(changes.remove), sizes.actors,
              config.concurrency or "what the cluster holds", sizes.cpus, sizes.threads)
     every = rebuild and config.split is None
-    batches = (_embedded_rows(config, snapshot, None if every else changes.embed, sizes)
-               if changes.embed else [])
+    batches = (embedded_rows(snapshot, None if every else changes.embed, config.checkpoint,
+                             config.batch_size, config.local_max_videos, sizes.actors,
+                             config.concurrency, sizes.cpus, sizes.threads,
+                             config.num_gpus_per_worker) if changes.embed else [])
     failures: list[dict] = []
     source = table_rows(batches, schema, splits, failures)
     if rebuild:
@@ -287,7 +222,7 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
             # goes too, and the next run, finding it missing, tries it again
             merge = merge.when_not_matched_by_source_delete(
                 sql_in("video_id", changes.remove | changes.embed))
-        moved = _resplit_rows(dataset, changes.resplit, splits, schema)
+        moved = resplit_rows(dataset, changes.resplit, splits, schema)
         transaction, _ = merge.execute_uncommitted(pa.RecordBatchReader.from_batches(
             schema, itertools.chain(source, moved)))
         transaction.transaction_properties = wanted.properties()

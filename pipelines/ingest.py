@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 import sys
 import time
 from collections.abc import Iterator
@@ -26,9 +25,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from pipelines.core import storage
-from pipelines.core.actor_pools import growing_pool
 from pipelines.core.failpoints import failpoint
-from pipelines.core.in_driver import map_batches_here
 from pipelines.core.job_config import flag
 from pipelines.core.keywords import (
     STOP_WORD_LISTS,
@@ -37,9 +34,8 @@ from pipelines.core.keywords import (
     load_sentence_model,
 )
 from pipelines.core.ray_job import start_job
-from pipelines.core.sql import sql_in
 from pipelines.ingestion import schemas
-from pipelines.ingestion.change_plan import VideoPlan, plan_captions, plan_videos
+from pipelines.ingestion.change_plan import plan_captions, plan_videos
 from pipelines.ingestion.manifest import (
     Manifest,
     ManifestError,
@@ -47,12 +43,15 @@ from pipelines.ingestion.manifest import (
     read_manifest,
 )
 from pipelines.ingestion.output import (
+    ERROR_KEY_COLUMNS,
+    FINGERPRINT_COLUMNS,
     PARTS,
     IngestFormatError,
     IngestStore,
     IngestVersion,
-    delta_storage_options,
+    error_keys,
 )
+from pipelines.ingestion.pools import decode_videos, extract_keywords
 from pipelines.ingestion.video_decode import SamplingOptions
 from pipelines.sources.msrvtt import read_msrvtt
 
@@ -201,31 +200,6 @@ def load_inputs(config: IngestConfig) -> Manifest:
     return read_manifest(config.manifest)
 
 
-def _error_log_actor():
-    """On the driver's node: a lost worker node must not take the error rows with it."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-
-    @ray.remote(num_cpus=0, scheduling_strategy=here)
-    class ErrorLog:
-        """Collects errors/ rows from every decode actor; one row per video, first wins,
-        so a batch retried after a lost node records its failures once."""
-
-        def __init__(self) -> None:
-            self.rows: dict[str, dict] = {}
-
-        def record(self, rows: list[dict]) -> None:
-            for row in rows:
-                self.rows.setdefault(row["video_id"], row)
-
-        def all(self) -> list[dict]:
-            return list(self.rows.values())
-
-    return ErrorLog.remote()
-
-
 def _check_output(store: IngestStore, config: IngestConfig) -> IngestVersion | None:
     """The output's newest committed run (None: none yet), after refusing what the flags
     do not allow: touching a committed output without --update or --overwrite, updating
@@ -252,80 +226,6 @@ def _check_output(store: IngestStore, config: IngestConfig) -> IngestVersion | N
     return latest
 
 
-def _write_part(store: IngestStore, part: str, data: pa.RecordBatchReader | pa.Table,
-                whole: bool, replace: set[str]) -> None:
-    """One Delta commit to a part: all of it (``whole``: a rebuild, or a part not written
-    yet), or the rows of the ``replace`` videos swapped for ``data`` (Delta's
-    replace-where: delete and add in one commit)."""
-    from deltalake import write_deltalake
-
-    uri = store.table_uri(part)
-    options = delta_storage_options(uri)
-    if whole:
-        write_deltalake(uri, data, mode="overwrite", storage_options=options)
-    else:
-        write_deltalake(uri, data, mode="overwrite", predicate=sql_in("video_id", replace),
-                        storage_options=options)
-
-
-def _decode(config: IngestConfig, plan: VideoPlan, version: int,
-            error_rows: list[dict]) -> Iterator:
-    """Decode the plan's videos (on Ray, or in the driver when they are few): their
-    ``videos/`` rows, as record batches; when the rows are all out, ``error_rows``
-    holds the ``errors/`` rows of the videos that failed."""
-    import ray
-
-    from pipelines.ingestion.stages import VideoSampler
-
-    videos = plan.to_decode
-    options = {"options": config.sampling, "timeout_s": config.decode_timeout_s}
-    errors = None  # the decode actors' collector of error rows
-    if len(videos) <= config.local_max_videos:
-        sampler = VideoSampler(**options, on_error=error_rows.extend)
-        batches = map_batches_here(sampler, pa.Table.from_pylist(videos), batch_size=1)
-    else:
-        errors = _error_log_actor()
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        decoders = min(cpus, config.decode_concurrency or cpus)
-        blocks = min(len(videos), max(decoders, math.ceil(len(videos) / 8)))
-        batches = ray.data.from_items(videos, override_num_blocks=blocks).map_batches(
-            VideoSampler,
-            fn_constructor_kwargs={
-                **options, "on_error": lambda rows: ray.get(errors.record.remote(rows))},
-            batch_size=1,
-            batch_format="pyarrow",
-            compute=growing_pool(min(decoders, blocks), config.decode_concurrency),
-            num_cpus=1,
-        ).iter_batches(batch_format="pyarrow", batch_size=None)
-    stamp = schemas.VIDEOS.get_field_index("ingest_version")
-    for batch in batches:
-        if batch.num_rows:
-            column = pa.array([version] * batch.num_rows, pa.int64())
-            yield from batch.set_column(stamp, "ingest_version", column).cast(
-                schemas.VIDEOS).to_batches()
-    if errors is not None:
-        error_rows.extend(ray.get(errors.all.remote()))
-
-
-def _extract_keywords(config: IngestConfig, rows: list[dict]) -> pa.Table:
-    """``captions/`` rows for captions that need keywords, from a pool of KeyBERT actors."""
-    import ray
-
-    from pipelines.ingestion.stages import CaptionKeywords
-
-    if not rows:
-        return schemas.CAPTIONS.empty_table()
-    batches = ray.data.from_items(rows).map_batches(
-        CaptionKeywords,
-        fn_constructor_kwargs={"options": config.keywords},
-        batch_size=config.keyword_batch_size,
-        batch_format="pyarrow",
-        compute=growing_pool(1, config.keyword_concurrency),
-        num_cpus=1,
-    ).iter_batches(batch_format="pyarrow", batch_size=None)
-    return pa.concat_tables([schemas.CAPTIONS.empty_table(), *batches])
-
-
 def _source_rows(config: IngestConfig, manifest: Manifest, committed_videos: int) -> list[dict]:
     """The source's videos with their fingerprints; refuses a listing that is empty."""
     if not manifest.videos and not (config.update and config.allow_empty):
@@ -339,15 +239,6 @@ def _source_rows(config: IngestConfig, manifest: Manifest, committed_videos: int
     if fingerprints is None:
         fingerprints = storage.fingerprints([v["uri"] for v in manifest.videos])
     return [{**v, "fingerprint": fingerprints.get(v["uri"])} for v in manifest.videos]
-
-
-FINGERPRINT_COLUMNS = ["video_id", "uri", "size_bytes", "mtime", "etag"]
-ERROR_KEY_COLUMNS = ["video_id", "uri", "stage", "error_type"]
-
-
-def _error_keys(rows: list[dict]) -> set[tuple]:
-    """What makes two runs' failures the same (messages may name temporary files)."""
-    return {tuple(row[c] for c in ERROR_KEY_COLUMNS) for row in rows}
 
 
 def run_ingest(config: IngestConfig) -> IngestSummary:
@@ -388,7 +279,9 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
 
     def decoded() -> Iterator[pa.RecordBatch]:
         nonlocal frames
-        for batch in (_decode(config, plan, version, error_rows) if plan.to_decode else []):
+        for batch in (decode_videos(plan.to_decode, config.sampling, config.decode_timeout_s,
+                                    version, error_rows, config.local_max_videos,
+                                    config.decode_concurrency) if plan.to_decode else []):
             written.update(batch.column("video_id").to_pylist())
             frames += sum(batch.column("num_frames").to_pylist())
             yield batch
@@ -398,7 +291,7 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
     first = next(rows, None)  # decodes until the first good video, if there is one
     if first is not None or plan.changed or plan.deleted or must_write("videos"):
         replace = {v["video_id"] for v in plan.to_decode} | set(plan.deleted)
-        _write_part(store, "videos", pa.RecordBatchReader.from_batches(
+        store.write_part("videos", pa.RecordBatchReader.from_batches(
             schemas.VIDEOS, itertools.chain([first] if first else [], rows)),
             must_write("videos"), replace)
         wrote.add("videos")
@@ -409,13 +302,15 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
     caption_rows = 0
     if captions.rewrite or must_write("captions"):
         new = pa.concat_tables([pa.Table.from_pylist(captions.known, schema=schemas.CAPTIONS),
-                                _extract_keywords(config, captions.to_extract)])
-        _write_part(store, "captions", new, must_write("captions"), captions.rewrite)
+                                extract_keywords(captions.to_extract, config.keywords,
+                                                 config.keyword_batch_size,
+                                                 config.keyword_concurrency)])
+        store.write_part("captions", new, must_write("captions"), captions.rewrite)
         wrote.add("captions")
         caption_rows = new.num_rows
-    if _error_keys(error_rows) != _error_keys(before) or must_write("errors"):
+    if error_keys(error_rows) != error_keys(before) or must_write("errors"):
         # the errors of this run only: every earlier failure was tried again
-        _write_part(store, "errors", pa.Table.from_pylist(error_rows, schema=schemas.ERRORS),
+        store.write_part("errors", pa.Table.from_pylist(error_rows, schema=schemas.ERRORS),
                     whole=True, replace=set())
         wrote.add("errors")
     retried = {v["video_id"] for v in plan.retried}

@@ -8,12 +8,19 @@ no features) instead of failing the batch: the job records and skips it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import torch
 
+from pipelines.core import storage
+from pipelines.core.actor_pools import growing_pool
 from pipelines.core.failpoints import failpoint
+from pipelines.core.in_driver import map_batches_here
 from pipelines.index.table import METADATA_COLUMNS, feature_columns
+from pipelines.ingestion.output import IngestSnapshot
 from vtr_models import checkpoint_id, load_checkpoint
 
 
@@ -54,3 +61,36 @@ class VideoEmbedder:
                                       **columns}))
         # missing columns become nulls: failed rows carry no features, good rows no error
         return pa.concat_tables(parts, promote_options="default")
+
+
+def embedded_rows(snapshot: IngestSnapshot, videos: set[str] | None, checkpoint: str,
+                  batch_size: int, local_max_videos: int, actors: int, concurrency: int | None,
+                  cpus: float, threads: int, gpus: float) -> Iterable[pa.Table]:
+    """The embedder's output for ``videos`` of the ingest run (None: every video): in
+    the driver when they are at most ``local_max_videos``, else streamed from a growing
+    pool of Ray Data actors (``actors`` at start, at most ``concurrency``), each with
+    ``cpus``, ``threads`` and ``gpus``."""
+    columns = [*METADATA_COLUMNS, "frames"]
+    embedder_kwargs = {"checkpoint": checkpoint, "threads": threads,
+                       "device": "cuda" if gpus else "cpu"}
+    if videos is not None and len(videos) <= local_max_videos:
+        rows = snapshot.dataset("videos").to_table(
+            columns=columns, filter=pads.field("video_id").isin(sorted(videos)))
+        embedder_kwargs["device"] = "cpu"  # the driver's
+        return map_batches_here(VideoEmbedder(**embedder_kwargs), rows, batch_size)
+    import ray
+    from ray.data.expressions import col
+
+    fs, _ = storage.arrow_filesystem(snapshot.output)
+    rows = ray.data.read_parquet(snapshot.files("videos"), filesystem=fs).select_columns(columns)
+    if videos is not None:
+        rows = rows.filter(expr=col("video_id").is_in(sorted(videos)))
+    return rows.map_batches(
+        VideoEmbedder,
+        fn_constructor_kwargs=embedder_kwargs,
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        compute=growing_pool(actors, concurrency),
+        num_cpus=cpus,
+        num_gpus=gpus or None,
+    ).iter_batches(batch_format="pyarrow", batch_size=None)

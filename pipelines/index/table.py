@@ -25,6 +25,8 @@ import pyarrow.compute as pc
 import torch
 
 from pipelines.core.failpoints import failpoint
+from pipelines.core.sql import sql_in
+from pipelines.ingestion.output import IngestSnapshot, changes_since
 from vtr_models import ModelConfig, VideoFeatures
 
 METADATA_COLUMNS = ("video_id", "uri", "duration_s", "native_fps", "width", "height",
@@ -224,3 +226,38 @@ def ensure_indexes(table, min_rows: int, index_type: str) -> bool:
         has_vector_index = True
     table.optimize()  # fold the run's new rows into the indexes and compact its fragments
     return has_vector_index
+
+
+@dataclass
+class TableChanges:
+    """What an update does to the table's rows."""
+
+    embed: set[str]  # new videos and videos that ingest decoded again
+    remove: set[str]  # rows of videos the ingest run no longer has
+    resplit: set[str]  # rows kept, whose split a caption edit changed
+    unchanged: int
+
+
+def plan_update(dataset, snapshot: IngestSnapshot, since: int, ids: list[str],
+                splits: dict[str, str]) -> TableChanges:
+    """Compare the table's rows with the ingest run: only what changed since ``since``."""
+    current = dataset.to_table(columns=["video_id", "split"])
+    known = dict(zip(current.column("video_id").to_pylist(),
+                     current.column("split").to_pylist(), strict=True))
+    written, removed = changes_since(snapshot, since, set(known))
+    embed = written & set(ids)
+    removed |= set(known) - set(ids)
+    resplit = {v for v in set(ids) - embed if known.get(v) != splits.get(v)}
+    unchanged = len(set(known) - removed - resplit - embed)
+    return TableChanges(embed, removed, resplit, unchanged)
+
+
+def resplit_rows(dataset, videos: set[str], splits: dict[str, str],
+                  schema: pa.Schema) -> list[pa.RecordBatch]:
+    """Stored rows of ``videos`` with their new split: a split change needs no encoding."""
+    if not videos:
+        return []
+    rows = dataset.to_table(filter=sql_in("video_id", videos))
+    split = pa.array([splits.get(v) for v in rows.column("video_id").to_pylist()], pa.string())
+    return rows.set_column(rows.schema.get_field_index("split"), "split", split).select(
+        schema.names).cast(schema).to_batches()

@@ -31,10 +31,20 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from pipelines.core import storage
+from pipelines.core.sql import sql_in
 
 FORMAT_VERSION = 2
 PARTS = ("videos", "captions", "errors")
 LOG_FOLDER = "_ingest_log"
+# the columns of videos/ that tell whether a source video changed, and of errors/ that
+# tell whether two runs failed the same way
+FINGERPRINT_COLUMNS = ["video_id", "uri", "size_bytes", "mtime", "etag"]
+ERROR_KEY_COLUMNS = ["video_id", "uri", "stage", "error_type"]
+
+
+def error_keys(rows: list[dict]) -> set[tuple]:
+    """What makes two runs' failures the same (messages may name temporary files)."""
+    return {tuple(row[c] for c in ERROR_KEY_COLUMNS) for row in rows}
 
 
 class IngestFormatError(ValueError):
@@ -127,6 +137,22 @@ class IngestStore:
             return DeltaTable(uri, version=version, storage_options=delta_storage_options(uri))
         except TableNotFoundError:  # a first commit killed before it wrote its log entry
             return None
+
+    def write_part(self, part: str, data: pa.RecordBatchReader | pa.Table, whole: bool,
+                   replace: set[str]) -> None:
+        """One Delta commit to a part: all of it (``whole``: a rebuild, or a part not
+        written yet), or the rows of the ``replace`` videos swapped for ``data`` (Delta's
+        replace-where: delete and add in one commit). Readers see none of it until
+        :meth:`commit` names the new version."""
+        from deltalake import write_deltalake
+
+        uri = self.table_uri(part)
+        options = delta_storage_options(uri)
+        if whole:
+            write_deltalake(uri, data, mode="overwrite", storage_options=options)
+        else:
+            write_deltalake(uri, data, mode="overwrite", predicate=sql_in("video_id", replace),
+                            storage_options=options)
 
     def commit(self, record: IngestVersion) -> None:
         """Write the run's log file: the moment readers switch to the new tables.
