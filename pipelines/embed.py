@@ -204,10 +204,11 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
              "%d threads each", len(changes.embed), len(changes.remove), sizes.actors,
              config.concurrency or "what the cluster holds", sizes.cpus, sizes.threads)
     every = rebuild and config.split is None
-    batches = (embedded_rows(snapshot, None if every else changes.embed, config.checkpoint,
-                             config.batch_size, config.local_max_videos, sizes.actors,
-                             config.concurrency, sizes.cpus, sizes.threads,
-                             config.num_gpus_per_worker) if changes.embed else [])
+    batches = (embedded_rows(
+        snapshot, None if every else changes.embed, config.checkpoint,
+        batch_size=config.batch_size, local_max_videos=config.local_max_videos,
+        actors=sizes.actors, concurrency=config.concurrency, cpus=sizes.cpus,
+        threads=sizes.threads, gpus=config.num_gpus_per_worker) if changes.embed else [])
     failures: list[dict] = []
     source = table_rows(batches, schema, splits, failures)
     if rebuild:

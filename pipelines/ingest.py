@@ -280,8 +280,10 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
     def decoded() -> Iterator[pa.RecordBatch]:
         nonlocal frames
         for batch in (decode_videos(plan.to_decode, config.sampling, config.decode_timeout_s,
-                                    version, error_rows, config.local_max_videos,
-                                    config.decode_concurrency) if plan.to_decode else []):
+                                    version, error_rows,
+                                    local_max_videos=config.local_max_videos,
+                                    concurrency=config.decode_concurrency)
+                      if plan.to_decode else []):
             written.update(batch.column("video_id").to_pylist())
             frames += sum(batch.column("num_frames").to_pylist())
             yield batch

@@ -212,17 +212,15 @@ def run_config(config: TrainConfig, output: Path):
     )
 
 
-def run_training(config: TrainConfig, snapshot: IngestSnapshot | None = None):
+def run_training(config: TrainConfig, snapshot: IngestSnapshot):
     """Fit on the connected Ray cluster; returns the Ray Train ``Result``.
 
-    ``snapshot`` is the committed ingest run to train on (default: the newest of
-    ``--data``); every read of the job uses that one.
+    ``snapshot`` is the committed ingest run of ``--data`` that ``main`` opened before
+    starting Ray; every read of the job uses that one.
     """
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    if snapshot is None:
-        snapshot = open_ingest(config.data)
     config = resolve_max_frames(config, snapshot)
     model_cfg = ModelConfig.from_dict({"name": config.model, **config.model_overrides})
     num_pairs = read_captions(snapshot, "train").num_rows
