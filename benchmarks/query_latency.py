@@ -90,8 +90,10 @@ import torch
 
 from pipelines.index.search import FETCHED_COLUMNS, VideoSearch
 from pipelines.index.table import (
+    INDEX_TYPES,
     METADATA_COLUMNS,
     TableState,
+    create_vector_index,
     ensure_indexes,
     keep_state,
     table_schema,
@@ -209,12 +211,18 @@ def with_first_stage(features: TextFeatures, vector: np.ndarray) -> TextFeatures
 
 
 def index_shape(table) -> dict:
-    """The vector index's IVF partitions and PQ sub-vectors (LanceDB's defaults for the
-    table's size)."""
+    """The vector index's IVF partitions and its sub-index's size parameters (LanceDB's
+    defaults for the table's size): PQ sub-vectors, or HNSW's ``m`` and levels."""
     name = next(i.name for i in table.list_indices() if i.columns == ["vector"])
     segment = table.to_lance().stats.index_stats(name)["indices"][0]
-    return {"index_partitions": segment["num_partitions"],
-            "pq_sub_vectors": segment["sub_index"]["num_sub_vectors"]}
+    sub = segment["sub_index"]
+    shape = {"index_partitions": segment["num_partitions"]}
+    if "num_sub_vectors" in sub:
+        shape["pq_sub_vectors"] = sub["num_sub_vectors"]
+    else:
+        shape["hnsw_m"] = sub["params"]["m"]
+        shape["hnsw_levels"] = sub["params"]["max_level"]
+    return shape
 
 
 def folder_gb(path: Path) -> float:
@@ -344,6 +352,9 @@ def main() -> None:
                         help="IVF partitions searched (VideoSearch default: 20)")
     parser.add_argument("--refine-factor", type=int, nargs="+", default=[1],
                         help="candidates x factor re-ranked by exact distance (default: 1)")
+    parser.add_argument("--index-type", nargs="+", choices=INDEX_TYPES, default=["IVF_PQ"],
+                        help="vector indexes to time, each built in turn on the same table "
+                             "(default: IVF_PQ, the embed job's default)")
     parser.add_argument("--vectors", choices=["uniform", "clustered"], default="uniform",
                         help="table and query vectors: uniform on the sphere (queries: "
                              "their texts' embeddings), or a mixture with queries near rows")
@@ -389,26 +400,29 @@ def main() -> None:
             row["exact"], exact_tops, exact_candidates = time_search(
                 search, texts, args.candidates, vectors)
             log(f"{count} rows exact: {row['exact']}")
-            started = time.perf_counter()
-            ensure_indexes(table, min_rows=0, index_type="IVF_PQ")
-            row["index_build_s"] = round(time.perf_counter() - started, 1)
-            row["disk_gb"] = folder_gb(folder)
-            row.update(index_shape(table))
-            log(f"{count} rows indexed in {row['index_build_s']} s, {row['disk_gb']} GB")
-            search = VideoSearch(str(folder), "videos", str(checkpoint),
-                                 keyword_model=keyword_model)
-            row["ivf_pq"] = []
-            for nprobes in args.nprobes:
-                for factor in args.refine_factor:
-                    search.nprobes, search.refine_factor = nprobes, factor
-                    timings, tops, candidates = time_search(search, texts, args.candidates,
-                                                            vectors)
-                    cell = {"nprobes": nprobes, "refine_factor": factor,
-                            "recall_at_10": recall(exact_tops, tops),
-                            "candidate_recall": recall(exact_candidates, candidates),
-                            **timings}
-                    log(f"{count} rows ivf_pq: {cell}")
-                    row["ivf_pq"].append(cell)
+            row["indexes"] = []
+            for index_type in args.index_type:
+                started = time.perf_counter()
+                create_vector_index(table, index_type, replace=True)
+                index = {"index_type": index_type,
+                         "index_build_s": round(time.perf_counter() - started, 1),
+                         "disk_gb": folder_gb(folder), **index_shape(table), "cells": []}
+                log(f"{count} rows: {index_type} built in {index['index_build_s']} s, "
+                    f"{index['disk_gb']} GB")
+                search = VideoSearch(str(folder), "videos", str(checkpoint),
+                                     keyword_model=keyword_model)
+                for nprobes in args.nprobes:
+                    for factor in args.refine_factor:
+                        search.nprobes, search.refine_factor = nprobes, factor
+                        timings, tops, candidates = time_search(search, texts,
+                                                                args.candidates, vectors)
+                        cell = {"nprobes": nprobes, "refine_factor": factor,
+                                "recall_at_10": recall(exact_tops, tops),
+                                "candidate_recall": recall(exact_candidates, candidates),
+                                **timings}
+                        log(f"{count} rows {index_type}: {cell}")
+                        index["cells"].append(cell)
+                row["indexes"].append(index)
             results.append(row)
             del table, search
             shutil.rmtree(folder)  # the next size's room

@@ -211,9 +211,18 @@ def check_update(table, schema: pa.Schema, state: TableState | None, wanted: Tab
                          f"output now has; {rebuild}")
 
 
+def create_vector_index(table, index_type: str, replace: bool = False) -> None:
+    """The ``vector`` column's index of ``index_type`` (one of ``INDEX_TYPES``), cosine,
+    at LanceDB's default sizes for the table's rows."""
+    from lancedb.index import HnswSq, IvfPq
+
+    config = {"IVF_PQ": IvfPq, "HNSW_SQ": HnswSq}[index_type](distance_type="cosine")
+    table.create_index("vector", config=config, replace=replace)
+
+
 def ensure_indexes(table, min_rows: int, index_type: str) -> bool:
     """Scalar index on ``video_id``; vector index once large enough. Returns: vector index?"""
-    from lancedb.index import BTree, HnswSq, IvfPq
+    from lancedb.index import BTree
 
     indexed = {col for index in table.list_indices() for col in index.columns}
     if "video_id" not in indexed:
@@ -221,8 +230,7 @@ def ensure_indexes(table, min_rows: int, index_type: str) -> bool:
     has_vector_index = "vector" in indexed
     if not has_vector_index and table.count_rows() >= min_rows:
         log.info("building a %s index on %d rows", index_type, table.count_rows())
-        config = {"IVF_PQ": IvfPq, "HNSW_SQ": HnswSq}[index_type](distance_type="cosine")
-        table.create_index("vector", config=config)
+        create_vector_index(table, index_type)
         has_vector_index = True
     table.optimize()  # fold the run's new rows into the indexes and compact its fragments
     return has_vector_index
