@@ -1,7 +1,8 @@
-"""Latency and recall of two-stage search, exact and through the IVF-PQ index.
+"""Latency and recall of two-stage search, exact and through each vector index type.
 
     python benchmarks/query_latency.py [--rows 10000 100000] [--queries 50] [--candidates 100]
-        [--nprobes 20] [--refine-factor 1] [--vectors uniform|clustered] [--clusters N]
+        [--index-type IVF_PQ HNSW_SQ] [--nprobes 20] [--refine-factor 1]
+        [--vectors uniform|clustered] [--clusters N]
     python benchmarks/query_latency.py --rows 1000000 --queries 30 --nprobes 20 50 \
         --refine-factor 1 5      # ~26 GB of table in the temporary folder (TMPDIR)
 
@@ -10,8 +11,8 @@ random unit vectors and random rerank features at ViT-B-32 sizes (512-d, 12
 frames), as ``pipelines/embed.py`` lays them out (streamed in 10,000-row
 batches, so a million rows fit in memory), then times
 ``VideoSearch.search_encoded`` (``k=10``) with exact search and again after
-building the IVF-PQ index (``ensure_indexes`` of the embed job, so the table is
-laid out as the job leaves it: fragments compacted, a scalar index on
+building each ``--index-type`` in turn (the embed job's ``create_vector_index``;
+the table laid out as the job leaves it: fragments compacted, a scalar index on
 ``video_id``), once for each ``--nprobes`` x ``--refine-factor``. Every timed
 query is a distinct text, so each fetches other rows; the index phase asks the
 exact phase's queries. Reported apart, p50 and p95 in milliseconds:
@@ -34,10 +35,12 @@ exact phase's queries. Reported apart, p50 and p95 in milliseconds:
 Per index setting, ``recall_at_10`` is the mean over the queries of the share
 of the exact search's final top 10 (after the rerank) that the indexed search
 also returns (goal: >= 0.95); ``candidate_recall`` the same for the first
-stage's ``--candidates`` (before the rerank). Per table size, ``disk_gb`` is the
-table's folder once compacted and indexed, ``index_build_s`` the index's build,
-``index_partitions`` and ``pq_sub_vectors`` the index's shape (LanceDB's
-defaults: one partition at 10,000 rows, where ``--nprobes`` changes nothing).
+stage's ``--candidates`` (before the rerank). Per index type, ``disk_gb`` is the
+table's folder once indexed, ``index_build_s`` the index's build, and its shape
+at LanceDB's defaults: ``index_partitions`` (IVF_PQ: one at 10,000 rows, where
+``--nprobes`` changes nothing), and ``pq_sub_vectors`` or HNSW's ``hnsw_m`` and
+``hnsw_levels``. ``--refine-factor`` applies to both types; HNSW searches
+LanceDB's default ``ef`` (1.5 x the candidates).
 
 ``--vectors`` says what the table's vectors and the queries' first-stage
 vectors are:

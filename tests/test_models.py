@@ -20,6 +20,7 @@ from vtr_models.frames import FramePreprocessor
 from vtr_models.modal_interaction import TextConditionedPooling
 from vtr_models.model_config import MODEL_CONFIGS
 from vtr_models.param_groups import optimizer_groups
+from vtr_models.text_inputs import trim_padding
 
 CAPTIONS = ["a red circle moves left", "a blue square jumps", "two dogs run", "a cat sleeps"]
 KEYWORDS = [["red circle", "move left"], ["blue square"], ["dog", "run"], []]
@@ -93,6 +94,9 @@ def test_padded_tokens_and_keywords_change_nothing():
     base = scores(model, video, mask, tokens, kw, kw_mask)
     assert int(tokens.argmax(-1).max()) < 16
     assert torch.allclose(scores(model, video, mask, tokens[:, :16], kw, kw_mask), base, atol=1e-5)
+    trimmed = trim_padding(tokens)  # what a search encodes: up to the longest end token
+    assert trimmed.shape[1] == int(tokens.argmax(-1).max()) + 1 < tokens.shape[1]
+    assert torch.allclose(scores(model, video, mask, trimmed, kw, kw_mask), base, atol=1e-5)
     # Two keyword slots instead of five: the empty slots were masked anyway.
     assert torch.allclose(
         scores(model, video, mask, tokens, kw[:, :2], kw_mask[:, :2]), base, atol=1e-5

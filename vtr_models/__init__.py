@@ -34,6 +34,7 @@ _EXPORTS = {
     "random_shift": "vtr_models.augment",
     "even_indices": "vtr_models.frame_thinning",
     "rank_metrics": "vtr_models.metrics",
+    "trim_padding": "vtr_models.text_inputs",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -15,6 +15,19 @@ import torch
 from vtr_models.backbone import quiet_open_clip
 
 
+def trim_padding(tokens: torch.Tensor) -> torch.Tensor:
+    """``[B, L]`` token ids cut after the longest text's end token.
+
+    The text tower is causal, so padding after a text's end token changes none of
+    its features (the word mask drops the padding too); a short query then costs
+    a dozen positions of the tower instead of the whole context. For inference
+    only: training all-gathers the token features, which needs one width on
+    every worker.
+    """
+    used = (tokens != 0).any(dim=0).nonzero()
+    return tokens[:, : int(used.max()) + 1] if len(used) else tokens[:, :1]
+
+
 class TextTokenizer:
     """open_clip's tokenizer for a backbone, for captions and keyword lists."""
 

@@ -26,7 +26,7 @@ import torch
 from pipelines.core import storage
 from pipelines.core.keywords import KeywordExtractor, KeywordOptions, query_keyword_model
 from pipelines.index.table import keyword_options_of, table_state, video_features
-from vtr_models import TextFeatures, checkpoint_id, load_checkpoint
+from vtr_models import TextFeatures, checkpoint_id, load_checkpoint, trim_padding
 
 RESULT_COLUMNS = ["rank", "video_id", "uri", "score", "first_stage_score"]
 NPROBES = 20  # IVF partitions searched per query
@@ -112,7 +112,7 @@ class VideoSearch:
         """The queries' text features, in one pass of the text tower (caption tokens and,
         when the model uses them, keywords): a service encodes concurrent queries together."""
         tokenizer = self.model.tokenizer
-        tokens = tokenizer.captions(texts)
+        tokens = trim_padding(tokenizer.captions(texts))
         if self.keywords is None:
             return self.model.encode_text(tokens)
         kw_tokens, kw_mask = tokenizer.keywords(self.keywords(texts),
