@@ -8,6 +8,7 @@ padded slots hold large garbage that must never reach an output. Dropout is off 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -295,22 +296,23 @@ def test_text_enhancement_adds_gated_keyword_attention_to_every_word():
 
 # ---- the whole score from the references --------------------------------------------------
 
+@torch.no_grad()
 def test_full_score_is_reference_fine_plus_reference_coarse():
-    model = build()
-    video, mask, tokens, kw, kw_mask = model_inputs(model)
-    with torch.no_grad():
-        t, words, word_mask, frames, local = reference_features(model, video, mask, tokens, kw,
-                                                                kw_mask)
-        text, vid = encoded(model, video, mask, tokens, kw, kw_mask)
-        torch.testing.assert_close(vid.frames, frames, **TIGHT)
-        torch.testing.assert_close(vid.local, local, **TIGHT)
-        torch.testing.assert_close(text.tokens, words, **TIGHT)
-        expected = (ref_coarse_conditioned(model.interaction, t, frames, mask)
-                    + ref_fine(words, word_mask, local, mask))
-        torch.testing.assert_close(model.score(text, vid), expected, **TIGHT)
+    c = case(build())
+    torch.testing.assert_close(c.vid.frames, c.frames, **TIGHT)
+    torch.testing.assert_close(c.vid.local, c.local, **TIGHT)
+    torch.testing.assert_close(c.text.tokens, c.words, **TIGHT)
+    expected = (ref_coarse_conditioned(c.model.interaction, c.t, c.frames, c.mask)
+                + ref_fine(c.words, c.word_mask, c.local, c.mask))
+    torch.testing.assert_close(c.model.score(c.text, c.vid), expected, **TIGHT)
 
 
 # ---- 5. ablations: each switch gives the reduced formula ----------------------------------
+
+def masked_means(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each video's mean over its valid frames, one video at a time."""
+    return torch.stack([frames[b][mask[b]].mean(0) for b in range(len(frames))])
+
 
 def ablated(part):
     """The model with ``part`` off, holding the full model's weights for the shared parts."""
@@ -320,70 +322,77 @@ def ablated(part):
     return model
 
 
+@dataclass
+class Case:
+    """A model, its inputs, the reference features of ``reference_features`` and what the
+    model encodes from the same inputs."""
+
+    model: object
+    video: torch.Tensor
+    mask: torch.Tensor
+    tokens: torch.Tensor
+    t: torch.Tensor
+    words: torch.Tensor
+    word_mask: torch.Tensor
+    frames: torch.Tensor
+    local: torch.Tensor
+    text: TextFeatures
+    vid: VideoFeatures
+
+
+@torch.no_grad()
+def case(model) -> Case:
+    video, mask, tokens, kw, kw_mask = model_inputs(model)
+    reference = reference_features(model, video, mask, tokens, kw, kw_mask)
+    return Case(model, video, mask, tokens, *reference,
+                *encoded(model, video, mask, tokens, kw, kw_mask))
+
+
+@torch.no_grad()
 def test_without_fine_grained_the_score_is_the_coarse_score_alone():
-    model = ablated("fine_grained")
-    video, mask, tokens, kw, kw_mask = model_inputs(model)
-    with torch.no_grad():
-        t, _, _, frames, _ = reference_features(model, video, mask, tokens, kw, kw_mask)
-        text, vid = encoded(model, video, mask, tokens, kw, kw_mask)
-        assert text.tokens is None and vid.local is None
-        expected = ref_coarse_conditioned(model.interaction, t, frames, mask)
-        torch.testing.assert_close(model.score(text, vid), expected, **TIGHT)
+    c = case(ablated("fine_grained"))
+    assert c.text.tokens is None and c.vid.local is None
+    expected = ref_coarse_conditioned(c.model.interaction, c.t, c.frames, c.mask)
+    torch.testing.assert_close(c.model.score(c.text, c.vid), expected, **TIGHT)
 
 
+@torch.no_grad()
 def test_without_interaction_coarse_is_cosine_with_the_mean_pooled_frames():
-    model = ablated("interaction")
-    video, mask, tokens, kw, kw_mask = model_inputs(model)
-    with torch.no_grad():
-        t, words, word_mask, frames, local = reference_features(model, video, mask, tokens, kw,
-                                                                kw_mask)
-        text, vid = encoded(model, video, mask, tokens, kw, kw_mask)
-        torch.testing.assert_close(vid.pooled, torch.stack(
-            [frames[b][mask[b]].mean(0) for b in range(len(frames))]), **TIGHT)
-        coarse = ref_coarse_mean(t, frames, mask)
-        torch.testing.assert_close(model.coarse_score(text, vid), coarse, **TIGHT)
-        torch.testing.assert_close(model.score(text, vid),
-                                   coarse + ref_fine(words, word_mask, local, mask), **TIGHT)
+    c = case(ablated("interaction"))
+    torch.testing.assert_close(c.vid.pooled, masked_means(c.frames, c.mask), **TIGHT)
+    coarse = ref_coarse_mean(c.t, c.frames, c.mask)
+    torch.testing.assert_close(c.model.coarse_score(c.text, c.vid), coarse, **TIGHT)
+    torch.testing.assert_close(c.model.score(c.text, c.vid),
+                               coarse + ref_fine(c.words, c.word_mask, c.local, c.mask), **TIGHT)
 
 
+@torch.no_grad()
 def test_without_video_enhancement_local_features_are_unit_temporal_features():
-    model = ablated("video_enhance")
-    video, mask, tokens, kw, kw_mask = model_inputs(model)
-    with torch.no_grad():
-        t, words, word_mask, frames, _ = reference_features(model, video, mask, tokens, kw,
-                                                            kw_mask)
-        text, vid = encoded(model, video, mask, tokens, kw, kw_mask)
-        local = torch.zeros_like(frames)
-        local[mask] = frames[mask] / frames[mask].norm(dim=-1, keepdim=True)
-        torch.testing.assert_close(vid.local, local, **TIGHT)
-        expected = (ref_coarse_conditioned(model.interaction, t, frames, mask)
-                    + ref_fine(words, word_mask, local, mask))
-        torch.testing.assert_close(model.score(text, vid), expected, **TIGHT)
+    c = case(ablated("video_enhance"))
+    local = torch.zeros_like(c.frames)
+    local[c.mask] = c.frames[c.mask] / c.frames[c.mask].norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(c.vid.local, local, **TIGHT)
+    expected = (ref_coarse_conditioned(c.model.interaction, c.t, c.frames, c.mask)
+                + ref_fine(c.words, c.word_mask, local, c.mask))
+    torch.testing.assert_close(c.model.score(c.text, c.vid), expected, **TIGHT)
 
 
+@torch.no_grad()
 def test_without_text_enhancement_words_are_the_plain_text_encoder_tokens():
-    model = ablated("text_enhance")
-    video, mask, tokens, kw, kw_mask = model_inputs(model)
-    with torch.no_grad():
-        t, _, word_mask, frames, local = reference_features(model, video, mask, tokens, kw,
-                                                            kw_mask)
-        text, vid = encoded(model, video, mask, tokens, kw, kw_mask)
-        words = model.backbone.encode_tokens(tokens).tokens
-        assert torch.equal(text.tokens, words)  # keywords given, yet W_e = W
-        expected = (ref_coarse_conditioned(model.interaction, t, frames, mask)
-                    + ref_fine(words, word_mask, local, mask))
-        torch.testing.assert_close(model.score(text, vid), expected, **TIGHT)
+    c = case(ablated("text_enhance"))
+    words = c.model.backbone.encode_tokens(c.tokens).tokens
+    assert torch.equal(c.text.tokens, words)  # keywords given, yet W_e = W
+    expected = (ref_coarse_conditioned(c.model.interaction, c.t, c.frames, c.mask)
+                + ref_fine(words, c.word_mask, c.local, c.mask))
+    torch.testing.assert_close(c.model.score(c.text, c.vid), expected, **TIGHT)
 
 
+@torch.no_grad()
 def test_without_temporal_encoder_frame_features_are_the_backbone_features():
-    model = ablated("temporal")
-    video, mask, tokens, kw, kw_mask = model_inputs(model)
-    with torch.no_grad():
-        text, vid = encoded(model, video, mask, tokens, kw, kw_mask)
-        frames = model.backbone.encode_frames(video, mask)
-        assert torch.equal(vid.frames, frames)
-        torch.testing.assert_close(vid.pooled, torch.stack(
-            [frames[b][mask[b]].mean(0) for b in range(len(frames))]), **TIGHT)
+    c = case(ablated("temporal"))
+    frames = c.model.backbone.encode_frames(c.video, c.mask)
+    assert torch.equal(c.vid.frames, frames)
+    torch.testing.assert_close(c.vid.pooled, masked_means(frames, c.mask), **TIGHT)
 
 
 # ---- 6. the CLIP4Clip baselines (meanP, seqTransf) and the first-stage pair ----------------
@@ -400,10 +409,6 @@ def ref_video_frames(model, video, mask):
     """F' (F after the reference temporal encoder when the model has one)."""
     frames = ref_clip_frames(model, video, mask)
     return frames if model.temporal is None else ref_temporal(model.temporal, frames, mask)
-
-
-def masked_means(frames, mask):
-    return torch.stack([frames[b][mask[b]].mean(dim=0) for b in range(len(frames))])
 
 
 def unit(x):
