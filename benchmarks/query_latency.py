@@ -244,16 +244,6 @@ def query_texts(count: int) -> list[str]:
     return [f"{QUERIES[i % len(QUERIES)]}, take {i}" for i in range(count)]
 
 
-def vector_query(search: VideoSearch, features: TextFeatures, candidates: int, columns):
-    """The first-stage query ``VideoSearch.search_encoded`` asks, selecting ``columns``."""
-    vector = search.model.text_embedding(features)[0].float().numpy()
-    query = (search.table.search(vector, vector_column_name="vector").metric("cosine")
-             .select(columns).limit(candidates).nprobes(search.nprobes))
-    if search.refine_factor > 1:
-        query = query.refine_factor(search.refine_factor)
-    return query
-
-
 def take_in_order(table, row_ids: pa.Array, columns: list[str]) -> pa.Table:
     """``columns`` of the rows ``row_ids`` of ``table``, in that order (LanceDB's take
     promises no order)."""
@@ -268,8 +258,8 @@ def two_phase(search: VideoSearch, features: TextFeatures, candidates: int
     rerank columns by row id. The candidates (``FETCHED_COLUMNS``, ``_rowid``), and the
     seconds of each step."""
     started = time.perf_counter()
-    ids = vector_query(search, features, candidates,
-                       ["video_id", "_distance"]).with_row_id(True).to_arrow()
+    ids = search.first_stage(features, candidates,
+                             ["video_id", "_distance"]).with_row_id(True).to_arrow()
     searched = time.perf_counter()
     fetched = take_in_order(search.table, ids.column("_rowid").combine_chunks(),
                             RERANK_COLUMNS)
@@ -282,7 +272,7 @@ def two_phase(search: VideoSearch, features: TextFeatures, candidates: int
 @torch.no_grad()
 def one_query(search: VideoSearch, features: TextFeatures, candidates: int) -> pa.Table:
     """The candidates as ``VideoSearch.search_encoded`` fetches them, in one query."""
-    return vector_query(search, features, candidates, FETCHED_COLUMNS).to_arrow()
+    return search.first_stage(features, candidates, FETCHED_COLUMNS).to_arrow()
 
 
 def same_candidates(one: pa.Table, two: pa.Table) -> bool:

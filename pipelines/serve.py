@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field
 from ray import serve
 
 from pipelines.core.sql import sql_equals
-from pipelines.index.search import NPROBES, REFINE_FACTOR, ModelMismatchError, VideoSearch
+from pipelines.index.search import NPROBES, ModelMismatchError, VideoSearch
 from vtr_models import TextFeatures
 
 api = FastAPI(title="video search", description="Natural-language search over a video table")
@@ -49,8 +49,9 @@ class SearchArgs(BaseModel):
         None, description="this machine's copy of the ingest's keyword model "
         "(default: the model the table records)")
     nprobes: int = Field(NPROBES, ge=1, description="IVF partitions searched")
-    refine_factor: int = Field(REFINE_FACTOR, ge=1, description=(
-        "candidates x this re-ranked by exact distance before the full model"))
+    refine_factor: int | None = Field(None, ge=1, description=(
+        "candidates x this re-ranked by exact distance before the full model (default: "
+        "what the table's index needs, 10 for IVF_PQ, 1 for HNSW_SQ)"))
     consistency_interval_s: float | None = Field(
         5.0, description="seconds before new commits to the table are seen")
     max_batch_size: int = Field(16, ge=1, description="most queries encoded in one pass")

@@ -50,6 +50,18 @@ def test_indexes_are_built(table):
     assert indexed == {"video_id", "vector"}
 
 
+def test_a_search_refines_as_the_tables_index_needs(table, keyword_model):
+    """The table has an IVF_PQ index: by default its candidates are re-ranked by exact
+    distance (x 10); a refine factor given is kept."""
+    search = VideoSearch(table["db"], "videos", str(table["checkpoint"]),
+                         keyword_model=keyword_model)
+    features = search.encode_texts(["a red circle moves left"])
+    for given, asked in [(None, 10), (1, None), (3, 3)]:
+        search.refine_factor = given
+        query = search.first_stage(features, 5, ["video_id"]).to_query_object()
+        assert query.refine_factor == asked, given
+
+
 def test_search_returns_the_exhaustive_top_10(table, keyword_model):
     search = VideoSearch(table["db"], "videos", str(table["checkpoint"]),
                          keyword_model=keyword_model)

@@ -11,11 +11,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from pipelines.index.search import index_refine_factor
 from pipelines.index.table import (
     INDEX_TYPES,
     TableState,
     another_model,
     check_update,
+    create_vector_index,
     ensure_indexes,
     keep_state,
     table_rows,
@@ -82,6 +84,16 @@ def test_a_later_run_keeps_the_indexes_and_folds_its_new_rows_into_them(tmp_path
     assert indices(table)["vector"] == LISTED["HNSW_SQ"]  # not rebuilt as another type
     for index in table.list_indices():
         assert table.index_stats(index.name).num_unindexed_rows == 0, index.name
+
+
+def test_the_refine_factor_follows_the_vector_index(tmp_path):
+    """Product quantisation needs its candidates re-ranked by exact distance; 8-bit scalar
+    quantisation and exact search do not."""
+    table = vector_table(tmp_path)
+    assert index_refine_factor(table) == 1  # no index: exact search
+    for index_type, factor in [("IVF_PQ", 10), ("HNSW_SQ", 1)]:
+        create_vector_index(table, index_type, replace=True)
+        assert index_refine_factor(table) == factor, index_type
 
 
 # ---- another_model and check_update --------------------------------------------------------

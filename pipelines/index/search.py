@@ -30,11 +30,20 @@ from vtr_models import TextFeatures, checkpoint_id, load_checkpoint, trim_paddin
 
 RESULT_COLUMNS = ["rank", "video_id", "uri", "score", "first_stage_score"]
 NPROBES = 20  # IVF partitions searched per query
-REFINE_FACTOR = 10  # candidates x this re-ranked by exact distance (see VideoSearch)
+# candidates x this re-ranked by exact distance, by the vector index's type as
+# `list_indices` names it (see VideoSearch): product quantisation needs it, 8-bit scalar
+# quantisation does not
+REFINE_FACTORS = {"IvfPq": 10, "IvfHnswSq": 1}
 # what stage one returns per candidate: enough to rerank and answer, no other metadata;
 # `_distance` named, as LanceDB will stop adding it to a selection (and warns meanwhile)
 FETCHED_COLUMNS = ["video_id", "uri", "frame_features", "local_features", "feature_frames",
                    "model_id", "_distance"]
+
+
+def index_refine_factor(table) -> int:
+    """The refine factor the table's vector index needs (1 with none: exact search)."""
+    types = [i.index_type for i in table.list_indices() if i.columns == ["vector"]]
+    return REFINE_FACTORS.get(types[0], 1) if types else 1
 
 
 class ModelMismatchError(ValueError):
@@ -56,11 +65,13 @@ class VideoSearch:
     ``nprobes`` and ``refine_factor`` tune the vector index, when the table has one
     (LanceDB's meaning: IVF partitions searched; candidates x factor re-ranked by
     exact distance before the full model sees them). The default refine factor
-    (10) is what the product-quantised distances of the default IVF_PQ index
-    need: at a million clustered rows the final top 10 then holds 1.0 of the
-    exhaustive one, against 0.26 with no refinement, for a vector search of
-    21 ms instead of 11 (``benchmarks/query_latency.py``; an HNSW_SQ index keeps
-    0.96 with ``refine_factor=1``).
+    follows the table's index: 10 for IVF_PQ, whose product-quantised distances
+    need it (at a million clustered rows the final top 10 then holds 1.0 of the
+    exhaustive one, against 0.26 with no refinement, for a vector search of 21
+    ms instead of 11), and 1 for HNSW_SQ, which keeps 0.96 without it and whose
+    search takes 32 ms with a factor of 10 against 10 ms
+    (``benchmarks/query_latency.py``). It is looked up at each search (0.3 ms), so
+    a long-lived search follows the index a later embed run builds.
     ``storage_options`` go to LanceDB for an ``s3://`` table; by default they
     spell out the AWS environment's endpoint and region, and allow plain HTTP
     for an ``http://`` endpoint (MinIO, moto), which LanceDB otherwise refuses.
@@ -71,7 +82,7 @@ class VideoSearch:
 
     def __init__(self, db_uri: str, table: str, checkpoint: str,
                  keyword_model: str | None = None, nprobes: int = NPROBES,
-                 refine_factor: int = REFINE_FACTOR, storage_options: dict[str, str] | None = None,
+                 refine_factor: int | None = None, storage_options: dict[str, str] | None = None,
                  consistency_interval_s: float | None = 5.0) -> None:
         import lancedb
 
@@ -88,7 +99,7 @@ class VideoSearch:
         self.model = load_checkpoint(checkpoint)
         self.model_id = checkpoint_id(checkpoint)
         self.nprobes = nprobes
-        self.refine_factor = refine_factor
+        self.refine_factor = refine_factor  # None: the table's index's, at each search
         state = table_state(self.table.to_lance())  # the table's own record, not one row
         if state is None:
             raise ValueError(f"table {table!r} records no model: it was not written by "
@@ -160,20 +171,30 @@ class VideoSearch:
         return result
 
     @torch.no_grad()
+    def first_stage(self, features: TextFeatures, candidates: int, columns: list[str],
+                    where: str | None = None):
+        """The LanceDB query for the ``candidates`` nearest neighbours of one encoded
+        text, selecting ``columns``, with this search's index settings."""
+        vector = self.model.text_embedding(features)[0].float().numpy()
+        query = (self.table.search(vector, vector_column_name="vector").metric("cosine")
+                 .select(columns).limit(candidates).nprobes(self.nprobes))
+        # asked each time: a long-lived search may see the first index, or another type
+        factor = (self.refine_factor if self.refine_factor is not None
+                  else index_refine_factor(self.table))
+        if factor > 1:
+            query = query.refine_factor(factor)
+        if where:
+            query = query.where(where, prefilter=True)
+        return query
+
+    @torch.no_grad()
     def search_encoded(self, features: TextFeatures, k: int, candidates: int,
                        where: str | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
         """:meth:`search` for one query already encoded (``features`` of one text):
         the results, and the seconds of the vector search (with the fetch of the
         candidates' features) and of the rerank."""
         started = time.perf_counter()
-        vector = self.model.text_embedding(features)[0].float().numpy()
-        query = (self.table.search(vector, vector_column_name="vector").metric("cosine")
-                 .select(FETCHED_COLUMNS).limit(candidates).nprobes(self.nprobes))
-        if self.refine_factor > 1:
-            query = query.refine_factor(self.refine_factor)
-        if where:
-            query = query.where(where, prefilter=True)
-        rows = query.to_arrow()
+        rows = self.first_stage(features, candidates, FETCHED_COLUMNS, where).to_arrow()
         fetched = time.perf_counter()
         self._check_model(rows.column("model_id").to_pylist())
         if rows.num_rows == 0:
