@@ -25,15 +25,19 @@ import torch
 
 from pipelines.core import storage
 from pipelines.core.keywords import KeywordExtractor, KeywordOptions, query_keyword_model
-from pipelines.index.table import keyword_options_of, table_state, video_features
+from pipelines.index.table import (
+    keyword_options_of,
+    table_state,
+    vector_index_type,
+    video_features,
+)
 from vtr_models import TextFeatures, checkpoint_id, load_checkpoint, trim_padding
 
 RESULT_COLUMNS = ["rank", "video_id", "uri", "score", "first_stage_score"]
 NPROBES = 20  # IVF partitions searched per query
-# candidates x this re-ranked by exact distance, by the vector index's type as
-# `list_indices` names it (see VideoSearch): product quantisation needs it, 8-bit scalar
-# quantisation does not
-REFINE_FACTORS = {"IvfPq": 10, "IvfHnswSq": 1}
+# candidates x this re-ranked by exact distance, by the vector index's type (see
+# VideoSearch): product quantisation needs it, 8-bit scalar quantisation does not
+REFINE_FACTORS = {"IVF_PQ": 10, "HNSW_SQ": 1}
 # what stage one returns per candidate: enough to rerank and answer, no other metadata;
 # `_distance` named, as LanceDB will stop adding it to a selection (and warns meanwhile)
 FETCHED_COLUMNS = ["video_id", "uri", "frame_features", "local_features", "feature_frames",
@@ -42,8 +46,7 @@ FETCHED_COLUMNS = ["video_id", "uri", "frame_features", "local_features", "featu
 
 def index_refine_factor(table) -> int:
     """The refine factor the table's vector index needs (1 with none: exact search)."""
-    types = [i.index_type for i in table.list_indices() if i.columns == ["vector"]]
-    return REFINE_FACTORS.get(types[0], 1) if types else 1
+    return REFINE_FACTORS.get(vector_index_type(table), 1)
 
 
 class ModelMismatchError(ValueError):

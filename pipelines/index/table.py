@@ -34,6 +34,8 @@ METADATA_COLUMNS = ("video_id", "uri", "duration_s", "native_fps", "width", "hei
 KEYWORD_OPTIONS_KEY = "vtr.keyword_options"  # on the vector field: the ingest's KeyBERT setup
 STATE_PREFIX = "vtr."  # of the transaction properties that record a TableState
 INDEX_TYPES = ("IVF_PQ", "HNSW_SQ")  # vector index types the embed job builds
+# how LanceDB's list_indices() names each of them (lancedb 0.40)
+LISTED_INDEX_TYPES = {"IvfPq": "IVF_PQ", "IvfHnswSq": "HNSW_SQ"}
 log = logging.getLogger("embed")
 
 
@@ -218,6 +220,13 @@ def create_vector_index(table, index_type: str, replace: bool = False) -> None:
 
     config = {"IVF_PQ": IvfPq, "HNSW_SQ": HnswSq}[index_type](distance_type="cosine")
     table.create_index("vector", config=config, replace=replace)
+
+
+def vector_index_type(table) -> str | None:
+    """The type of the table's ``vector`` index (one of ``INDEX_TYPES``, or LanceDB's own
+    name for an index built otherwise); None without one."""
+    listed = [i.index_type for i in table.list_indices() if i.columns == ["vector"]]
+    return LISTED_INDEX_TYPES.get(listed[0], listed[0]) if listed else None
 
 
 def ensure_indexes(table, min_rows: int, index_type: str) -> bool:
