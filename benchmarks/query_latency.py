@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -91,7 +92,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from pipelines.index.search import FETCHED_COLUMNS, VideoSearch
+from pipelines.index import rerank_features
+from pipelines.index.search import VideoSearch, fetched_columns
 from pipelines.index.table import (
     INDEX_TYPES,
     METADATA_COLUMNS,
@@ -111,8 +113,6 @@ QUERIES = ["a dog catches a frisbee on the beach", "a man is cooking in a kitche
            "children play football in a park"]
 CENTRE_SEED = 1_000_003  # not a batch's seed (those are row offsets)
 QUERY_SEED = 2_000_003
-# the rerank columns: what the vector search's second step fetches by row id
-RERANK_COLUMNS = [c for c in FETCHED_COLUMNS if c not in ("video_id", "_distance")]
 
 
 def noise_sigma(cosine: float, dim: int) -> float:
@@ -147,26 +147,24 @@ class Clusters:
 
 
 def random_rows(count: int, dim: int, frames: int, model_id: str, seed: int,
-                clusters: Clusters | None = None) -> pa.Table:
+                clusters: Clusters | None = None, precision: str = "float16") -> pa.Table:
     """``count`` rows of the video table's schema with random unit vectors (uniform on
-    the sphere, or drawn from ``clusters``) and random features."""
+    the sphere, or drawn from ``clusters``) and random features at ``precision``."""
     rng = np.random.default_rng(seed)
-    schema = table_schema(VIDEOS, dim, frames)
+    schema = table_schema(VIDEOS, dim, frames, precision=precision)
     if clusters is None:
         vectors = normalized(rng.standard_normal((count, dim), dtype=np.float32))
     else:
         vectors, _ = clusters.draw(rng, count)
-    features = rng.standard_normal((count, frames * dim), dtype=np.float32).astype(np.float16)
+    features = torch.from_numpy(rng.standard_normal((count, frames, dim), dtype=np.float32))
     ids = [f"v{i:07d}" for i in range(seed, seed + count)]
     columns = {name: pa.nulls(count, schema.field(name).type) for name in METADATA_COLUMNS}
     columns.update({
         "video_id": pa.array(ids), "uri": pa.array([f"s3://archive/{i}.mp4" for i in ids]),
         "split": pa.array(["all"] * count),
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
-        "frame_features": pa.FixedSizeListArray.from_arrays(pa.array(features.ravel()),
-                                                            frames * dim),
-        "local_features": pa.FixedSizeListArray.from_arrays(pa.array(features.ravel()),
-                                                            frames * dim),
+        **{name: column for name in rerank_features.FEATURE_COLUMNS for name, column in
+           rerank_features.encode(name, features, precision, count, frames, dim).items()},
         "feature_frames": pa.array(np.full(count, frames, np.int32)),
         "model_id": pa.array([model_id] * count),
     })
@@ -174,17 +172,20 @@ def random_rows(count: int, dim: int, frames: int, model_id: str, seed: int,
 
 
 def build_table(path: Path, rows: int, dim: int, frames: int, model_id: str,
-                index: bool = True, clusters: Clusters | None = None):
+                index: bool = True, clusters: Clusters | None = None,
+                precision: str = "float16"):
     """A LanceDB ``videos`` table of ``rows`` random rows at ``path`` (a database folder),
+    rerank features at ``precision``,
     written in one stream of 10,000-row batches (one fragment up to about a million rows,
     nothing held in memory), laid out as the embed job leaves it: a ``video_id`` index,
     fragments compacted, and, with ``index``, the IVF-PQ vector index. Returns the table."""
     import lancedb
 
-    schema = table_schema(VIDEOS, dim, frames)
+    schema = table_schema(VIDEOS, dim, frames, precision=precision)
     batches = (batch for start in range(0, rows, 10_000)
                for batch in random_rows(min(10_000, rows - start), dim, frames, model_id,
-                                        seed=start, clusters=clusters).to_batches())
+                                        seed=start, clusters=clusters,
+                                        precision=precision).to_batches())
     table = lancedb.connect(str(path)).create_table("videos", schema=schema)
     table.add(pa.RecordBatchReader.from_batches(schema, batches), write_parallelism=1)
     keep_state(table.to_lance(), TableState("benchmark", 0, model_id))  # as embed records it
@@ -255,14 +256,15 @@ def take_in_order(table, row_ids: pa.Array, columns: list[str]) -> pa.Table:
 def two_phase(search: VideoSearch, features: TextFeatures, candidates: int
               ) -> tuple[pa.Table, float, float]:
     """The first stage in two steps: the vector search for ids and distances, then the
-    rerank columns by row id. The candidates (``FETCHED_COLUMNS``, ``_rowid``), and the
+    rerank columns by row id. The candidates (``fetched_columns``, ``_rowid``), and the
     seconds of each step."""
     started = time.perf_counter()
     ids = search.first_stage(features, candidates,
                              ["video_id", "_distance"]).with_row_id(True).to_arrow()
     searched = time.perf_counter()
-    fetched = take_in_order(search.table, ids.column("_rowid").combine_chunks(),
-                            RERANK_COLUMNS)
+    rerank = [c for c in fetched_columns(search.table.schema)
+              if c not in ("video_id", "_distance")]
+    fetched = take_in_order(search.table, ids.column("_rowid").combine_chunks(), rerank)
     done = time.perf_counter()
     for name in ("video_id", "_distance"):
         fetched = fetched.append_column(name, ids.column(name))
@@ -272,14 +274,15 @@ def two_phase(search: VideoSearch, features: TextFeatures, candidates: int
 @torch.no_grad()
 def one_query(search: VideoSearch, features: TextFeatures, candidates: int) -> pa.Table:
     """The candidates as ``VideoSearch.search_encoded`` fetches them, in one query."""
-    return search.first_stage(features, candidates, FETCHED_COLUMNS).to_arrow()
+    return search.first_stage(features, candidates,
+                              fetched_columns(search.table.schema)).to_arrow()
 
 
 def same_candidates(one: pa.Table, two: pa.Table) -> bool:
     """Whether two first stages found the same rows in the same order, at the same
     distances, with the same rerank columns."""
     return all(one.column(c).combine_chunks().equals(two.column(c).combine_chunks())
-               for c in FETCHED_COLUMNS)
+               for c in one.column_names)
 
 
 def time_search(search: VideoSearch, texts: list[str], candidates: int,
@@ -348,6 +351,10 @@ def main() -> None:
     parser.add_argument("--index-type", nargs="+", choices=INDEX_TYPES, default=["IVF_PQ"],
                         help="vector indexes to time, each built in turn on the same table "
                              "(default: IVF_PQ, the embed job's default)")
+    parser.add_argument("--feature-precision", nargs="+", choices=rerank_features.PRECISIONS,
+                        default=["float16"],
+                        help="rerank feature storage: one table per precision and size "
+                             "(default: float16, the embed job's default)")
     parser.add_argument("--vectors", choices=["uniform", "clustered"], default="uniform",
                         help="table and query vectors: uniform on the sphere (queries: "
                              "their texts' embeddings), or a mixture with queries near rows")
@@ -369,9 +376,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint, dim, frames = lfemi_checkpoint(Path(tmp), args.backbone,
                                                    keyword_model is not None)
-        for count in args.rows:
+        for count, precision in itertools.product(args.rows, args.feature_precision):
             folder = Path(tmp) / f"db{count}"
-            row: dict = {"rows": count, "candidates": args.candidates}
+            row: dict = {"rows": count, "feature_precision": precision,
+                         "candidates": args.candidates}
             clusters = vectors = None
             if args.vectors == "clustered":
                 clusters = Clusters.random(args.clusters or max(1, count // 1000), dim,
@@ -380,9 +388,9 @@ def main() -> None:
                 row["sigma"] = round(clusters.sigma, 5)
             started = time.perf_counter()
             table = build_table(folder, count, dim, frames, checkpoint_id(checkpoint),
-                                index=False, clusters=clusters)
+                                index=False, clusters=clusters, precision=precision)
             row["write_s"] = round(time.perf_counter() - started, 1)
-            log(f"{count} rows written in {row['write_s']} s")
+            log(f"{count} rows ({precision}) written in {row['write_s']} s")
             if clusters is not None:
                 vectors, row["query_row_cosine"] = query_vectors(table, len(texts),
                                                                  args.query_cosine)

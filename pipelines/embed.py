@@ -31,6 +31,7 @@ from pipelines.core.job_config import flag
 from pipelines.core.ray_job import start_job
 from pipelines.core.sql import sql_in
 from pipelines.index.embedder import embedded_rows
+from pipelines.index.rerank_features import PRECISIONS, precision_of
 from pipelines.index.table import (
     INDEX_TYPES,
     TableChanges,
@@ -86,6 +87,11 @@ class EmbedConfig:
         "is fast enough)"))
     index_type: str = field(default="IVF_PQ", metadata=flag(
         "vector index type", choices=INDEX_TYPES))
+    feature_precision: str | None = field(default=None, metadata=flag(
+        "how the rerank features are stored: float16, or int8 with a scale per frame (half "
+        "the bytes, for tables larger than memory; scores change by about 1e-3). Default: "
+        "the table's own, float16 for a new table; another precision rebuilds the table",
+        choices=PRECISIONS))
     update: bool = field(default=False, metadata=flag(
         "bring an existing table up to date with the ingest output: embed only the videos "
         "written since the ingest run the table records, delete removed ones, one commit "
@@ -167,8 +173,6 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
     model = load_checkpoint(config.checkpoint)  # fails here, not in every actor
     wanted = TableState(config.data, snapshot.version, checkpoint_id(config.checkpoint),
                         config.split)
-    schema = table_schema(schemas.VIDEOS, model.backbone.embed_dim, model.config.max_frames,
-                          snapshot.settings.get("keyword_options"))
     splits = video_splits(snapshot)
     ids = snapshot.dataset("videos").to_table(columns=["video_id"]).column(0).to_pylist()
     if config.split is not None:
@@ -181,16 +185,22 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
     if existing is not None and not (config.update or config.overwrite):
         raise ValueError(f"table {config.table!r} exists; pass --update to bring it up to date "
                          "with the ingest output, or --overwrite to rebuild it")
+    # a table keeps its precision unless asked: a scheduled --update never rebuilds for it
+    precision = config.feature_precision or (
+        precision_of(existing.schema) if existing is not None else "float16")
+    schema = table_schema(schemas.VIDEOS, model.backbone.embed_dim, model.config.max_frames,
+                          snapshot.settings.get("keyword_options"), precision)
     rebuild = existing is None or config.overwrite
     state = None
     if not rebuild:
         dataset = existing.to_lance()
         state = table_state(dataset)
         if another_model(existing, schema, state, wanted):
-            log.info("the checkpoint (%s) is not the table's model (%s): re-embedding every "
-                     "video; one commit swaps the new rows in, and queries with the old "
-                     "checkpoint work until then", wanted.model_id,
-                     state.model_id if state else "another layout")
+            log.info("the table holds model %s with %s features, this run writes %s with %s "
+                     "features: re-embedding every video; one commit swaps the new rows in, "
+                     "and queries of the old rows work until then",
+                     state.model_id if state else "(unrecorded)", precision_of(existing.schema),
+                     wanted.model_id, precision)
             rebuild = True
     if rebuild:
         changes = TableChanges(set(ids), set(), set(), 0)
@@ -208,7 +218,8 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
         snapshot, None if every else changes.embed, config.checkpoint,
         batch_size=config.batch_size, local_max_videos=config.local_max_videos,
         actors=sizes.actors, concurrency=config.concurrency, cpus=sizes.cpus,
-        threads=sizes.threads, gpus=config.num_gpus_per_worker) if changes.embed else [])
+        threads=sizes.threads, gpus=config.num_gpus_per_worker, precision=precision)
+        if changes.embed else [])
     failures: list[dict] = []
     source = table_rows(batches, schema, splits, failures)
     if rebuild:

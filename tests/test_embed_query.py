@@ -252,3 +252,31 @@ def test_embedding_actor_sizes():
     assert sizes([16.0], cpus_per_worker=4) == (4, 4, 3)
     assert sizes([16.0], cpus_per_worker=4, threads_per_worker=2) == (4, 2, 3)
     assert sizes([16.0], gpus=4, num_gpus_per_worker=1) == (1.0, 1, 4)
+
+
+def test_int8_features_rank_as_float16_and_a_plain_update_keeps_them(table, keyword_model,
+                                                                     tmp_path):
+    """``--feature-precision int8`` rebuilds a float16 table at half the feature bytes; its
+    searches find the same videos at nearly the same scores; a later ``--update`` without
+    the flag keeps int8: it embeds nothing (the broken video fails again) instead of
+    rebuilding."""
+    db = str(tmp_path / "db")
+    shutil.copytree(table["db"], db)
+    embed = ["pipelines/embed.py", "--data", str(table["data"]), "--checkpoint",
+             str(table["checkpoint"]), "--db", db, "--batch-size", "4", "--index-min-rows", "10",
+             "--update"]
+    rebuilt = run([*embed, "--feature-precision", "int8"])
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    assert "table built" in rebuilt.stdout and "with float16 features" in rebuilt.stderr
+    kept = run(embed)  # tries the broken video again, fails it again: exit 1
+    assert "table updated" in kept.stdout, kept.stderr[-3000:]
+    assert f"0 videos embedded, 0 deleted, {table['rows']} unchanged, 1 failed" in kept.stdout
+    rows = lancedb.connect(db).open_table("videos").to_arrow()
+    assert rows.schema.field("local_features").type == pa.list_(pa.int8(), 8 * 64)
+    assert rows.num_rows == table["rows"]
+    text = "a red circle moves left, then a blue square moves up"
+    found = [VideoSearch(d, "videos", str(table["checkpoint"]), keyword_model=keyword_model)
+             .search(text, k=table["rows"], candidates=table["rows"]) for d in (table["db"], db)]
+    half, eight = (dict(zip(f["video_id"], f["score"], strict=True)) for f in found)
+    assert half.keys() == eight.keys()
+    assert max(abs(half[v] - eight[v]) for v in half) < 5e-3

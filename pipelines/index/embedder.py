@@ -27,12 +27,14 @@ from vtr_models import checkpoint_id, load_checkpoint
 class VideoEmbedder:
     """Encode batches of ``videos/`` rows with the checkpoint's video encoder."""
 
-    def __init__(self, checkpoint: str, device: str = "cpu", threads: int | None = None) -> None:
+    def __init__(self, checkpoint: str, device: str = "cpu", threads: int | None = None,
+                 precision: str = "float16") -> None:
         if threads:
             torch.set_num_threads(threads)
         self.device = torch.device(device)
         self.model = load_checkpoint(checkpoint, device=str(self.device)).to(self.device)
         self.model_id = checkpoint_id(checkpoint)
+        self.precision = precision  # of the rerank features (``rerank_features.PRECISIONS``)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Metadata and features of each decodable video; the others with only ``error`` set."""
@@ -56,7 +58,7 @@ class VideoEmbedder:
                                                 torch.stack(masks).to(self.device))
                 vector = self.model.video_embedding(video)
             good = batch.select(list(METADATA_COLUMNS)).filter(pc.invert(failed))
-            columns = feature_columns(video, vector, self.model_id)
+            columns = feature_columns(video, vector, self.model_id, self.precision)
             parts.insert(0, pa.table({**{c: good.column(c) for c in METADATA_COLUMNS},
                                       **columns}))
         # missing columns become nulls: failed rows carry no features, good rows no error
@@ -65,14 +67,15 @@ class VideoEmbedder:
 
 def embedded_rows(snapshot: IngestSnapshot, videos: set[str] | None, checkpoint: str,
                   batch_size: int, local_max_videos: int, actors: int, concurrency: int | None,
-                  cpus: float, threads: int, gpus: float) -> Iterable[pa.Table]:
-    """The embedder's output for ``videos`` of the ingest run (None: every video): in
-    the driver when they are at most ``local_max_videos``, else streamed from a growing
-    pool of Ray Data actors (``actors`` at start, at most ``concurrency``), each with
-    ``cpus``, ``threads`` and ``gpus``."""
+                  cpus: float, threads: int, gpus: float,
+                  precision: str = "float16") -> Iterable[pa.Table]:
+    """The embedder's output for ``videos`` of the ingest run (None: every video), rerank
+    features at ``precision``: in the driver when they are at most ``local_max_videos``,
+    else streamed from a growing pool of Ray Data actors (``actors`` at start, at most
+    ``concurrency``), each with ``cpus``, ``threads`` and ``gpus``."""
     columns = [*METADATA_COLUMNS, "frames"]
     embedder_kwargs = {"checkpoint": checkpoint, "threads": threads,
-                       "device": "cuda" if gpus else "cpu"}
+                       "device": "cuda" if gpus else "cpu", "precision": precision}
     if videos is not None and len(videos) <= local_max_videos:
         rows = snapshot.dataset("videos").to_table(
             columns=columns, filter=pads.field("video_id").isin(sorted(videos)))

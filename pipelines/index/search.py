@@ -25,6 +25,7 @@ import torch
 
 from pipelines.core import storage
 from pipelines.core.keywords import KeywordExtractor, KeywordOptions, query_keyword_model
+from pipelines.index import rerank_features
 from pipelines.index.table import (
     keyword_options_of,
     table_state,
@@ -38,10 +39,16 @@ NPROBES = 20  # IVF partitions searched per query
 # candidates x this re-ranked by exact distance, by the vector index's type (see
 # VideoSearch): product quantisation needs it, 8-bit scalar quantisation does not
 REFINE_FACTORS = {"IVF_PQ": 10, "HNSW_SQ": 1}
-# what stage one returns per candidate: enough to rerank and answer, no other metadata;
-# `_distance` named, as LanceDB will stop adding it to a selection (and warns meanwhile)
-FETCHED_COLUMNS = ["video_id", "uri", "frame_features", "local_features", "feature_frames",
-                   "model_id", "_distance"]
+# what stage one returns per candidate besides the rerank features: enough to answer, no
+# other metadata; `_distance` named, as LanceDB will stop adding it to a selection (and
+# warns meanwhile)
+ANSWER_COLUMNS = ["video_id", "uri", "feature_frames", "model_id", "_distance"]
+
+
+def fetched_columns(schema) -> list[str]:
+    """What stage one fetches per candidate from a table of ``schema``: the answer
+    columns and the rerank features at the table's precision."""
+    return [*ANSWER_COLUMNS, *rerank_features.stored_columns(schema)]
 
 
 def index_refine_factor(table) -> int:
@@ -197,7 +204,9 @@ class VideoSearch:
         the results, and the seconds of the vector search (with the fetch of the
         candidates' features) and of the rerank."""
         started = time.perf_counter()
-        rows = self.first_stage(features, candidates, FETCHED_COLUMNS, where).to_arrow()
+        # the schema asked each time, as the index is: an overwrite may change the precision
+        columns = fetched_columns(self.table.schema)
+        rows = self.first_stage(features, candidates, columns, where).to_arrow()
         fetched = time.perf_counter()
         self._check_model(rows.column("model_id").to_pylist())
         if rows.num_rows == 0:

@@ -3,7 +3,8 @@
 Columns (see :func:`table_schema`): the video's ingest metadata, ``split``,
 ``vector`` (the query-independent first-stage embedding, float32, unit
 length), ``frame_features`` and ``local_features`` (the model's per-frame
-features that the full score needs, float16, flattened ``[max_frames, dim]``),
+features that the full score needs, flattened ``[max_frames, dim]``, float16
+or int8 with per-frame scales: ``rerank_features``),
 ``feature_frames`` (how many of those frames are real) and ``model_id`` (the
 checkpoint that wrote the row). The table opens with plain ``lancedb``; this
 module turns rows back into ``VideoFeatures`` for reranking, records which
@@ -26,6 +27,7 @@ import torch
 
 from pipelines.core.failpoints import failpoint
 from pipelines.core.sql import sql_in
+from pipelines.index import rerank_features
 from pipelines.ingestion.output import IngestSnapshot, changes_since
 from vtr_models import ModelConfig, VideoFeatures
 
@@ -40,58 +42,43 @@ log = logging.getLogger("embed")
 
 
 def table_schema(videos: pa.Schema, dim: int, max_frames: int,
-                 keyword_options: dict | None = None) -> pa.Schema:
-    """The table's Arrow schema for a model of feature size ``dim`` and ``max_frames``;
-    the ingest's keyword settings, when given, ride on the ``vector`` field's metadata
-    (so they are written by the same commit that creates the table's rows)."""
-    features = pa.list_(pa.float16(), max_frames * dim)
+                 keyword_options: dict | None = None, precision: str = "float16") -> pa.Schema:
+    """The table's Arrow schema for a model of feature size ``dim`` and ``max_frames``,
+    its rerank features at ``precision`` (``rerank_features.PRECISIONS``); the ingest's
+    keyword settings, when given, ride on the ``vector`` field's metadata (so they are
+    written by the same commit that creates the table's rows)."""
     vector_metadata = ({KEYWORD_OPTIONS_KEY: json.dumps(keyword_options)}
                        if keyword_options else None)
     return pa.schema([
         *(videos.field(name) for name in METADATA_COLUMNS),
         pa.field("split", pa.string()),
         pa.field("vector", pa.list_(pa.float32(), dim), metadata=vector_metadata),
-        pa.field("frame_features", features),
-        pa.field("local_features", features),  # null when the model has no fine-grained part
+        *rerank_features.feature_fields(precision, max_frames, dim),
         pa.field("feature_frames", pa.int32()),
         pa.field("model_id", pa.string()),
     ])
 
 
-def _fixed_list(values: torch.Tensor, value_type: pa.DataType) -> pa.FixedSizeListArray:
-    """``[N, ...]`` tensor -> N fixed-size lists of ``value_type`` (rows flattened)."""
-    flat = values.detach().float().cpu().reshape(len(values), -1).numpy()
-    flat = flat.astype(value_type.to_pandas_dtype())
-    return pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel(), value_type), flat.shape[1])
-
-
-def feature_columns(video: VideoFeatures, vector: torch.Tensor, model_id: str) -> dict:
-    """The ``vector``, feature, ``feature_frames`` and ``model_id`` columns of encoded videos."""
-    count = len(video)
-    local = (pa.nulls(count, pa.list_(pa.float16(), video.frames[0].numel()))
-             if video.local is None else _fixed_list(video.local, pa.float16()))
+def feature_columns(video: VideoFeatures, vector: torch.Tensor, model_id: str,
+                    precision: str = "float16") -> dict:
+    """The ``vector``, rerank feature (at ``precision``), ``feature_frames`` and
+    ``model_id`` columns of encoded videos."""
+    count, frames, dim = video.frames.shape
     return {
-        "vector": _fixed_list(vector, pa.float32()),
-        "frame_features": _fixed_list(video.frames, pa.float16()),
-        "local_features": local,
+        "vector": rerank_features.fixed_list(vector.float(), pa.float32()),
+        **rerank_features.encode("frame_features", video.frames, precision, count, frames, dim),
+        **rerank_features.encode("local_features", video.local, precision, count, frames, dim),
         "feature_frames": pa.array(video.mask.sum(dim=1).cpu().numpy().astype(np.int32)),
         "model_id": pa.array([model_id] * count, pa.string()),
     }
 
 
-def _tensor(column: pa.ChunkedArray | pa.Array, shape: tuple[int, ...]) -> torch.Tensor:
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    values = column.flatten().to_numpy(zero_copy_only=False).copy()  # Arrow's is read-only
-    # torch widens float16 with vector instructions, far faster than numpy's astype
-    return torch.from_numpy(values).float().reshape(shape)
-
-
 def video_features(rows: pa.Table, config: ModelConfig) -> VideoFeatures:
     """Rerank features of table rows, in row order, as the model's ``VideoFeatures``."""
     count = rows.num_rows
-    frames = _tensor(rows.column("frame_features"), (count, config.max_frames, -1))
-    local = (_tensor(rows.column("local_features"), frames.shape)
+    shape = (count, config.max_frames, -1)
+    frames = rerank_features.decode(rows, "frame_features", shape)
+    local = (rerank_features.decode(rows, "local_features", frames.shape)
              if config.fine_grained else None)
     counts = torch.from_numpy(rows.column("feature_frames").to_numpy().astype(np.int64))
     mask = torch.arange(config.max_frames).unsqueeze(0) < counts.unsqueeze(1)
