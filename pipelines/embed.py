@@ -89,8 +89,9 @@ class EmbedConfig:
         "vector index type", choices=INDEX_TYPES))
     feature_precision: str | None = field(default=None, metadata=flag(
         "how the rerank features are stored: float16, or int8 with a scale per frame (half "
-        "the bytes, for tables larger than memory; scores change by about 1e-3). Default: "
-        "the table's own, float16 for a new table; another precision rebuilds the table",
+        "the bytes on disk and in object storage, scores within about 1e-3, searches no "
+        "faster). Default: the table's own, float16 for a new table; another precision "
+        "rebuilds the table",
         choices=PRECISIONS))
     update: bool = field(default=False, metadata=flag(
         "bring an existing table up to date with the ingest output: embed only the videos "

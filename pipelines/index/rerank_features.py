@@ -2,11 +2,12 @@
 
 The rerank features (``frame_features``, ``local_features``: ``[max_frames,
 dim]`` per video) are most of a table's bytes: 24 KB of a ViT-B-32 row's 26
-at float16. A stage-two fetch reads them for every candidate, so once a table
-outgrows the page cache each search waits on the disk or on object storage.
-``int8`` halves them: each frame's feature vector is stored as int8 times one
-float32 scale (its largest magnitude / 127), an error of at most half a step,
-0.4 % of the frame's largest component, in every component.
+at float16. ``int8`` halves them on disk and in object storage: each frame's
+feature vector is stored as int8 values times one float32 scale (its largest
+magnitude / 127), an error of at most half a step, 0.4 % of the frame's
+largest component, in every component. It does not speed up a search:
+LanceDB's take of the candidates' rows costs as much or more
+(``docs/benchmarks.md``, a million rows).
 
 A table's precision is its schema: ``int8`` tables have a ``*_scale`` column
 beside each feature column. Readers decode either kind from the column type
