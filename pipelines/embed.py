@@ -45,6 +45,7 @@ from pipelines.index.table import (
     table_rows,
     table_schema,
     table_state,
+    vector_index_type,
 )
 from pipelines.ingestion import schemas
 from pipelines.ingestion.output import open_ingest, video_splits
@@ -85,8 +86,10 @@ class EmbedConfig:
     index_min_rows: int = field(default=10_000, metadata=flag(
         "build the vector index once the table holds this many rows (below, exact search "
         "is fast enough)"))
-    index_type: str = field(default="IVF_PQ", metadata=flag(
-        "vector index type", choices=INDEX_TYPES))
+    index_type: str | None = field(default=None, metadata=flag(
+        "vector index type (default: the table's own, IVF_PQ for a first index); another "
+        "type than the table's replaces its index, without embedding anything again",
+        choices=INDEX_TYPES))
     feature_precision: str | None = field(default=None, metadata=flag(
         "how the rerank features are stored: float16, or int8 with a scale per frame (half "
         "the bytes on disk and in object storage, scores within about 1e-3, searches no "
@@ -191,6 +194,9 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
         precision_of(existing.schema) if existing is not None else "float16")
     schema = table_schema(schemas.VIDEOS, model.backbone.embed_dim, model.config.max_frames,
                           snapshot.settings.get("keyword_options"), precision)
+    # an overwrite keeps the table's index type unless asked, as it keeps the precision
+    index_type = config.index_type or (
+        vector_index_type(existing) if existing is not None else None)
     rebuild = existing is None or config.overwrite
     state = None
     if not rebuild:
@@ -245,7 +251,7 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
     table = db.open_table(config.table)
     committed = bool(rebuild or changes.embed or changes.remove or changes.resplit)
     keep_state(table.to_lance(), wanted if committed else state)
-    vector_index = ensure_indexes(table, config.index_min_rows, config.index_type)
+    vector_index = ensure_indexes(table, config.index_min_rows, index_type)
     return EmbedSummary(rebuild, snapshot.version, len(changes.embed) - len(failures),
                         len(changes.remove), changes.unchanged, len(failures),
                         table.count_rows(), vector_index, time.perf_counter() - start)

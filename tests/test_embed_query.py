@@ -15,7 +15,7 @@ from pipelines.core.actor_pools import growing_pool
 from pipelines.embed import EmbedConfig, actor_sizes
 from pipelines.evaluate import main as evaluate_main
 from pipelines.index.search import ModelMismatchError, VideoSearch
-from pipelines.index.table import KEYWORD_OPTIONS_KEY
+from pipelines.index.table import KEYWORD_OPTIONS_KEY, vector_index_type
 from pipelines.ingestion.output import open_ingest
 from pipelines.query import main as query_main
 from pipelines.training.evaluation import encode_split, load_split
@@ -254,12 +254,12 @@ def test_embedding_actor_sizes():
     assert sizes([16.0], gpus=4, num_gpus_per_worker=1) == (1.0, 1, 4)
 
 
-def test_int8_features_rank_as_float16_and_a_plain_update_keeps_them(table, keyword_model,
+def test_int8_features_rank_as_float16_and_a_later_update_keeps_them(table, keyword_model,
                                                                      tmp_path):
     """``--feature-precision int8`` rebuilds a float16 table at half the feature bytes; its
-    searches find the same videos at nearly the same scores; a later ``--update`` without
-    the flag keeps int8: it embeds nothing (the broken video fails again) instead of
-    rebuilding."""
+    searches find the same videos at nearly the same scores. A later ``--update`` without
+    the flag keeps int8: it embeds nothing (the broken video fails again); its
+    ``--index-type HNSW_SQ`` replaces the IVF_PQ index over the same rows."""
     db = str(tmp_path / "db")
     shutil.copytree(table["db"], db)
     embed = ["pipelines/embed.py", "--data", str(table["data"]), "--checkpoint",
@@ -268,9 +268,11 @@ def test_int8_features_rank_as_float16_and_a_plain_update_keeps_them(table, keyw
     rebuilt = run([*embed, "--feature-precision", "int8"])
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
     assert "table built" in rebuilt.stdout and "with float16 features" in rebuilt.stderr
-    kept = run(embed)  # tries the broken video again, fails it again: exit 1
+    kept = run([*embed, "--index-type", "HNSW_SQ"])  # the broken video fails again: exit 1
     assert "table updated" in kept.stdout, kept.stderr[-3000:]
     assert f"0 videos embedded, 0 deleted, {table['rows']} unchanged, 1 failed" in kept.stdout
+    assert "replacing the table's IVF_PQ index with a HNSW_SQ index" in kept.stderr
+    assert vector_index_type(lancedb.connect(db).open_table("videos")) == "HNSW_SQ"
     rows = lancedb.connect(db).open_table("videos").to_arrow()
     assert rows.schema.field("local_features").type == pa.list_(pa.int8(), 8 * 64)
     assert rows.num_rows == table["rows"]

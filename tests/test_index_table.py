@@ -79,11 +79,25 @@ def test_a_later_run_keeps_the_indexes_and_folds_its_new_rows_into_them(tmp_path
     assert ensure_indexes(table, min_rows=ROWS, index_type="HNSW_SQ")
     table = vector_table(tmp_path, start=ROWS, rows=20)  # an update's new rows
     names = sorted(index.name for index in table.list_indices())
-    assert ensure_indexes(table, min_rows=ROWS, index_type="IVF_PQ") is True
+    assert ensure_indexes(table, min_rows=ROWS) is True  # no type asked: the table's own
     assert sorted(index.name for index in table.list_indices()) == names
-    assert indices(table)["vector"] == LISTED["HNSW_SQ"]  # not rebuilt as another type
+    assert indices(table)["vector"] == LISTED["HNSW_SQ"]
     for index in table.list_indices():
         assert table.index_stats(index.name).num_unindexed_rows == 0, index.name
+
+
+def test_another_index_type_replaces_the_tables_vector_index(tmp_path):
+    """``embed --index-type`` on an indexed table: the index is rebuilt as that type, over
+    every row, and the rows stay as they were."""
+    table = vector_table(tmp_path)
+    assert ensure_indexes(table, min_rows=ROWS)  # a first index: IVF_PQ
+    assert indices(table)["vector"] == LISTED["IVF_PQ"]
+    before = table.to_arrow().sort_by("video_id")
+    assert ensure_indexes(table, min_rows=ROWS, index_type="HNSW_SQ") is True
+    assert indices(table) == {"vector": LISTED["HNSW_SQ"], "video_id": "BTree"}
+    vector_index = next(i for i in table.list_indices() if i.columns == ["vector"])
+    assert table.index_stats(vector_index.name).num_unindexed_rows == 0
+    assert table.to_arrow().sort_by("video_id").equals(before)
 
 
 def test_the_refine_factor_follows_the_vector_index(tmp_path):

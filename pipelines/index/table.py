@@ -216,20 +216,25 @@ def vector_index_type(table) -> str | None:
     return LISTED_INDEX_TYPES.get(listed[0], listed[0]) if listed else None
 
 
-def ensure_indexes(table, min_rows: int, index_type: str) -> bool:
-    """Scalar index on ``video_id``; vector index once large enough. Returns: vector index?"""
+def ensure_indexes(table, min_rows: int, index_type: str | None = None) -> bool:
+    """Scalar index on ``video_id``; a vector index of ``index_type`` once the table holds
+    ``min_rows``, rebuilt when the table has another type (None: keep the table's type,
+    IVF_PQ for a first index). Returns: vector index?"""
     from lancedb.index import BTree
 
     indexed = {col for index in table.list_indices() for col in index.columns}
     if "video_id" not in indexed:
         table.create_index("video_id", config=BTree())
-    has_vector_index = "vector" in indexed
-    if not has_vector_index and table.count_rows() >= min_rows:
-        log.info("building a %s index on %d rows", index_type, table.count_rows())
-        create_vector_index(table, index_type)
-        has_vector_index = True
+    current = vector_index_type(table)
+    if current is None and table.count_rows() >= min_rows:
+        log.info("building a %s index on %d rows", index_type or "IVF_PQ", table.count_rows())
+        create_vector_index(table, index_type or "IVF_PQ")
+        current = index_type or "IVF_PQ"
+    elif current is not None and index_type is not None and current != index_type:
+        log.info("replacing the table's %s index with a %s index", current, index_type)
+        create_vector_index(table, index_type, replace=True)  # the rows stay as they are
     table.optimize()  # fold the run's new rows into the indexes and compact its fragments
-    return has_vector_index
+    return current is not None
 
 
 @dataclass
