@@ -35,7 +35,6 @@ RUNS = {
     "meanp": ["--model", "meanp"],
     "seqtransf": ["--model", "seqtransf"],
     "lfemi": ["--model", "lfemi"],
-    "lfemi -temporal_difference": ["--model", "lfemi", "--disable", "temporal_difference"],
     "lfemi -video_enhance": ["--model", "lfemi", "--disable", "video_enhance"],
     "lfemi -text_enhance": ["--model", "lfemi", "--disable", "text_enhance"],
     "lfemi -interaction": ["--model", "lfemi", "--disable", "interaction"],

@@ -32,7 +32,7 @@ from pipelines.training.loop import HISTORY_FILE, MODEL_DIR, LoopSettings, train
 from vtr_models import MODEL_CONFIGS, BackboneSpec, ModelConfig
 
 log = logging.getLogger("train")
-PARTS = ("temporal_difference", "video_enhance", "text_enhance", "interaction", "fine_grained")
+PARTS = ("video_enhance", "text_enhance", "interaction", "fine_grained")
 
 
 @dataclass

@@ -58,14 +58,11 @@ def mha(query, key, value, layer):
 
 
 def ref_temporal(encoder, frames, mask):
-    """S2: F' = F + Transformer(F + P [+ W_d (F_t - F_{t-1})]) (pre-norm layers), over
-    valid frames only; the first frame's difference is zero."""
+    """S2: F' = F + Transformer(F + P) (pre-norm layers), over valid frames only."""
     out = torch.zeros_like(frames)
     for b in range(frames.shape[0]):
         f = frames[b][mask[b]]
         x = f + encoder.position.weight[: len(f)]
-        if encoder.difference is not None:
-            x = x + linear(f - torch.cat([f[:1], f[:-1]]), encoder.difference)
         for layer in encoder.transformer.layers:
             h = layer_norm(x, layer.norm1)
             x = x + mha(h, h, h, layer.self_attn)
@@ -265,12 +262,9 @@ def test_coarse_score_is_cosine_of_text_and_text_conditioned_pooling(heads, text
 @pytest.mark.parametrize("build, reference", [
     # F' = F + Transformer(F + P), pre-norm layers
     (lambda: TemporalEncoder(dim=8, max_frames=5, layers=2, heads=2), ref_temporal),
-    # the same, each frame's input also W_d (F_t - F_{t-1})
-    (lambda: TemporalEncoder(dim=8, max_frames=5, layers=2, heads=2, difference=True),
-     ref_temporal),
     # LSTM of [frame, mean], then weighted unit vectors
     (lambda: VideoLocalEnhancement(dim=8, heads=2), ref_video_enhancement),
-], ids=["temporal_encoder", "temporal_difference", "video_enhancement"])
+], ids=["temporal_encoder", "video_enhancement"])
 def test_frame_modules_match_their_formulas_and_zero_padding(build, reference):
     torch.manual_seed(0)
     module = build().eval()

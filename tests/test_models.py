@@ -145,8 +145,7 @@ def test_score_is_fine_plus_coarse_and_chunk_invariant():
             assert torch.allclose(model.score(t, v, chunk_size=chunk), full, atol=1e-6)
 
 
-@pytest.mark.parametrize("part", ["temporal_difference", "video_enhance", "text_enhance",
-                                  "interaction", "fine_grained"])
+@pytest.mark.parametrize("part", ["video_enhance", "text_enhance", "interaction", "fine_grained"])
 def test_switching_a_part_off_changes_the_score(part):
     full = open_gate(build("lfemi"))
     ablated = build("lfemi", **{part: False})
@@ -174,20 +173,6 @@ def test_checkpoint_round_trip(tmp_path, caplog):
     assert loaded.config == model.config
     assert torch.equal(scores(loaded, video, mask, tokens, kw, kw_mask),
                        scores(model, video, mask, tokens, kw, kw_mask))
-
-
-def test_a_checkpoint_saved_before_frame_differences_loads_without_them(tmp_path):
-    """``lfemi``'s temporal encoder sees frame differences by default now; a checkpoint
-    whose config predates the setting has no such weights and loads as it was saved."""
-    model = build("lfemi", temporal_difference=False)
-    folder = save_checkpoint(model, tmp_path / "old")
-    config = json.loads((folder / "config.json").read_text())
-    del config["temporal_difference"]
-    (folder / "config.json").write_text(json.dumps(config))
-    loaded = load_checkpoint(folder)
-    assert loaded.config == model.config and loaded.temporal.difference is None
-    assert build("lfemi").temporal.difference is not None
-    assert build("seqtransf").temporal.difference is None  # CLIP4Clip's, as published
 
 
 def test_checkpoint_id_follows_the_model_not_the_bytes(tmp_path):

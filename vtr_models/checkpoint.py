@@ -39,10 +39,7 @@ def load_checkpoint(folder: str | Path, device: str = "cpu") -> RetrievalModel:
     for path in (config_path, weights_path):
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {folder}: {path.name} not found")
-    values = json.loads(config_path.read_text())
-    # checkpoints saved before the temporal encoder could see frame differences lack it
-    values.setdefault("temporal_difference", False)
-    config = ModelConfig.from_dict(values)
+    config = ModelConfig.from_dict(json.loads(config_path.read_text()))
     model = create_model(config, load_weights=False)
     load_weights(model, folder, device)
     return model.eval()

@@ -25,7 +25,6 @@ class ModelConfig:
     max_frames: int = 12
     temporal: bool = True  # S2 temporal encoder (else F' = F)
     temporal_layers: int = 2
-    temporal_difference: bool = True  # the temporal encoder also sees frame differences
     heads: int = 4  # attention heads of the temporal encoder and the enhancement layers
     dropout: float = 0.1
     video_enhance: bool = True  # S2 video local enhancement
@@ -62,7 +61,6 @@ class MeanPConfig(ModelConfig):
 
     name: str = "meanp"
     temporal: bool = False
-    temporal_difference: bool = False
     video_enhance: bool = False
     text_enhance: bool = False
     interaction: bool = False

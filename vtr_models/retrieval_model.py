@@ -82,7 +82,7 @@ class RetrievalModel(nn.Module):
         dim = backbone.embed_dim
         self.temporal = (
             TemporalEncoder(dim, config.max_frames, config.temporal_layers, config.heads,
-                            config.dropout, config.temporal_difference)
+                            config.dropout)
             if config.temporal else None
         )
         self.video_enhance = (

@@ -9,15 +9,6 @@ Position embeddings start at CLIP's scale for its own patch positions
 about ``sqrt(dim)`` a 0.01 embedding is 1 % of the input, and reversing a
 clip then changes the pooled feature of a random-init ``vtr-tiny`` by 1e-4
 at initialisation, against 1e-3 at ``dim ** -0.5`` (``benchmarks/temporal_sensitivity.py``).
-
-With ``difference``, each frame's input also gets a learned projection of its
-difference to the previous frame, ``F + P + W_d (F_t - F_{t-1})`` (zero for the
-first frame): the temporal difference of TDN (Wang et al., 2021), the
-two-frame case of the relation features over frame groups of METHOD.md's seed
-000. Motion and its direction are then in each frame's input, not something
-attention has to discover by comparing position-embedded frames; on the
-synthetic benchmark a model learns the order of clips that only time tells
-apart with it and not without it (``docs/synthetic-benchmark.md``).
 """
 
 from __future__ import annotations
@@ -30,10 +21,9 @@ from vtr_models.masking import padding_mask
 
 class TemporalEncoder(nn.Module):
     def __init__(self, dim: int, max_frames: int, layers: int = 2, heads: int = 4,
-                 dropout: float = 0.1, difference: bool = False) -> None:
+                 dropout: float = 0.1) -> None:
         super().__init__()
         self.position = nn.Embedding(max_frames, dim)
-        self.difference = nn.Linear(dim, dim) if difference else None
         nn.init.normal_(self.position.weight, std=dim**-0.5)
         layer = nn.TransformerEncoderLayer(
             dim, heads, dim_feedforward=4 * dim, dropout=dropout, batch_first=True,
@@ -45,9 +35,5 @@ class TemporalEncoder(nn.Module):
         """``[B, T, D]`` -> ``[B, T, D]``; padded positions come out as zeros."""
         positions = torch.arange(frames.shape[1], device=frames.device)
         x = frames + self.position(positions)[None]
-        if self.difference is not None:
-            # padding sits at the end: no real frame's difference involves a padded one
-            previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
-            x = x + self.difference(frames - previous)
         x = self.transformer(x, src_key_padding_mask=padding_mask(frame_mask))
         return (frames + x) * frame_mask.unsqueeze(-1).to(frames.dtype)
