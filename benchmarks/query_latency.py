@@ -157,14 +157,17 @@ def random_rows(count: int, dim: int, frames: int, model_id: str, seed: int,
     else:
         vectors, _ = clusters.draw(rng, count)
     features = torch.from_numpy(rng.standard_normal((count, frames, dim), dtype=np.float32))
+    frame_columns = rerank_features.encode("frame_features", features, precision, count,
+                                           frames, dim)
     ids = [f"v{i:07d}" for i in range(seed, seed + count)]
     columns = {name: pa.nulls(count, schema.field(name).type) for name in METADATA_COLUMNS}
     columns.update({
         "video_id": pa.array(ids), "uri": pa.array([f"s3://archive/{i}.mp4" for i in ids]),
         "split": pa.array(["all"] * count),
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
-        **{name: column for name in rerank_features.FEATURE_COLUMNS for name, column in
-           rerank_features.encode(name, features, precision, count, frames, dim).items()},
+        **frame_columns,
+        # the same features as local ones: encoded once, for a million rows
+        **{"local" + name.removeprefix("frame"): column for name, column in frame_columns.items()},
         "feature_frames": pa.array(np.full(count, frames, np.int32)),
         "model_id": pa.array([model_id] * count),
     })

@@ -227,9 +227,9 @@ def ensure_indexes(table, min_rows: int, index_type: str | None = None) -> bool:
         table.create_index("video_id", config=BTree())
     current = vector_index_type(table)
     if current is None and table.count_rows() >= min_rows:
-        log.info("building a %s index on %d rows", index_type or "IVF_PQ", table.count_rows())
-        create_vector_index(table, index_type or "IVF_PQ")
         current = index_type or "IVF_PQ"
+        log.info("building a %s index on %d rows", current, table.count_rows())
+        create_vector_index(table, current)
     elif current is not None and index_type is not None and current != index_type:
         log.info("replacing the table's %s index with a %s index", current, index_type)
         create_vector_index(table, index_type, replace=True)  # the rows stay as they are
