@@ -2,7 +2,8 @@
 
     python benchmarks/query_latency.py [--rows 10000 100000] [--queries 50] [--candidates 100]
         [--index-type IVF_PQ HNSW_SQ] [--nprobes 20] [--refine-factor 1]
-        [--vectors uniform|clustered] [--clusters N]
+        [--vectors uniform|clustered] [--clusters N] [--feature-precision float16 int8]
+        [--file-version 2.1 2.2]
     python benchmarks/query_latency.py --rows 1000000 --queries 30 --nprobes 20 50 \
         --refine-factor 1 5      # ~26 GB of table in the temporary folder (TMPDIR)
 
@@ -95,6 +96,7 @@ import torch
 from pipelines.index import rerank_features
 from pipelines.index.search import VideoSearch, fetched_columns
 from pipelines.index.table import (
+    FILE_VERSION,
     INDEX_TYPES,
     METADATA_COLUMNS,
     TableState,
@@ -176,9 +178,9 @@ def random_rows(count: int, dim: int, frames: int, model_id: str, seed: int,
 
 def build_table(path: Path, rows: int, dim: int, frames: int, model_id: str,
                 index: bool = True, clusters: Clusters | None = None,
-                precision: str = "float16"):
+                precision: str = "float16", file_version: str = FILE_VERSION):
     """A LanceDB ``videos`` table of ``rows`` random rows at ``path`` (a database folder),
-    rerank features at ``precision``,
+    rerank features at ``precision``, in Lance file format ``file_version``,
     written in one stream of 10,000-row batches (one fragment up to about a million rows,
     nothing held in memory), laid out as the embed job leaves it: a ``video_id`` index,
     fragments compacted, and, with ``index``, the IVF-PQ vector index. Returns the table."""
@@ -189,7 +191,8 @@ def build_table(path: Path, rows: int, dim: int, frames: int, model_id: str,
                for batch in random_rows(min(10_000, rows - start), dim, frames, model_id,
                                         seed=start, clusters=clusters,
                                         precision=precision).to_batches())
-    table = lancedb.connect(str(path)).create_table("videos", schema=schema)
+    table = lancedb.connect(str(path)).create_table("videos", schema=schema,
+                                                    data_storage_version=file_version)
     table.add(pa.RecordBatchReader.from_batches(schema, batches), write_parallelism=1)
     keep_state(table.to_lance(), TableState("benchmark", 0, model_id))  # as embed records it
     ensure_indexes(table, min_rows=0 if index else rows + 1, index_type="IVF_PQ")
@@ -358,6 +361,9 @@ def main() -> None:
                         default=["float16"],
                         help="rerank feature storage: one table per precision and size "
                              "(default: float16, the embed job's default)")
+    parser.add_argument("--file-version", nargs="+", default=[FILE_VERSION],
+                        help="Lance file format versions: one table per version and size "
+                             f"(default: {FILE_VERSION}, the embed job's)")
     parser.add_argument("--vectors", choices=["uniform", "clustered"], default="uniform",
                         help="table and query vectors: uniform on the sphere (queries: "
                              "their texts' embeddings), or a mixture with queries near rows")
@@ -379,9 +385,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint, dim, frames = lfemi_checkpoint(Path(tmp), args.backbone,
                                                    keyword_model is not None)
-        for count, precision in itertools.product(args.rows, args.feature_precision):
+        for count, precision, version in itertools.product(args.rows, args.feature_precision,
+                                                           args.file_version):
             folder = Path(tmp) / f"db{count}"
-            row: dict = {"rows": count, "feature_precision": precision,
+            row: dict = {"rows": count, "feature_precision": precision, "file_version": version,
                          "candidates": args.candidates}
             clusters = vectors = None
             if args.vectors == "clustered":
@@ -391,9 +398,10 @@ def main() -> None:
                 row["sigma"] = round(clusters.sigma, 5)
             started = time.perf_counter()
             table = build_table(folder, count, dim, frames, checkpoint_id(checkpoint),
-                                index=False, clusters=clusters, precision=precision)
+                                index=False, clusters=clusters, precision=precision,
+                                file_version=version)
             row["write_s"] = round(time.perf_counter() - started, 1)
-            log(f"{count} rows ({precision}) written in {row['write_s']} s")
+            log(f"{count} rows ({precision}, Lance {version}) written in {row['write_s']} s")
             if clusters is not None:
                 vectors, row["query_row_cosine"] = query_vectors(table, len(texts),
                                                                  args.query_cosine)

@@ -54,15 +54,17 @@ def median_ms(dataset, row_sets: list[np.ndarray], columns: list[str]) -> float:
     return round(float(np.median(seconds)) * 1000, 2)
 
 
-def measure(path: Path, rows: int, precision: str) -> dict:
+def measure(path: Path, rows: int, precision: str, file_version: str | None = None) -> dict:
     schema = table_schema(VIDEOS, DIM, FRAMES, precision=precision)
     batches = (batch for start in range(0, rows, 10_000)
                for batch in random_rows(min(10_000, rows - start), DIM, FRAMES, "benchmark",
                                         seed=start, precision=precision).to_batches())
-    result = {"rows": rows, "feature_precision": precision, "cached_gb_before": cached_gb()}
+    result = {"rows": rows, "feature_precision": precision, "file_version": file_version,
+              "cached_gb_before": cached_gb()}
     started = time.perf_counter()
     dataset = lance.write_dataset(pa.RecordBatchReader.from_batches(schema, batches), path,
-                                  schema=schema)
+                                  schema=schema, data_storage_version=file_version)
+    result["file_version"] = dataset.data_storage_version
     result["write_s"] = round(time.perf_counter() - started, 1)
     result["cached_gb_after_write"] = cached_gb()
     columns = [c for c in fetched_columns(schema) if c in schema.names]
@@ -80,13 +82,17 @@ def main() -> None:
                         help="table sizes, each written and removed in turn")
     parser.add_argument("--feature-precision", choices=PRECISIONS, default="int8",
                         help="rerank feature storage (int8: a million rows fit in memory)")
+    parser.add_argument("--file-version", nargs="+", default=[None],
+                        help="Lance file format versions to compare (e.g. 2.0 2.1; default: "
+                             "Lance's own)")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for rows in args.rows:
-            path = Path(tmp) / "videos.lance"
-            results.append(measure(path, rows, args.feature_precision))
-            shutil.rmtree(path)
+            for version in args.file_version:
+                path = Path(tmp) / "videos.lance"
+                results.append(measure(path, rows, args.feature_precision, version))
+                shutil.rmtree(path)
     print(json.dumps({"rows_per_take": PER_SET, "takes": SETS, "results": results}, indent=2))
 
 

@@ -33,6 +33,7 @@ from pipelines.core.sql import sql_in
 from pipelines.index.embedder import embedded_rows
 from pipelines.index.rerank_features import PRECISIONS, precision_of
 from pipelines.index.table import (
+    FILE_VERSION,
     INDEX_TYPES,
     TableChanges,
     TableState,
@@ -232,6 +233,7 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
     if rebuild:
         lance.write_dataset(pa.RecordBatchReader.from_batches(schema, source), _table_uri(config),
                             schema=schema, mode="create" if existing is None else "overwrite",
+                            data_storage_version=FILE_VERSION,
                             transaction_properties=wanted.properties(), storage_options=options)
     elif changes.embed or changes.remove or changes.resplit:  # else: nothing to commit
         merge = (dataset.merge_insert("video_id").when_matched_update_all()

@@ -15,7 +15,7 @@ from pipelines.core.actor_pools import growing_pool
 from pipelines.embed import EmbedConfig, actor_sizes
 from pipelines.evaluate import main as evaluate_main
 from pipelines.index.search import ModelMismatchError, VideoSearch
-from pipelines.index.table import KEYWORD_OPTIONS_KEY, vector_index_type
+from pipelines.index.table import FILE_VERSION, KEYWORD_OPTIONS_KEY, vector_index_type
 from pipelines.ingestion.output import open_ingest
 from pipelines.query import main as query_main
 from pipelines.training.evaluation import encode_split, load_split
@@ -36,6 +36,9 @@ def test_table_holds_one_row_per_video_of_the_latest_model(table, keyword_model)
     assert all(n == 8 for n in rows.column("feature_frames").to_pylist())
     recorded = json.loads(rows.schema.field("vector").metadata[b"vtr.keyword_options"])
     assert recorded["num_keywords"] == 5 and recorded["model"] == keyword_model  # ingest's
+    # the file format whose take of a search's candidates is fastest, not LanceDB's default
+    assert lancedb.connect(table["db"]).open_table("videos").to_lance().data_storage_version \
+        == FILE_VERSION
 
 
 def test_broken_video_is_recorded_and_skipped(table):
