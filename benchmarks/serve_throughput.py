@@ -1,7 +1,7 @@
 """Throughput of the search service (pipelines/serve.py): one client, then concurrent ones.
 
     python benchmarks/serve_throughput.py [--rows 100000] [--requests 100] [--clients 8]
-        [--max-replicas 1] [--cpus-per-replica 2]
+        [--replicas 1] [--cpus-per-replica 2]
         [--max-batch-size 16] [--batch-wait-timeout-s 0.005]
 
 Prints one JSON object. It writes one LanceDB table of ``--rows`` random rows
@@ -14,8 +14,11 @@ answers and a few warm-up queries have run, it sends ``--requests`` ``POST
 one after the other, then the same number from ``--clients`` concurrent
 clients (threads over ``urllib``). For each: ``requests_per_s``, latency p50
 and p95 in milliseconds (the client's, HTTP included) and the mean
-``text_batch`` (queries whose texts were encoded in one pass with the request's);
-``speedup`` is the concurrent throughput over the sequential one (goal: >= 2).
+``text_batch`` (queries searched together with the request), and the CPU
+milliseconds per request spent by the replicas, Serve's HTTP proxy, the
+clients and the rest of the machine (Ray's own processes), from each
+process's CPU times; ``speedup`` is the concurrent throughput over the
+sequential one (goal: >= 2).
 Each ``--max-batch-size`` x ``--batch-wait-timeout-s`` is deployed and measured
 in turn, over the same table.
 """
@@ -31,9 +34,11 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import psutil
 from query_latency import build_table, lfemi_checkpoint, query_texts
 
 from vtr_models.checkpoint import checkpoint_id
@@ -60,9 +65,26 @@ def wait_ready(url: str, timeout_s: float = 300) -> None:
         time.sleep(1)
 
 
+def cpu_seconds() -> Counter:
+    """CPU seconds used so far by this machine's processes, summed by role: the Serve
+    replicas, the HTTP proxy, this benchmark (the clients), and everything else."""
+    roles: Counter = Counter()
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        line = " ".join(process.info["cmdline"] or [])
+        role = ("replicas" if "ServeReplica" in line else "proxy" if "ProxyActor" in line
+                else "clients" if process.pid == os.getpid() else "other")
+        roles[role] += times.user + times.system
+    return roles
+
+
 def measure(url: str, texts: list[str], clients: int) -> dict:
     """``texts`` searched by ``clients`` threads taking the next text in turn: throughput,
-    latency p50/p95 (ms) and the mean batch the texts were encoded in."""
+    latency p50/p95 (ms), the mean batch the texts were searched in, and the CPU
+    milliseconds per request of each role (:func:`cpu_seconds`)."""
     latencies: list[float] = []
     batches: list[int] = []
     pending = iter(texts)
@@ -80,6 +102,7 @@ def measure(url: str, texts: list[str], clients: int) -> dict:
                 latencies.append(time.perf_counter() - started)
                 batches.append(answer["text_batch"])
 
+    cpu_before = cpu_seconds()
     started = time.perf_counter()
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for thread in threads:
@@ -87,6 +110,8 @@ def measure(url: str, texts: list[str], clients: int) -> dict:
     for thread in threads:
         thread.join()
     seconds = time.perf_counter() - started
+    cpu = cpu_seconds()
+    cpu.subtract(cpu_before)
     if len(latencies) != len(texts):
         raise RuntimeError(f"{len(texts) - len(latencies)} requests failed")
     ms = np.asarray(latencies) * 1000
@@ -94,7 +119,9 @@ def measure(url: str, texts: list[str], clients: int) -> dict:
             "requests_per_s": round(len(texts) / seconds, 2),
             "latency_ms": {"p50": round(float(np.percentile(ms, 50)), 1),
                            "p95": round(float(np.percentile(ms, 95)), 1)},
-            "mean_text_batch": round(float(np.mean(batches)), 2)}
+            "mean_text_batch": round(float(np.mean(batches)), 2),
+            "cpu_ms_per_request": {role: round(1e3 * s / len(texts), 1)
+                                   for role, s in sorted(cpu.items())}}
 
 
 def free_port() -> int:
@@ -109,8 +136,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100,
                         help="requests per measurement (sequential, then concurrent)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
-    parser.add_argument("--max-replicas", type=int, default=1)
-    parser.add_argument("--cpus-per-replica", type=float, default=2.0)
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="replicas deployed (a fixed number: the measurement is shorter "
+                             "than Serve's autoscaling delays)")
+    parser.add_argument("--cpus-per-replica", type=float, default=2.0,
+                        help="CPUs each replica reserves (and its PyTorch threads)")
     parser.add_argument("--max-batch-size", type=int, nargs="+", default=[16],
                         help="most queries encoded in one pass (one deployment each)")
     parser.add_argument("--batch-wait-timeout-s", type=float, nargs="+", default=[0.005],
@@ -141,7 +171,8 @@ def main() -> None:
                     serve.run(app({"db": str(Path(tmp) / "db"), "checkpoint": str(checkpoint),
                                    "max_batch_size": batch_size,
                                    "batch_wait_timeout_s": wait_s,
-                                   "min_replicas": 1, "max_replicas": args.max_replicas,
+                                   "min_replicas": args.replicas,
+                                   "max_replicas": args.replicas,
                                    "cpus_per_replica": args.cpus_per_replica}),
                               blocking=False)
                     wait_ready(base + "/")
@@ -158,7 +189,7 @@ def main() -> None:
             ray.shutdown()
     print(json.dumps({"backbone": args.backbone, "rows": args.rows, "index": "IVF_PQ",
                       "table_build_s": build_s, "cpus": os.cpu_count(),
-                      "max_replicas": args.max_replicas,
+                      "replicas": args.replicas,
                       "cpus_per_replica": args.cpus_per_replica, "results": results}, indent=2))
 
 

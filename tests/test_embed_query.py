@@ -14,7 +14,7 @@ from conftest import REPO, run
 from pipelines.core.actor_pools import growing_pool
 from pipelines.embed import EmbedConfig, actor_sizes
 from pipelines.evaluate import main as evaluate_main
-from pipelines.index.search import ModelMismatchError, VideoSearch
+from pipelines.index.search import RESULT_COLUMNS, ModelMismatchError, VideoSearch
 from pipelines.index.table import FILE_VERSION, KEYWORD_OPTIONS_KEY, vector_index_type
 from pipelines.ingestion.output import open_ingest
 from pipelines.query import main as query_main
@@ -87,6 +87,32 @@ def test_search_returns_the_exhaustive_top_10(table, keyword_model):
     assert torch.allclose(exact, scores.sort(descending=True).values[:10], atol=5e-3)
     assert torch.allclose(torch.tensor(found["score"].tolist()), exact, atol=2e-2)
     assert found["score"].is_monotonic_decreasing
+
+
+def test_searches_asked_together_answer_as_asked_alone(table, keyword_model):
+    """One multi-vector query for several texts (what a service batches) gives each text
+    the results its own search gives, with its own k, also where a filter leaves fewer
+    rows than the candidates asked."""
+    search = VideoSearch(table["db"], "videos", str(table["checkpoint"]),
+                         keyword_model=keyword_model)
+    texts = ["a red circle moves left", "a blue square moves up, then a circle moves",
+             "a shape", "something slides to the right after a square rises"]
+    ks = [3, 1, 5, 2]
+    for where in (None, "split = 'test'"):
+        together, timings = search.search_encoded_many(search.encode_texts(texts), ks, 12,
+                                                       where)
+        assert set(timings) == {"search_s", "rerank_s"}
+        for text, k, found in zip(texts, ks, together, strict=True):
+            alone = search.search(text, k=k, candidates=12, where=where)
+            assert len(found) == k
+            assert found["video_id"].tolist() == alone["video_id"].tolist(), (text, where)
+            assert found["score"].tolist() == pytest.approx(alone["score"].tolist(), abs=1e-4)
+            assert found["first_stage_score"].tolist() == pytest.approx(
+                alone["first_stage_score"].tolist(), abs=1e-5)
+    nothing, _ = search.search_encoded_many(search.encode_texts(texts), ks, 12,
+                                            "split = 'no such split'")
+    assert [list(found.columns) for found in nothing] == [RESULT_COLUMNS] * len(texts)
+    assert [len(found) for found in nothing] == [0] * len(texts)
 
 
 def test_filters_and_refusals(table, keyword_model, checkpoints):

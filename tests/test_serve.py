@@ -113,13 +113,18 @@ def test_search_over_http_answers_what_the_api_answers(service, api, table):
     assert [r["video_id"] for r in body["results"]] == list(expected["video_id"])
 
 
-def test_concurrent_queries_are_encoded_together_and_answered_alike(service, api):
+def test_concurrent_queries_are_searched_together_and_answered_alike(service, api):
+    """Concurrent requests share a batch whatever they ask: each gets what the Python API
+    answers it alone, with its own k, candidates and filter."""
+    asks = {text: {"k": 1 + i % 3, "candidates": (10, 10, 6)[i % 3],
+                   "filter": {"split": "test"} if i % 2 else {}}
+            for i, text in enumerate(TEXTS)}
     answers: dict[str, tuple[int, dict]] = {}
     start = threading.Barrier(len(TEXTS))
 
     def ask(text: str) -> None:
         start.wait()
-        answers[text] = request(service + "/search", {"text": text, "k": 3, "candidates": 10})
+        answers[text] = request(service + "/search", {"text": text, **asks[text]})
 
     threads = [threading.Thread(target=ask, args=(text,)) for text in TEXTS]
     for thread in threads:
@@ -129,7 +134,9 @@ def test_concurrent_queries_are_encoded_together_and_answered_alike(service, api
     assert all(status == 200 for status, _ in answers.values()), answers
     assert max(body["text_batch"] for _, body in answers.values()) > 1  # @serve.batch
     for text, (_, body) in answers.items():  # a batch's padding changes no query's answer
-        expected = api.search(text, k=3, candidates=10)
+        where = "split = 'test'" if asks[text]["filter"] else None
+        expected = api.search(text, k=asks[text]["k"], candidates=asks[text]["candidates"],
+                              where=where)
         assert [r["video_id"] for r in body["results"]] == list(expected["video_id"]), text
         assert [r["score"] for r in body["results"]] == pytest.approx(
             list(expected["score"]), abs=1e-4)

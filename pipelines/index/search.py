@@ -20,6 +20,7 @@ import time
 import warnings
 from datetime import timedelta
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -32,7 +33,13 @@ from pipelines.index.table import (
     vector_index_type,
     video_features,
 )
-from vtr_models import TextFeatures, checkpoint_id, load_checkpoint, trim_padding
+from vtr_models import (
+    TextFeatures,
+    VideoFeatures,
+    checkpoint_id,
+    load_checkpoint,
+    trim_padding,
+)
 
 RESULT_COLUMNS = ["rank", "video_id", "uri", "score", "first_stage_score"]
 NPROBES = 20  # IVF partitions searched per query
@@ -183,11 +190,18 @@ class VideoSearch:
     @torch.no_grad()
     def first_stage(self, features: TextFeatures, candidates: int, columns: list[str],
                     where: str | None = None):
-        """The LanceDB query for the ``candidates`` nearest neighbours of one encoded
-        text, selecting ``columns``, with this search's index settings."""
-        vector = self.model.text_embedding(features)[0].float().numpy()
-        query = (self.table.search(vector, vector_column_name="vector").metric("cosine")
-                 .select(columns).limit(candidates).nprobes(self.nprobes))
+        """The LanceDB query for the ``candidates`` nearest neighbours of each encoded
+        text, selecting ``columns``, with this search's index settings.
+
+        Several texts make one multi-vector query: LanceDB answers them in one plan,
+        each row tagged with its text's ``query_index`` (in text order), for less CPU
+        per text than one query each, which is what lets a service's throughput grow
+        with concurrent requests on a few cores.
+        """
+        vectors = self.model.text_embedding(features).float().numpy()
+        query = (self.table.search(list(vectors) if len(vectors) > 1 else vectors[0],
+                                   vector_column_name="vector")
+                 .metric("cosine").select(columns).limit(candidates).nprobes(self.nprobes))
         # asked each time: a long-lived search may see the first index, or another type
         factor = (self.refine_factor if self.refine_factor is not None
                   else index_refine_factor(self.table))
@@ -197,30 +211,53 @@ class VideoSearch:
             query = query.where(where, prefilter=True)
         return query
 
-    @torch.no_grad()
     def search_encoded(self, features: TextFeatures, k: int, candidates: int,
                        where: str | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
         """:meth:`search` for one query already encoded (``features`` of one text):
         the results, and the seconds of the vector search (with the fetch of the
         candidates' features) and of the rerank."""
+        results, timings = self.search_encoded_many(features, [k], candidates, where)
+        return results[0], timings
+
+    @torch.no_grad()
+    def search_encoded_many(self, features: TextFeatures, ks: list[int], candidates: int,
+                            where: str | None = None
+                            ) -> tuple[list[pd.DataFrame], dict[str, float]]:
+        """:meth:`search_encoded` for several encoded texts with the same ``candidates``
+        and ``where`` (``ks[i]`` results for text ``i``), in one LanceDB query: each
+        text's results, and the seconds of the vector search and of the rerank of all."""
         started = time.perf_counter()
         # the schema asked each time, as the index is: an overwrite may change the precision
         columns = fetched_columns(self.table.schema)
         rows = self.first_stage(features, candidates, columns, where).to_arrow()
         fetched = time.perf_counter()
         self._check_model(rows.column("model_id").to_pylist())
-        if rows.num_rows == 0:
-            result = pd.DataFrame(columns=RESULT_COLUMNS)
+        if len(ks) > 1:  # rows grouped by query_index, in text order
+            ends = np.searchsorted(rows.column("query_index").to_numpy(), np.arange(len(ks)),
+                                   side="right")
         else:
-            scores = self.model.score(features, video_features(rows, self.model.config))[0]
-            top = torch.argsort(scores, descending=True)[:k].tolist()
-            result = pd.DataFrame({
-                "rank": range(1, len(top) + 1),
-                "video_id": rows.column("video_id").take(top).to_pylist(),
-                "uri": rows.column("uri").take(top).to_pylist(),
-                "score": scores[top].tolist(),
-                "first_stage_score": [1.0 - d for d in
-                                      rows.column("_distance").take(top).to_pylist()],
-            })
-        return result, {"search_s": fetched - started,
-                        "rerank_s": time.perf_counter() - fetched}
+            ends = np.array([rows.num_rows])
+        results, start = [], 0
+        if rows.num_rows:
+            videos = video_features(rows, self.model.config)  # decoded once for every text
+        for i, (k, end) in enumerate(zip(ks, ends.tolist(), strict=True)):
+            results.append(self._reranked(features[i:i + 1], videos[start:end],
+                                          rows.slice(start, end - start), k)
+                           if end > start else pd.DataFrame(columns=RESULT_COLUMNS))
+            start = end
+        return results, {"search_s": fetched - started,
+                         "rerank_s": time.perf_counter() - fetched}
+
+    def _reranked(self, features: TextFeatures, videos: VideoFeatures, rows, k: int
+                  ) -> pd.DataFrame:
+        """One text's top ``k`` of its candidates ``rows`` (at least one) by the full
+        model's score."""
+        scores = self.model.score(features, videos)[0]
+        top = torch.argsort(scores, descending=True)[:k].tolist()
+        return pd.DataFrame({
+            "rank": range(1, len(top) + 1),
+            "video_id": rows.column("video_id").take(top).to_pylist(),
+            "uri": rows.column("uri").take(top).to_pylist(),
+            "score": scores[top].tolist(),
+            "first_stage_score": [1.0 - d for d in rows.column("_distance").take(top).to_pylist()],
+        })
