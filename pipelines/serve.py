@@ -10,11 +10,11 @@ Each replica holds one ``VideoSearch`` (the checkpoint, the keyword model, the
 open table). Concurrent requests are searched together (``@serve.batch``):
 their texts in one pass of the text tower, then one LanceDB multi-vector
 query for those that ask the same ``candidates`` and filter, then each its own
-rerank. Batched, a query costs the replica about half the CPU it costs alone,
-so a replica on a few cores answers more queries a second the more there are
-at once (``benchmarks/serve_throughput.py``). Replicas autoscale between ``min_replicas`` and
-``max_replicas`` on the ongoing requests, over the cluster's nodes. The
-arguments after the import path (``key=value``) are :class:`SearchArgs`.
+rerank. Batched, a query costs the replica about a third less CPU than alone,
+so a replica answers more queries a second the more there are at once
+(``docs/benchmarks.md``, the search service under load). Replicas autoscale
+between ``min_replicas`` and ``max_replicas`` on the ongoing requests, over
+the cluster's nodes. The arguments after the import path (``key=value``) are :class:`SearchArgs`.
 
 ``POST /search`` takes ``text``, ``k`` (10), ``candidates`` (100) and
 ``filter``, equalities on the table's scalar metadata columns

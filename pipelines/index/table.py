@@ -37,12 +37,12 @@ KEYWORD_OPTIONS_KEY = "vtr.keyword_options"  # on the vector field: the ingest's
 STATE_PREFIX = "vtr."  # of the transaction properties that record a TableState
 INDEX_TYPES = ("IVF_PQ", "HNSW_SQ")  # vector index types the embed job builds
 # how LanceDB's list_indices() names each of them (lancedb 0.40)
+LISTED_INDEX_TYPES = {"IvfPq": "IVF_PQ", "IvfHnswSq": "HNSW_SQ"}
 # Lance file format of the tables the embed job writes. A search fetches its candidates'
 # rerank features by row; at a million rows (float16, ViT-B-32 sizes) Lance 2.1 takes 100
 # rows in 3.7 ms from memory, 2.2 (LanceDB's default) in 7.3 and 2.0 in 5.0
 # (benchmarks/take_latency.py, docs/benchmarks.md). Tables keep theirs until an overwrite.
 FILE_VERSION = "2.1"
-LISTED_INDEX_TYPES = {"IvfPq": "IVF_PQ", "IvfHnswSq": "HNSW_SQ"}
 log = logging.getLogger("embed")
 
 
