@@ -14,14 +14,15 @@ rerank. Batched, a query costs the replica about a third less CPU than alone,
 so a replica answers more queries a second the more there are at once
 (``docs/benchmarks.md``, the search service under load). Replicas autoscale
 between ``min_replicas`` and ``max_replicas`` on the ongoing requests, over
-the cluster's nodes. The arguments after the import path (``key=value``) are :class:`SearchArgs`.
+the cluster's nodes. The arguments after the import path (``key=value``) are
+:class:`SearchArgs`.
 
 ``POST /search`` takes ``text``, ``k`` (10), ``candidates`` (100) and
 ``filter``, equalities on the table's scalar metadata columns
 (``{"split": "test"}``), and answers ``results`` (rank, video_id, uri, score,
 first_stage_score), ``notes`` (e.g. a query cut at the model's context),
 ``model_id``, ``text_batch`` (queries searched with this one) and
-``timings_ms``. Bad requests get status 400 (422 for a malformed body) with a
+``timings_ms`` (of the batch's steps). Bad requests get status 400 (422 for a malformed body) with a
 one-line ``detail``. ``GET /`` describes the table served.
 """
 
@@ -146,7 +147,7 @@ class SearchService:
         groups: dict[tuple[int, str | None], list[int]] = {}
         for i, q in enumerate(queries):
             groups.setdefault((q.candidates, q.where), []).append(i)
-        answers: list[Answer | Exception] = [None] * len(queries)  # type: ignore[list-item]
+        answers: dict[int, Answer | Exception] = {}
         for (candidates, where), members in groups.items():
             try:
                 results, timings = self.search.search_encoded_many(
@@ -154,12 +155,12 @@ class SearchService:
                     candidates, where)
             except Exception as exc:  # answered to this group's requests alone
                 results, timings = [exc] * len(members), {}
-            ms = {"text": text_ms, **{name.removesuffix("_s"): 1e3 * s_
-                                      for name, s_ in timings.items()}}
+            ms = {"text": text_ms, **{step.removesuffix("_s"): 1e3 * seconds
+                                      for step, seconds in timings.items()}}
             for i, result in zip(members, results, strict=True):
                 answers[i] = result if isinstance(result, Exception) else Answer(
                     result, len(queries), ms)
-        return answers
+        return [answers[i] for i in range(len(queries))]
 
     @api.post("/search")
     async def search_videos(self, request: SearchRequest) -> dict:

@@ -237,9 +237,9 @@ class VideoSearch:
                                    side="right")
         else:
             ends = np.array([rows.num_rows])
+        # decoded once for every text
+        videos = video_features(rows, self.model.config) if rows.num_rows else None
         results, start = [], 0
-        if rows.num_rows:
-            videos = video_features(rows, self.model.config)  # decoded once for every text
         for i, (k, end) in enumerate(zip(ks, ends.tolist(), strict=True)):
             results.append(self._reranked(features[i:i + 1], videos[start:end],
                                           rows.slice(start, end - start), k)
