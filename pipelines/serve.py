@@ -22,8 +22,9 @@ the cluster's nodes. The arguments after the import path (``key=value``) are
 (``{"split": "test"}``), and answers ``results`` (rank, video_id, uri, score,
 first_stage_score), ``notes`` (e.g. a query cut at the model's context),
 ``model_id``, ``text_batch`` (queries searched with this one) and
-``timings_ms`` (of the batch's steps). Bad requests get status 400 (422 for a malformed body) with a
-one-line ``detail``. ``GET /`` describes the table served.
+``timings_ms`` (of the batch's steps). Bad requests get status 400 (422 for a
+malformed body) with a one-line ``detail``. ``GET /`` describes the table
+served.
 """
 
 # no `from __future__ import annotations`: FastAPI and Serve read the request model and
