@@ -3,6 +3,7 @@
     python benchmarks/query_latency.py [--rows 10000 100000] [--queries 50] [--candidates 100]
         [--index-type IVF_PQ HNSW_SQ] [--nprobes 20] [--refine-factor 1]
         [--vectors uniform|clustered] [--clusters N] [--feature-precision float16 int8]
+        [--feature-layout packed columns]
         [--file-version 2.1 2.2]
     python benchmarks/query_latency.py --rows 1000000 --queries 30 --nprobes 20 50 \
         --refine-factor 1 5      # ~26 GB of table in the temporary folder (TMPDIR)
@@ -94,6 +95,7 @@ import pyarrow.compute as pc
 import torch
 
 from pipelines.index import rerank_features
+from pipelines.index.rerank_features import DEFAULT_LAYOUT, FeatureLayout
 from pipelines.index.search import VideoSearch, fetched_columns
 from pipelines.index.table import (
     FILE_VERSION,
@@ -110,6 +112,7 @@ from vtr_models import TextFeatures
 from vtr_models.checkpoint import checkpoint_id, save_checkpoint
 from vtr_models.factory import create_model
 
+LAYOUTS = ("packed", "columns")  # FeatureLayout.packed, by name
 QUERIES = ["a dog catches a frisbee on the beach", "a man is cooking in a kitchen",
            "cars drive through a city at night", "a woman sings on a stage",
            "children play football in a park"]
@@ -149,27 +152,24 @@ class Clusters:
 
 
 def random_rows(count: int, dim: int, frames: int, model_id: str, seed: int,
-                clusters: Clusters | None = None, precision: str = "float16") -> pa.Table:
+                clusters: Clusters | None = None,
+                layout: FeatureLayout = DEFAULT_LAYOUT) -> pa.Table:
     """``count`` rows of the video table's schema with random unit vectors (uniform on
-    the sphere, or drawn from ``clusters``) and random features at ``precision``."""
+    the sphere, or drawn from ``clusters``) and random features stored in ``layout``."""
     rng = np.random.default_rng(seed)
-    schema = table_schema(VIDEOS, dim, frames, precision=precision)
+    schema = table_schema(VIDEOS, dim, frames, layout=layout)
     if clusters is None:
         vectors = normalized(rng.standard_normal((count, dim), dtype=np.float32))
     else:
         vectors, _ = clusters.draw(rng, count)
     features = torch.from_numpy(rng.standard_normal((count, frames, dim), dtype=np.float32))
-    frame_columns = rerank_features.encode("frame_features", features, precision, count,
-                                           frames, dim)
     ids = [f"v{i:07d}" for i in range(seed, seed + count)]
     columns = {name: pa.nulls(count, schema.field(name).type) for name in METADATA_COLUMNS}
     columns.update({
         "video_id": pa.array(ids), "uri": pa.array([f"s3://archive/{i}.mp4" for i in ids]),
         "split": pa.array(["all"] * count),
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
-        **frame_columns,
-        # the same features as local ones: encoded once, for a million rows
-        **{"local" + name.removeprefix("frame"): column for name, column in frame_columns.items()},
+        **layout.encode(features, features),  # the same features as local ones
         "feature_frames": pa.array(np.full(count, frames, np.int32)),
         "model_id": pa.array([model_id] * count),
     })
@@ -178,24 +178,26 @@ def random_rows(count: int, dim: int, frames: int, model_id: str, seed: int,
 
 def build_table(path: Path, rows: int, dim: int, frames: int, model_id: str,
                 index: bool = True, clusters: Clusters | None = None,
-                precision: str = "float16", file_version: str = FILE_VERSION):
+                layout: FeatureLayout = DEFAULT_LAYOUT, file_version: str = FILE_VERSION,
+                index_type: str = "IVF_PQ"):
     """A LanceDB ``videos`` table of ``rows`` random rows at ``path`` (a database folder),
-    rerank features at ``precision``, in Lance file format ``file_version``,
+    rerank features in ``layout``, in Lance file format ``file_version``,
     written in one stream of 10,000-row batches (one fragment up to about a million rows,
     nothing held in memory), laid out as the embed job leaves it: a ``video_id`` index,
-    fragments compacted, and, with ``index``, the IVF-PQ vector index. Returns the table."""
+    fragments compacted, and, with ``index``, a vector index of ``index_type``. Returns the
+    table."""
     import lancedb
 
-    schema = table_schema(VIDEOS, dim, frames, precision=precision)
+    schema = table_schema(VIDEOS, dim, frames, layout=layout)
     batches = (batch for start in range(0, rows, 10_000)
                for batch in random_rows(min(10_000, rows - start), dim, frames, model_id,
                                         seed=start, clusters=clusters,
-                                        precision=precision).to_batches())
+                                        layout=layout).to_batches())
     table = lancedb.connect(str(path)).create_table("videos", schema=schema,
                                                     data_storage_version=file_version)
     table.add(pa.RecordBatchReader.from_batches(schema, batches), write_parallelism=1)
     keep_state(table.to_lance(), TableState("benchmark", 0, model_id))  # as embed records it
-    ensure_indexes(table, min_rows=0 if index else rows + 1, index_type="IVF_PQ")
+    ensure_indexes(table, min_rows=0 if index else rows + 1, index_type=index_type)
     return table
 
 
@@ -361,6 +363,10 @@ def main() -> None:
                         default=["float16"],
                         help="rerank feature storage: one table per precision and size "
                              "(default: float16, the embed job's default)")
+    parser.add_argument("--feature-layout", nargs="+", choices=LAYOUTS, default=["packed"],
+                        help="rerank features in one packed column (the embed job's, for new "
+                             "tables) or one column per feature (tables written before): one "
+                             "table per layout and size")
     parser.add_argument("--file-version", nargs="+", default=[FILE_VERSION],
                         help="Lance file format versions: one table per version and size "
                              f"(default: {FILE_VERSION}, the embed job's)")
@@ -385,10 +391,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint, dim, frames = lfemi_checkpoint(Path(tmp), args.backbone,
                                                    keyword_model is not None)
-        for count, precision, version in itertools.product(args.rows, args.feature_precision,
-                                                           args.file_version):
+        for count, precision, layout_name, version in itertools.product(
+                args.rows, args.feature_precision, args.feature_layout, args.file_version):
             folder = Path(tmp) / f"db{count}"
-            row: dict = {"rows": count, "feature_precision": precision, "file_version": version,
+            layout = FeatureLayout(precision, packed=layout_name == "packed")
+            row: dict = {"rows": count, "feature_precision": precision,
+                         "feature_layout": layout_name, "file_version": version,
                          "candidates": args.candidates}
             clusters = vectors = None
             if args.vectors == "clustered":
@@ -398,10 +406,11 @@ def main() -> None:
                 row["sigma"] = round(clusters.sigma, 5)
             started = time.perf_counter()
             table = build_table(folder, count, dim, frames, checkpoint_id(checkpoint),
-                                index=False, clusters=clusters, precision=precision,
+                                index=False, clusters=clusters, layout=layout,
                                 file_version=version)
             row["write_s"] = round(time.perf_counter() - started, 1)
-            log(f"{count} rows ({precision}, Lance {version}) written in {row['write_s']} s")
+            log(f"{count} rows ({precision} {layout_name}, Lance {version}) written in "
+                f"{row['write_s']} s")
             if clusters is not None:
                 vectors, row["query_row_cosine"] = query_vectors(table, len(texts),
                                                                  args.query_cosine)

@@ -1,34 +1,41 @@
 """Throughput of the search service (pipelines/serve.py): one client, then concurrent ones.
 
-    python benchmarks/serve_throughput.py [--rows 100000] [--requests 100] [--clients 8]
-        [--replicas 1] [--cpus-per-replica 2]
+    python benchmarks/serve_throughput.py [--rows 100000] [--index-type IVF_PQ|HNSW_SQ]
+        [--requests 100] [--clients 8] [--rounds 3] [--replicas 2] [--cpus-per-replica 1]
         [--max-batch-size 16] [--batch-wait-timeout-s 0.005]
 
 Prints one JSON object. It writes one LanceDB table of ``--rows`` random rows
-with the IVF-PQ index (``build_table`` of ``query_latency.py``: ViT-B-32
-sizes, laid out as the embed job leaves it), starts Ray and Serve here, with
-the HTTP proxy on a free local port, and deploys ``pipelines.serve:app`` over
-it (``lfemi`` over a random-init ``ViT-B-32``, no keywords). Once ``GET /``
-answers and a few warm-up queries have run, it sends ``--requests`` ``POST
-/search`` (``k=10``, ``candidates=100``, a distinct text each) from one client,
-one after the other, then the same number from ``--clients`` concurrent
-clients (threads over ``urllib``). For each: ``requests_per_s``, latency p50
-and p95 in milliseconds (the client's, HTTP included) and the mean
-``text_batch`` (queries searched together with the request), and the CPU
-milliseconds per request spent by the replicas, Serve's HTTP proxy, the
-clients and the rest of the machine (Ray's own processes), from each
-process's CPU times; ``speedup`` is the concurrent throughput over the
-sequential one (goal: >= 2).
-Each ``--max-batch-size`` x ``--batch-wait-timeout-s`` is deployed and measured
-in turn, over the same table.
+with a vector index of ``--index-type`` (``build_table`` of
+``query_latency.py``: ViT-B-32 sizes, laid out as the embed job leaves it),
+starts Ray and Serve here, with the HTTP proxy on a free local port, and
+deploys ``pipelines.serve:app`` over it (``lfemi`` over a random-init
+``ViT-B-32``, no keywords; by default two replicas of one CPU each, one per
+core of a 2-core machine). Once ``GET /`` answers and a few warm-up queries
+have run, it measures ``--rounds`` rounds, each ``--requests`` ``POST
+/search`` (``k=10``, ``candidates=100``, a distinct text each) from one
+client, one after the other, then as many from ``--clients`` concurrent
+clients (threads over ``urllib``): rounds in turn, so that a drift of the
+machine's speed reaches both sides of a ratio. For each phase:
+``requests_per_s``, latency p50 and p95 in milliseconds (the client's, HTTP
+included), the mean ``text_batch`` (queries searched together with the
+request), and the CPU milliseconds per request spent by the replicas,
+Serve's HTTP proxy, the clients and each of Ray's own processes (by name;
+``other``: the rest of the machine), from each process's CPU times. A
+round's ``speedup`` is its concurrent throughput over its sequential one
+(goal: >= 2); each deployment reports their mean, standard deviation and
+range. Each ``--max-batch-size`` x ``--batch-wait-timeout-s`` is deployed
+and measured in turn, over the same table.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import os
 import socket
+import statistics
 import sys
 import tempfile
 import threading
@@ -41,6 +48,7 @@ import numpy as np
 import psutil
 from query_latency import build_table, lfemi_checkpoint, query_texts
 
+from pipelines.index.table import INDEX_TYPES
 from vtr_models.checkpoint import checkpoint_id
 
 
@@ -74,11 +82,27 @@ def cpu_seconds() -> Counter:
             times = process.cpu_times()
         except psutil.Error:
             continue
-        line = " ".join(process.info["cmdline"] or [])
-        role = ("replicas" if "ServeReplica" in line else "proxy" if "ProxyActor" in line
-                else "clients" if process.pid == os.getpid() else "other")
-        roles[role] += times.user + times.system
+        roles[role_of(process.pid, process.info["cmdline"] or [])] += times.user + times.system
     return roles
+
+
+RAY_PROCESSES = {"ServeController": "serve_controller", "gcs_server": "gcs", "raylet": "raylet",
+                 "dashboard/agent.py": "dashboard_agent", "dashboard/dashboard.py": "dashboard",
+                 "runtime_env/agent": "runtime_env_agent", "log_monitor.py": "log_monitor",
+                 "ray::IDLE": "idle_workers"}
+
+
+def role_of(pid: int, cmdline: list[str]) -> str:
+    """Which part of the service a process is: a Serve replica, the HTTP proxy, this
+    benchmark (the clients), one of Ray's own processes by name, or other."""
+    line = " ".join(cmdline)
+    if "ServeReplica" in line:
+        return "replicas"
+    if "ProxyActor" in line:
+        return "proxy"
+    if pid == os.getpid():
+        return "clients"
+    return next((role for key, role in RAY_PROCESSES.items() if key in line), "other")
 
 
 def measure(url: str, texts: list[str], clients: int) -> dict:
@@ -124,6 +148,25 @@ def measure(url: str, texts: list[str], clients: int) -> dict:
                                    for role, s in sorted(cpu.items())}}
 
 
+def measure_rounds(url: str, texts: list[str], args: argparse.Namespace) -> dict:
+    """After a warm-up with the last 16 ``texts``, ``args.rounds`` rounds of
+    ``args.requests`` sequential then as many concurrent requests, each round its own
+    texts: each round's phases and speedup, and the speedups' mean, spread and range."""
+    measure(url, texts[-16:], args.clients)
+    rounds = []
+    for r in range(args.rounds):
+        own = texts[2 * r * args.requests:2 * (r + 1) * args.requests]
+        one = measure(url, own[:args.requests], 1)
+        many = measure(url, own[args.requests:], args.clients)
+        rounds.append({"sequential": one, "concurrent": many,
+                       "speedup": round(many["requests_per_s"] / one["requests_per_s"], 2)})
+    speedups = [r["speedup"] for r in rounds]
+    spread = statistics.stdev(speedups) if len(speedups) > 1 else 0.0
+    return {"rounds": rounds,
+            "speedup": {"mean": round(statistics.mean(speedups), 2), "std": round(spread, 2),
+                        "min": min(speedups), "max": max(speedups)}}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -136,15 +179,20 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100,
                         help="requests per measurement (sequential, then concurrent)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
-    parser.add_argument("--replicas", type=int, default=1,
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="sequential-then-concurrent pairs measured in turn: the speedup "
+                             "of each, and their mean, spread and range")
+    parser.add_argument("--replicas", type=int, default=2,
                         help="replicas deployed (a fixed number: the measurement is shorter "
                              "than Serve's autoscaling delays)")
-    parser.add_argument("--cpus-per-replica", type=float, default=2.0,
+    parser.add_argument("--cpus-per-replica", type=float, default=1.0,
                         help="CPUs each replica reserves (and its PyTorch threads)")
     parser.add_argument("--max-batch-size", type=int, nargs="+", default=[16],
                         help="most queries encoded in one pass (one deployment each)")
     parser.add_argument("--batch-wait-timeout-s", type=float, nargs="+", default=[0.005],
                         help="longest wait for a batch to fill (one deployment each)")
+    parser.add_argument("--index-type", choices=INDEX_TYPES, default="IVF_PQ",
+                        help="the table's vector index (default: IVF_PQ, the embed job's)")
     parser.add_argument("--backbone", default="ViT-B-32", help="open_clip name, random init")
     args = parser.parse_args()
     import ray
@@ -156,18 +204,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint, dim, frames = lfemi_checkpoint(Path(tmp), args.backbone, keywords=False)
         started = time.perf_counter()
-        build_table(Path(tmp) / "db", args.rows, dim, frames, checkpoint_id(checkpoint))
+        build_table(Path(tmp) / "db", args.rows, dim, frames, checkpoint_id(checkpoint),
+                    index_type=args.index_type)
         build_s = round(time.perf_counter() - started, 1)
         print(f"table of {args.rows} rows built in {build_s} s", file=sys.stderr, flush=True)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        # its own instance, never a cluster running here; workers' logs kept out of stdout
-        ray.init(address="local", log_to_driver=False)
-        try:
-            serve.start(http_options={"host": "127.0.0.1", "port": port})
-            texts = query_texts(2 * args.requests + 16)
-            for batch_size in args.max_batch_size:
-                for wait_s in args.batch_wait_timeout_s:
+        # Ray's own lines (a raylet's at shutdown) to stderr: stdout holds the JSON alone
+        with contextlib.redirect_stdout(sys.stderr):
+            # its own instance, never a cluster running here; workers' logs kept out of stdout
+            ray.init(address="local", log_to_driver=False)
+            try:
+                serve.start(http_options={"host": "127.0.0.1", "port": port})
+                texts = query_texts(2 * args.rounds * args.requests + 16)
+                for batch_size, wait_s in itertools.product(args.max_batch_size,
+                                                            args.batch_wait_timeout_s):
                     serve.run(app({"db": str(Path(tmp) / "db"), "checkpoint": str(checkpoint),
                                    "max_batch_size": batch_size,
                                    "batch_wait_timeout_s": wait_s,
@@ -176,18 +227,14 @@ def main() -> None:
                                    "cpus_per_replica": args.cpus_per_replica}),
                               blocking=False)
                     wait_ready(base + "/")
-                    measure(base + "/search", texts[-16:], args.clients)  # warm-up
-                    one = measure(base + "/search", texts[:args.requests], 1)
-                    many = measure(base + "/search", texts[args.requests:-16], args.clients)
                     row = {"max_batch_size": batch_size, "batch_wait_timeout_s": wait_s,
-                           "sequential": one, "concurrent": many,
-                           "speedup": round(many["requests_per_s"] / one["requests_per_s"], 2)}
+                           **measure_rounds(base + "/search", texts, args)}
                     print(json.dumps(row), file=sys.stderr, flush=True)
                     results.append(row)
-        finally:
-            serve.shutdown()
-            ray.shutdown()
-    print(json.dumps({"backbone": args.backbone, "rows": args.rows, "index": "IVF_PQ",
+            finally:
+                serve.shutdown()
+                ray.shutdown()
+    print(json.dumps({"backbone": args.backbone, "rows": args.rows, "index": args.index_type,
                       "table_build_s": build_s, "cpus": os.cpu_count(),
                       "replicas": args.replicas,
                       "cpus_per_replica": args.cpus_per_replica, "results": results}, indent=2))

@@ -1,6 +1,7 @@
 """How long Lance takes to fetch 100 rows' rerank features, by table size, cold and warm.
 
     python benchmarks/take_latency.py [--rows 100000 1000000] [--feature-precision int8]
+        [--feature-layout packed columns]
 
 Stage two of a search fetches its candidates' rerank columns by row. At a
 million rows that fetch stays at 11-18 ms where 100,000 rows take 6-7 ms
@@ -17,6 +18,7 @@ Prints one JSON object; times are medians in milliseconds.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import tempfile
@@ -26,9 +28,9 @@ from pathlib import Path
 import lance
 import numpy as np
 import pyarrow as pa
-from query_latency import random_rows
+from query_latency import LAYOUTS, random_rows
 
-from pipelines.index.rerank_features import PRECISIONS
+from pipelines.index.rerank_features import PRECISIONS, FeatureLayout
 from pipelines.index.search import fetched_columns
 from pipelines.index.table import table_schema
 from pipelines.ingestion.schemas import VIDEOS
@@ -54,12 +56,14 @@ def median_ms(dataset, row_sets: list[np.ndarray], columns: list[str]) -> float:
     return round(float(np.median(seconds)) * 1000, 2)
 
 
-def measure(path: Path, rows: int, precision: str, file_version: str | None = None) -> dict:
-    schema = table_schema(VIDEOS, DIM, FRAMES, precision=precision)
+def measure(path: Path, rows: int, layout: FeatureLayout,
+            file_version: str | None = None) -> dict:
+    schema = table_schema(VIDEOS, DIM, FRAMES, layout=layout)
     batches = (batch for start in range(0, rows, 10_000)
                for batch in random_rows(min(10_000, rows - start), DIM, FRAMES, "benchmark",
-                                        seed=start, precision=precision).to_batches())
-    result = {"rows": rows, "feature_precision": precision, "file_version": file_version,
+                                        seed=start, layout=layout).to_batches())
+    result = {"rows": rows, "feature_precision": layout.precision,
+              "feature_layout": LAYOUTS[not layout.packed], "file_version": file_version,
               "cached_gb_before": cached_gb()}
     started = time.perf_counter()
     dataset = lance.write_dataset(pa.RecordBatchReader.from_batches(schema, batches), path,
@@ -82,17 +86,21 @@ def main() -> None:
                         help="table sizes, each written and removed in turn")
     parser.add_argument("--feature-precision", choices=PRECISIONS, default="int8",
                         help="rerank feature storage (int8: a million rows fit in memory)")
+    parser.add_argument("--feature-layout", nargs="+", choices=LAYOUTS, default=["packed"],
+                        help="one packed feature column (new tables) or one per feature "
+                             "(tables written before), each measured in turn")
     parser.add_argument("--file-version", nargs="+", default=[None],
                         help="Lance file format versions to compare (e.g. 2.0 2.1; default: "
                              "Lance's own)")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for rows in args.rows:
-            for version in args.file_version:
-                path = Path(tmp) / "videos.lance"
-                results.append(measure(path, rows, args.feature_precision, version))
-                shutil.rmtree(path)
+        for rows, layout, version in itertools.product(args.rows, args.feature_layout,
+                                                       args.file_version):
+            path = Path(tmp) / "videos.lance"
+            results.append(measure(path, rows, FeatureLayout(args.feature_precision,
+                                                             layout == "packed"), version))
+            shutil.rmtree(path)
     print(json.dumps({"rows_per_take": PER_SET, "takes": SETS, "results": results}, indent=2))
 
 

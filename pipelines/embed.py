@@ -31,7 +31,7 @@ from pipelines.core.job_config import flag
 from pipelines.core.ray_job import start_job
 from pipelines.core.sql import sql_in
 from pipelines.index.embedder import embedded_rows
-from pipelines.index.rerank_features import PRECISIONS, precision_of
+from pipelines.index.rerank_features import PRECISIONS, FeatureLayout, precision_of
 from pipelines.index.table import (
     FILE_VERSION,
     INDEX_TYPES,
@@ -193,12 +193,20 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
     # a table keeps its precision unless asked: a scheduled --update never rebuilds for it
     precision = config.feature_precision or (
         precision_of(existing.schema) if existing is not None else "float16")
-    schema = table_schema(schemas.VIDEOS, model.backbone.embed_dim, model.config.max_frames,
-                          snapshot.settings.get("keyword_options"), precision)
+
+    def schema_in(layout: FeatureLayout) -> pa.Schema:
+        return table_schema(schemas.VIDEOS, model.backbone.embed_dim, model.config.max_frames,
+                            snapshot.settings.get("keyword_options"), layout,
+                            model.config.fine_grained)
+
     # an overwrite keeps the table's index type unless asked, as it keeps the precision
     index_type = config.index_type or (
         vector_index_type(existing) if existing is not None else None)
     rebuild = existing is None or config.overwrite
+    # what is embedded whole gets the packed layout; an update keeps the table's, as it
+    # keeps its precision
+    schema = schema_in(FeatureLayout(precision, packed=rebuild or FeatureLayout.of(
+        existing.schema).packed))
     state = None
     if not rebuild:
         dataset = existing.to_lance()
@@ -210,6 +218,7 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
                      state.model_id if state else "(unrecorded)", precision_of(existing.schema),
                      wanted.model_id, precision)
             rebuild = True
+            schema = schema_in(FeatureLayout(precision))
     if rebuild:
         changes = TableChanges(set(ids), set(), set(), 0)
     else:
@@ -226,7 +235,8 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
         snapshot, None if every else changes.embed, config.checkpoint,
         batch_size=config.batch_size, local_max_videos=config.local_max_videos,
         actors=sizes.actors, concurrency=config.concurrency, cpus=sizes.cpus,
-        threads=sizes.threads, gpus=config.num_gpus_per_worker, precision=precision)
+        threads=sizes.threads, gpus=config.num_gpus_per_worker,
+        layout=FeatureLayout.of(schema))
         if changes.embed else [])
     failures: list[dict] = []
     source = table_rows(batches, schema, splits, failures)

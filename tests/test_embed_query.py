@@ -29,7 +29,8 @@ def test_table_holds_one_row_per_video_of_the_latest_model(table, keyword_model)
     assert sorted(rows.column("video_id").to_pylist()) == sorted(good)
     assert set(rows.column("model_id").to_pylist()) == {checkpoint_id(table["checkpoint"])}
     assert rows.schema.field("vector").type == pa.list_(pa.float32(), 64)
-    assert rows.schema.field("frame_features").type == pa.list_(pa.float16(), 8 * 64)
+    # frame and local features (8 frames of 64 each) in one column: one take per candidate
+    assert rows.schema.field("rerank_features").type == pa.list_(pa.float16(), 2 * 8 * 64)
     vectors = torch.tensor(rows.column("vector").to_pylist())
     assert torch.allclose(vectors.norm(dim=1), torch.ones(len(vectors)), atol=1e-4)
     assert set(rows.column("split").to_pylist()) == {"train", "val", "test"}
@@ -283,6 +284,55 @@ def test_embedding_actor_sizes():
     assert sizes([16.0], gpus=4, num_gpus_per_worker=1) == (1.0, 1, 4)
 
 
+def rewritten_in_columns(db: str) -> None:
+    """The table of ``db`` rewritten as tables were before the packed column: one column
+    per feature, the same values, its record kept (as an update of such a table finds it)."""
+    import lance
+
+    from pipelines.index.rerank_features import FeatureLayout, decode_features
+    from pipelines.index.table import keep_state, table_schema, table_state
+    from pipelines.ingestion.schemas import VIDEOS
+
+    dataset = lancedb.connect(db).open_table("videos").to_lance()
+    state, rows = table_state(dataset), dataset.to_table()
+    frames, local = decode_features(rows, 8, local=True)
+    layout = FeatureLayout("float16", packed=False)
+    schema = table_schema(VIDEOS, 64, 8, json.loads(rows.schema.field("vector").metadata[
+        KEYWORD_OPTIONS_KEY.encode()]), layout)
+    columns = {**{n: rows.column(n) for n in rows.column_names}, **layout.encode(frames, local)}
+    legacy = pa.table({n: columns[n] for n in schema.names}, schema=schema)
+    keep_state(lance.write_dataset(legacy, dataset.uri, mode="overwrite",
+                                   data_storage_version=FILE_VERSION,
+                                   transaction_properties=state.properties()), state)
+
+
+def test_an_update_keeps_a_table_written_before_the_packed_column(table, keyword_model,
+                                                                   tmp_path):
+    """A table with one column per feature (written before they were packed into one) is
+    updated in place, not rebuilt for its layout, and answers as the packed table does;
+    ``--overwrite``, which embeds every video anyway, packs it."""
+    db = str(tmp_path / "db")
+    shutil.copytree(table["db"], db)
+    rewritten_in_columns(db)
+    embed = ["pipelines/embed.py", "--data", str(table["data"]), "--checkpoint",
+             str(table["checkpoint"]), "--db", db, "--batch-size", "4", "--index-min-rows", "10"]
+    kept = run([*embed, "--update"])  # the broken video fails again: exit 1
+    assert f"0 videos embedded, 0 deleted, {table['rows']} unchanged, 1 failed" in kept.stdout, \
+        kept.stderr[-3000:]
+    assert "frame_features" in lancedb.connect(db).open_table("videos").schema.names
+    text = "a red circle moves left, then a blue square moves up"
+    found = [VideoSearch(d, "videos", str(table["checkpoint"]), keyword_model=keyword_model)
+             .search(text, k=table["rows"], candidates=table["rows"]) for d in (table["db"], db)]
+    packed_scores, column_scores = (dict(zip(f["video_id"], f["score"], strict=True))
+                                    for f in found)
+    assert packed_scores.keys() == column_scores.keys()
+    assert max(abs(packed_scores[v] - column_scores[v]) for v in packed_scores) < 1e-5
+    packed = run([*embed, "--overwrite"])
+    assert "table built" in packed.stdout, packed.stderr[-3000:]
+    names = lancedb.connect(db).open_table("videos").schema.names
+    assert "rerank_features" in names and "frame_features" not in names
+
+
 def test_int8_features_rank_as_float16_and_a_later_update_keeps_them(table, keyword_model,
                                                                      tmp_path):
     """``--feature-precision int8`` rebuilds a float16 table at half the feature bytes; its
@@ -303,7 +353,8 @@ def test_int8_features_rank_as_float16_and_a_later_update_keeps_them(table, keyw
     assert "replacing the table's IVF_PQ index with a HNSW_SQ index" in kept.stderr
     assert vector_index_type(lancedb.connect(db).open_table("videos")) == "HNSW_SQ"
     rows = lancedb.connect(db).open_table("videos").to_arrow()
-    assert rows.schema.field("local_features").type == pa.list_(pa.int8(), 8 * 64)
+    # int8 values of both features, then their per-frame float32 scales' bytes
+    assert rows.schema.field("rerank_features").type == pa.list_(pa.int8(), 2 * 8 * (64 + 4))
     assert rows.num_rows == table["rows"]
     text = "a red circle moves left, then a blue square moves up"
     found = [VideoSearch(d, "videos", str(table["checkpoint"]), keyword_model=keyword_model)

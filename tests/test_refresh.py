@@ -236,8 +236,8 @@ def test_a_new_checkpoint_rebuilds_the_table_with_one_commit(
     assert swapped.rebuilt and swapped.embedded == 3 and swapped.table_rows == 3
     rows = checked_table(db, output)
     assert set(rows["model_id"]) == {checkpoint_id(other)}
-    assert rows["local_features"].isna().all()
-    assert {len(f) for f in rows["frame_features"]} == {4 * 64}  # 4 frames of vtr-tiny's 64
+    # no local features: 4 frames of vtr-tiny's 64, the frame features alone
+    assert {len(f) for f in rows["rerank_features"]} == {4 * 64}
     # a non-lfemi checkpoint searches its table (no keyword model: it has no S3)
     found = VideoSearch(str(db), "videos", str(other)).search("a moving bar", k=3, candidates=3)
     assert sorted(found["video_id"]) == sorted(rows["video_id"])

@@ -19,6 +19,7 @@ from pipelines.core import storage
 from pipelines.core.actor_pools import growing_pool
 from pipelines.core.failpoints import failpoint
 from pipelines.core.in_driver import map_batches_here
+from pipelines.index.rerank_features import DEFAULT_LAYOUT, FeatureLayout
 from pipelines.index.table import METADATA_COLUMNS, feature_columns
 from pipelines.ingestion.output import IngestSnapshot
 from vtr_models import checkpoint_id, load_checkpoint
@@ -28,13 +29,13 @@ class VideoEmbedder:
     """Encode batches of ``videos/`` rows with the checkpoint's video encoder."""
 
     def __init__(self, checkpoint: str, device: str = "cpu", threads: int | None = None,
-                 precision: str = "float16") -> None:
+                 layout: FeatureLayout = DEFAULT_LAYOUT) -> None:
         if threads:
             torch.set_num_threads(threads)
         self.device = torch.device(device)
         self.model = load_checkpoint(checkpoint, device=str(self.device)).to(self.device)
         self.model_id = checkpoint_id(checkpoint)
-        self.precision = precision  # of the rerank features (``rerank_features.PRECISIONS``)
+        self.layout = layout  # of the rerank features
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Metadata and features of each decodable video; the others with only ``error`` set."""
@@ -58,7 +59,7 @@ class VideoEmbedder:
                                                 torch.stack(masks).to(self.device))
                 vector = self.model.video_embedding(video)
             good = batch.select(list(METADATA_COLUMNS)).filter(pc.invert(failed))
-            columns = feature_columns(video, vector, self.model_id, self.precision)
+            columns = feature_columns(video, vector, self.model_id, self.layout)
             parts.insert(0, pa.table({**{c: good.column(c) for c in METADATA_COLUMNS},
                                       **columns}))
         # missing columns become nulls: failed rows carry no features, good rows no error
@@ -68,14 +69,14 @@ class VideoEmbedder:
 def embedded_rows(snapshot: IngestSnapshot, videos: set[str] | None, checkpoint: str,
                   batch_size: int, local_max_videos: int, actors: int, concurrency: int | None,
                   cpus: float, threads: int, gpus: float,
-                  precision: str = "float16") -> Iterable[pa.Table]:
+                  layout: FeatureLayout = DEFAULT_LAYOUT) -> Iterable[pa.Table]:
     """The embedder's output for ``videos`` of the ingest run (None: every video), rerank
-    features at ``precision``: in the driver when they are at most ``local_max_videos``,
+    features in ``layout``: in the driver when they are at most ``local_max_videos``,
     else streamed from a growing pool of Ray Data actors (``actors`` at start, at most
     ``concurrency``), each with ``cpus``, ``threads`` and ``gpus``."""
     columns = [*METADATA_COLUMNS, "frames"]
     embedder_kwargs = {"checkpoint": checkpoint, "threads": threads,
-                       "device": "cuda" if gpus else "cpu", "precision": precision}
+                       "device": "cuda" if gpus else "cpu", "layout": layout}
     if videos is not None and len(videos) <= local_max_videos:
         rows = snapshot.dataset("videos").to_table(
             columns=columns, filter=pads.field("video_id").isin(sorted(videos)))

@@ -2,9 +2,10 @@
 
 Columns (see :func:`table_schema`): the video's ingest metadata, ``split``,
 ``vector`` (the query-independent first-stage embedding, float32, unit
-length), ``frame_features`` and ``local_features`` (the model's per-frame
-features that the full score needs, flattened ``[max_frames, dim]``, float16
-or int8 with per-frame scales: ``rerank_features``),
+length), ``rerank_features`` (the model's per-frame features that the full
+score needs, its frame and local features each ``[max_frames, dim]``, packed
+in one row, float16 or int8 with per-frame scales; tables written before hold
+them as ``frame_features`` and ``local_features``: ``pipelines.index.rerank_features``),
 ``feature_frames`` (how many of those frames are real) and ``model_id`` (the
 checkpoint that wrote the row). The table opens with plain ``lancedb``; this
 module turns rows back into ``VideoFeatures`` for reranking, records which
@@ -28,6 +29,7 @@ import torch
 from pipelines.core.failpoints import failpoint
 from pipelines.core.sql import sql_in
 from pipelines.index import rerank_features
+from pipelines.index.rerank_features import DEFAULT_LAYOUT, FeatureLayout
 from pipelines.ingestion.output import IngestSnapshot, changes_since
 from vtr_models import ModelConfig, VideoFeatures
 
@@ -47,44 +49,40 @@ log = logging.getLogger("embed")
 
 
 def table_schema(videos: pa.Schema, dim: int, max_frames: int,
-                 keyword_options: dict | None = None, precision: str = "float16") -> pa.Schema:
+                 keyword_options: dict | None = None, layout: FeatureLayout = DEFAULT_LAYOUT,
+                 local: bool = True) -> pa.Schema:
     """The table's Arrow schema for a model of feature size ``dim`` and ``max_frames``,
-    its rerank features at ``precision`` (``rerank_features.PRECISIONS``); the ingest's
-    keyword settings, when given, ride on the ``vector`` field's metadata (so they are
-    written by the same commit that creates the table's rows)."""
+    with ``local`` features (a fine-grained part) or not, its rerank features stored in
+    ``layout``; the ingest's keyword settings, when given, ride on the ``vector`` field's
+    metadata (so they are written by the same commit that creates the table's rows)."""
     vector_metadata = ({KEYWORD_OPTIONS_KEY: json.dumps(keyword_options)}
                        if keyword_options else None)
     return pa.schema([
         *(videos.field(name) for name in METADATA_COLUMNS),
         pa.field("split", pa.string()),
         pa.field("vector", pa.list_(pa.float32(), dim), metadata=vector_metadata),
-        *rerank_features.feature_fields(precision, max_frames, dim),
+        *layout.fields(max_frames, dim, local),
         pa.field("feature_frames", pa.int32()),
         pa.field("model_id", pa.string()),
     ])
 
 
 def feature_columns(video: VideoFeatures, vector: torch.Tensor, model_id: str,
-                    precision: str = "float16") -> dict:
-    """The ``vector``, rerank feature (at ``precision``), ``feature_frames`` and
-    ``model_id`` columns of encoded videos."""
-    count, frames, dim = video.frames.shape
+                    layout: FeatureLayout = DEFAULT_LAYOUT) -> dict:
+    """The ``vector``, rerank feature (in ``layout``), ``feature_frames`` and ``model_id``
+    columns of encoded videos."""
     return {
         "vector": rerank_features.fixed_list(vector.float(), pa.float32()),
-        **rerank_features.encode("frame_features", video.frames, precision, count, frames, dim),
-        **rerank_features.encode("local_features", video.local, precision, count, frames, dim),
+        **layout.encode(video.frames, video.local),
         "feature_frames": pa.array(video.mask.sum(dim=1).cpu().numpy().astype(np.int32)),
-        "model_id": pa.array([model_id] * count, pa.string()),
+        "model_id": pa.array([model_id] * len(video), pa.string()),
     }
 
 
 def video_features(rows: pa.Table, config: ModelConfig) -> VideoFeatures:
     """Rerank features of table rows, in row order, as the model's ``VideoFeatures``."""
-    count = rows.num_rows
-    shape = (count, config.max_frames, -1)
-    frames = rerank_features.decode(rows, "frame_features", shape)
-    local = (rerank_features.decode(rows, "local_features", frames.shape)
-             if config.fine_grained else None)
+    frames, local = rerank_features.decode_features(rows, config.max_frames,
+                                                    config.fine_grained)
     counts = torch.from_numpy(rows.column("feature_frames").to_numpy().astype(np.int64))
     mask = torch.arange(config.max_frames).unsqueeze(0) < counts.unsqueeze(1)
     # the stored vector is pooled's unit-length float32 copy, which stage two need not fetch
