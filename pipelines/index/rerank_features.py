@@ -11,8 +11,9 @@ float32 scale (its largest magnitude / 127: an error of at most half a step,
 0.4 % of the frame's largest component), and the row ends with those scales'
 bytes (``4 * max_frames`` per part). At int8 the five columns a search
 fetches then took 100 random rows of 300,000 in 4.7 ms, against 7.7 for the
-eight of one column per feature (``benchmarks/take_latency.py
---feature-layout packed columns``, ``docs/benchmarks.md``).
+eight of one column per feature (a side-by-side script, ``docs/benchmarks.md``,
+"One feature column"; ``benchmarks/take_latency.py --feature-layout packed
+columns`` measures the same).
 
 Tables written before the packed column keep the earlier layout, one column
 per feature (``frame_features``, ``local_features``, each with a ``*_scale``
@@ -112,10 +113,7 @@ def decode_features(rows: pa.Table, max_frames: int, local: bool
 def feature_fields(precision: str, max_frames: int, dim: int) -> list[pa.Field]:
     """The earlier layout's schema fields of the rerank features at ``precision`` (one of
     ``PRECISIONS``); ``local_features`` (and its scale) are null for a model without a
-    fine-grained part."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown feature precision {precision!r}; choose one of "
-                         f"{', '.join(PRECISIONS)}")
+    fine-grained part. ``FeatureLayout`` has checked ``precision``."""
     if precision == "float16":
         return [pa.field(name, pa.list_(pa.float16(), max_frames * dim))
                 for name in FEATURE_COLUMNS]
