@@ -21,7 +21,7 @@ exact phase's queries. Reported apart, p50 and p95 in milliseconds:
 
 - ``text_ms``: encoding the query (``VideoSearch.encode_texts``: tokens,
   keywords, text tower);
-- ``search_ms``: LanceDB vector search, returning the candidates' features
+- ``search_ms``: the vector search, returning the candidates' features
   (``VideoSearch``'s one query);
 - ``rerank_ms``: the full model's score of the candidates;
 - ``rest_ms``: search + rerank, everything after the text (goal: p50 <= 20 ms,
@@ -29,7 +29,7 @@ exact phase's queries. Reported apart, p50 and p95 in milliseconds:
 - ``vector_ms``, ``fetch_ms``, ``two_phase_ms``: where ``search_ms`` goes, from
   the same query asked in two steps beside it: the vector search selecting only
   ``video_id`` and ``_distance`` (with ``_rowid``), then the fetch of the
-  candidates' rerank columns by row id (``Table.take_row_ids``); their sum.
+  candidates' rerank columns by row id (Lance's ``_take_rows``); their sum.
   Which of the two runs first alternates from query to query.
   ``two_phase_same`` is the share of queries whose two-step candidates are the
   one query's (same ids, same order, same distances).
@@ -91,12 +91,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 
 from pipelines.index import rerank_features
 from pipelines.index.rerank_features import DEFAULT_LAYOUT, FeatureLayout
-from pipelines.index.search import VideoSearch, fetched_columns
+from pipelines.index.search import VideoSearch
 from pipelines.index.table import (
     FILE_VERSION,
     INDEX_TYPES,
@@ -253,11 +252,9 @@ def query_texts(count: int) -> list[str]:
     return [f"{QUERIES[i % len(QUERIES)]}, take {i}" for i in range(count)]
 
 
-def take_in_order(table, row_ids: pa.Array, columns: list[str]) -> pa.Table:
-    """``columns`` of the rows ``row_ids`` of ``table``, in that order (LanceDB's take
-    promises no order)."""
-    rows = table.take_row_ids(row_ids.to_pylist()).select(columns).with_row_id().to_arrow()
-    return rows.take(pc.index_in(row_ids, value_set=rows.column("_rowid")))
+def take_in_order(dataset, row_ids: pa.Array, columns: list[str]) -> pa.Table:
+    """``columns`` of the rows ``row_ids`` of a Lance ``dataset``, in that order."""
+    return dataset._take_rows(row_ids.to_pylist(), columns=columns)
 
 
 @torch.no_grad()
@@ -267,12 +264,12 @@ def two_phase(search: VideoSearch, features: TextFeatures, candidates: int
     rerank columns by row id. The candidates (``fetched_columns``, ``_rowid``), and the
     seconds of each step."""
     started = time.perf_counter()
-    ids = search.first_stage(features, candidates,
-                             ["video_id", "_distance"]).with_row_id(True).to_arrow()
+    [ids] = search.first_stage(features, candidates, ["video_id", "_distance"],
+                               with_row_id=True)
     searched = time.perf_counter()
-    rerank = [c for c in fetched_columns(search.table.schema)
-              if c not in ("video_id", "_distance")]
-    fetched = take_in_order(search.table, ids.column("_rowid").combine_chunks(), rerank)
+    version = search.current_version()
+    rerank = [c for c in version.columns if c not in ("video_id", "_distance")]
+    fetched = take_in_order(version.dataset, ids.column("_rowid").combine_chunks(), rerank)
     done = time.perf_counter()
     for name in ("video_id", "_distance"):
         fetched = fetched.append_column(name, ids.column(name))
@@ -282,8 +279,7 @@ def two_phase(search: VideoSearch, features: TextFeatures, candidates: int
 @torch.no_grad()
 def one_query(search: VideoSearch, features: TextFeatures, candidates: int) -> pa.Table:
     """The candidates as ``VideoSearch.search_encoded`` fetches them, in one query."""
-    return search.first_stage(features, candidates,
-                              fetched_columns(search.table.schema)).to_arrow()
+    return search.first_stage(features, candidates)[0]
 
 
 def same_candidates(one: pa.Table, two: pa.Table) -> bool:

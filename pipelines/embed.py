@@ -201,7 +201,7 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
 
     # an overwrite keeps the table's index type unless asked, as it keeps the precision
     index_type = config.index_type or (
-        vector_index_type(existing) if existing is not None else None)
+        vector_index_type(existing.to_lance()) if existing is not None else None)
     rebuild = existing is None or config.overwrite
     # what is embedded whole gets the packed layout; an update keeps the table's, as it
     # keeps its precision

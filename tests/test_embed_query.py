@@ -15,7 +15,12 @@ from pipelines.core.actor_pools import growing_pool
 from pipelines.embed import EmbedConfig, actor_sizes
 from pipelines.evaluate import main as evaluate_main
 from pipelines.index.search import RESULT_COLUMNS, ModelMismatchError, VideoSearch
-from pipelines.index.table import FILE_VERSION, KEYWORD_OPTIONS_KEY, vector_index_type
+from pipelines.index.table import (
+    FILE_VERSION,
+    KEYWORD_OPTIONS_KEY,
+    create_vector_index,
+    vector_index_type,
+)
 from pipelines.ingestion.output import open_ingest
 from pipelines.query import main as query_main
 from pipelines.training.evaluation import encode_split, load_split
@@ -54,16 +59,28 @@ def test_indexes_are_built(table):
     assert indexed == {"video_id", "vector"}
 
 
-def test_a_search_refines_as_the_tables_index_needs(table, keyword_model):
-    """The table has an IVF_PQ index: by default its candidates are re-ranked by exact
-    distance (x 10); a refine factor given is kept."""
-    search = VideoSearch(table["db"], "videos", str(table["checkpoint"]),
-                         keyword_model=keyword_model)
-    features = search.encode_texts(["a red circle moves left"])
-    for given, asked in [(None, 10), (1, None), (3, 3)]:
-        search.refine_factor = given
-        query = search.first_stage(features, 5, ["video_id"]).to_query_object()
-        assert query.refine_factor == asked, given
+def test_a_search_refines_as_the_tables_index_needs(table, keyword_model, tmp_path):
+    """With an IVF_PQ index a search by default re-ranks its candidates by exact
+    distance (the index asked for 10 x as many, then the exact distances); a refine
+    factor given is kept."""
+    db = tmp_path / "db"
+    shutil.copytree(table["db"], db)
+    videos = lancedb.connect(str(db)).open_table("videos")
+    rows = videos.to_arrow()  # 30 rows: too few for Lance to train a PQ index on
+    ids = rows.schema.get_field_index("video_id")
+    videos.add(pa.concat_tables(
+        rows.set_column(ids, "video_id", pa.array([f"{v}-{copy}" for v in
+                                                   rows.column("video_id").to_pylist()]))
+        for copy in range(10)))
+    create_vector_index(videos, "IVF_PQ", replace=True)
+    for given, used in [(None, 10), (1, 1), (3, 3)]:
+        search = VideoSearch(str(db), "videos", str(table["checkpoint"]),
+                             keyword_model=keyword_model, refine_factor=given)
+        assert search.current_version().refine_factor == used, given
+        vector = search.model.text_embedding(search.encode_texts(["a red circle"]))[0]
+        plan = search.first_stage_scanner(vector.numpy(), 5, ["video_id"]).explain_plan()
+        assert f"ANNSubIndex: name=vector_idx, k={5 * used}," in plan, given
+        assert ("KNNVectorDistance" in plan) == (used > 1), given
 
 
 def test_search_returns_the_exhaustive_top_10(table, keyword_model):
@@ -351,7 +368,7 @@ def test_int8_features_rank_as_float16_and_a_later_update_keeps_them(table, keyw
     assert "table updated" in kept.stdout, kept.stderr[-3000:]
     assert f"0 videos embedded, 0 deleted, {table['rows']} unchanged, 1 failed" in kept.stdout
     assert "replacing the table's IVF_PQ index with a HNSW_SQ index" in kept.stderr
-    assert vector_index_type(lancedb.connect(db).open_table("videos")) == "HNSW_SQ"
+    assert vector_index_type(lancedb.connect(db).open_table("videos").to_lance()) == "HNSW_SQ"
     rows = lancedb.connect(db).open_table("videos").to_arrow()
     # int8 values of both features, then their per-frame float32 scales' bytes
     assert rows.schema.field("rerank_features").type == pa.list_(pa.int8(), 2 * 8 * (64 + 4))

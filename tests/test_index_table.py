@@ -104,10 +104,10 @@ def test_the_refine_factor_follows_the_vector_index(tmp_path):
     """Product quantisation needs its candidates re-ranked by exact distance; 8-bit scalar
     quantisation and exact search do not."""
     table = vector_table(tmp_path)
-    assert index_refine_factor(table) == 1  # no index: exact search
+    assert index_refine_factor(table.to_lance()) == 1  # no index: exact search
     for index_type, factor in [("IVF_PQ", 10), ("HNSW_SQ", 1)]:
         create_vector_index(table, index_type, replace=True)
-        assert index_refine_factor(table) == factor, index_type
+        assert index_refine_factor(table.to_lance()) == factor, index_type
 
 
 # ---- another_model and check_update --------------------------------------------------------

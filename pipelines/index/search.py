@@ -20,8 +20,8 @@ import time
 import warnings
 from datetime import timedelta
 
-import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 
 from pipelines.core import storage
@@ -35,7 +35,6 @@ from pipelines.index.table import (
 )
 from vtr_models import (
     TextFeatures,
-    VideoFeatures,
     checkpoint_id,
     load_checkpoint,
     trim_padding,
@@ -47,9 +46,10 @@ NPROBES = 20  # IVF partitions searched per query
 # VideoSearch): product quantisation needs it, 8-bit scalar quantisation does not
 REFINE_FACTORS = {"IVF_PQ": 10, "HNSW_SQ": 1}
 # what stage one returns per candidate besides the rerank features: enough to answer, no
-# other metadata; `_distance` named, as LanceDB will stop adding it to a selection (and
-# warns meanwhile)
-ANSWER_COLUMNS = ["video_id", "uri", "feature_frames", "model_id", "_distance"]
+# other metadata (the model is checked once per table version, not per row; each column
+# costs a search 0.4 to 2 ms to fetch, docs/benchmarks.md); `_distance` named, as Lance
+# will stop adding it to a selection
+ANSWER_COLUMNS = ["video_id", "uri", "feature_frames", "_distance"]
 
 
 def fetched_columns(schema) -> list[str]:
@@ -58,9 +58,22 @@ def fetched_columns(schema) -> list[str]:
     return [*ANSWER_COLUMNS, *rerank_features.stored_columns(schema)]
 
 
-def index_refine_factor(table) -> int:
-    """The refine factor the table's vector index needs (1 with none: exact search)."""
-    return REFINE_FACTORS.get(vector_index_type(table), 1)
+def index_refine_factor(dataset) -> int:
+    """The refine factor the vector index of a table's Lance ``dataset`` needs (1 with
+    none: exact search)."""
+    return REFINE_FACTORS.get(vector_index_type(dataset), 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class TableVersion:
+    """One version of the table as a search reads it, worked out once when the search
+    first sees that version (the schema and index lookups cost 1.2 ms, too much for
+    each search): its Lance dataset, the columns to fetch per candidate and the refine
+    factor of its vector index."""
+
+    dataset: object  # lance.LanceDataset
+    columns: list[str]
+    refine_factor: int
 
 
 class ModelMismatchError(ValueError):
@@ -87,14 +100,15 @@ class VideoSearch:
     exhaustive one, against 0.26 with no refinement, for a vector search of 21
     ms instead of 11), and 1 for HNSW_SQ, which keeps 0.96 without it and whose
     search takes 32 ms with a factor of 10 against 10 ms
-    (``benchmarks/query_latency.py``). It is looked up at each search (0.3 ms), so
-    a long-lived search follows the index a later embed run builds.
+    (``benchmarks/query_latency.py``). It is looked up with each new table version,
+    so a long-lived search follows the index a later embed run builds.
     ``storage_options`` go to LanceDB for an ``s3://`` table; by default they
     spell out the AWS environment's endpoint and region, and allow plain HTTP
     for an ``http://`` endpoint (MinIO, moto), which LanceDB otherwise refuses.
     A long-lived search (a notebook, a service) sees rows that later embed or
     refresh runs commit within ``consistency_interval_s`` seconds (LanceDB's
-    read consistency interval; 0: check on every search, None: never).
+    read consistency interval; 0: check on every search, None: never). Stage one
+    asks Lance, under LanceDB, directly (:meth:`first_stage` says why).
     """
 
     def __init__(self, db_uri: str, table: str, checkpoint: str,
@@ -116,18 +130,43 @@ class VideoSearch:
         self.model = load_checkpoint(checkpoint)
         self.model_id = checkpoint_id(checkpoint)
         self.nprobes = nprobes
-        self.refine_factor = refine_factor  # None: the table's index's, at each search
-        state = table_state(self.table.to_lance())  # the table's own record, not one row
-        if state is None:
-            raise ValueError(f"table {table!r} records no model: it was not written by "
-                             "pipelines/embed.py")
-        self._check_model([state.model_id])
+        self.refine_factor = refine_factor  # None: the table's index's
+        self.consistency_interval_s = consistency_interval_s
+        self._version = self._read(self.table.to_lance())
+        self._checked_at = time.monotonic()
         self.keywords = None
         if self.model.config.text_enhance:
             options = KeywordOptions.from_dict(keyword_options_of(self.table.schema))
             model = query_keyword_model(options.model, keyword_model)
             self.keywords = KeywordExtractor(dataclasses.replace(options, model=model))
         self.timings: dict[str, float] = {}
+
+    def _read(self, dataset) -> TableVersion:
+        """The search's view of one version of the table's Lance ``dataset``, once the
+        table's own record says this checkpoint wrote it (ModelMismatchError if not)."""
+        state = table_state(dataset)  # the table's record, not one row
+        if state is None:
+            raise ValueError(f"table {self.table.name!r} records no model: it was not "
+                             "written by pipelines/embed.py")
+        self._check_model([state.model_id])
+        factor = (self.refine_factor if self.refine_factor is not None
+                  else index_refine_factor(dataset))
+        return TableVersion(dataset, fetched_columns(dataset.schema), factor)
+
+    def current_version(self) -> TableVersion:
+        """The table version to search: the newest one when ``consistency_interval_s``
+        has passed since the last check (LanceDB's read consistency, kept here as the
+        search asks Lance directly). A new version shares the index cache of the ones
+        before, so it does not load the index again."""
+        interval = self.consistency_interval_s
+        now = time.monotonic()
+        if interval is not None and now - self._checked_at >= interval:
+            self._checked_at = now
+            dataset = self._version.dataset
+            latest = dataset.latest_version
+            if latest != dataset.version:
+                self._version = self._read(dataset.checkout_version(latest))
+        return self._version
 
     def _check_model(self, model_ids: list[str]) -> None:
         others = sorted(set(model_ids) - {self.model_id})
@@ -188,28 +227,34 @@ class VideoSearch:
         return result
 
     @torch.no_grad()
-    def first_stage(self, features: TextFeatures, candidates: int, columns: list[str],
-                    where: str | None = None):
-        """The LanceDB query for the ``candidates`` nearest neighbours of each encoded
-        text, selecting ``columns``, with this search's index settings.
+    def first_stage(self, features: TextFeatures, candidates: int,
+                    columns: list[str] | None = None, where: str | None = None,
+                    with_row_id: bool = False) -> list[pa.Table]:
+        """For each encoded text, its ``candidates`` nearest neighbours in the current
+        table version (``columns``: by default what the rerank needs), nearest first.
 
-        Several texts make one multi-vector query: LanceDB answers them in one plan,
-        each row tagged with its text's ``query_index`` (in text order), for less CPU
-        per text than one query each, which is what lets a service's throughput grow
-        with concurrent requests on a few cores.
+        One Lance query per text: asked through LanceDB, the same query took 3 ms more
+        (docs/benchmarks.md), and a LanceDB multi-vector query is a loop over the
+        vectors as well.
         """
         vectors = self.model.text_embedding(features).float().numpy()
-        query = (self.table.search(list(vectors) if len(vectors) > 1 else vectors[0],
-                                   vector_column_name="vector")
-                 .metric("cosine").select(columns).limit(candidates).nprobes(self.nprobes))
-        # asked each time: a long-lived search may see the first index, or another type
-        factor = (self.refine_factor if self.refine_factor is not None
-                  else index_refine_factor(self.table))
-        if factor > 1:
-            query = query.refine_factor(factor)
-        if where:
-            query = query.where(where, prefilter=True)
-        return query
+        return [self.first_stage_scanner(vector, candidates, columns, where,
+                                         with_row_id).to_table() for vector in vectors]
+
+    def first_stage_scanner(self, vector, candidates: int, columns: list[str] | None = None,
+                            where: str | None = None, with_row_id: bool = False):
+        """The Lance scanner of the current table version for the ``candidates`` nearest
+        neighbours of one first-stage ``vector``, by this search's index settings, with
+        ``where`` applied before the search."""
+        version = self.current_version()
+        nearest = {"column": "vector", "q": vector, "k": candidates, "metric": "cosine",
+                   "nprobes": self.nprobes}
+        if version.refine_factor > 1:
+            nearest["refine_factor"] = version.refine_factor
+        return version.dataset.scanner(
+            columns=columns or version.columns, nearest=nearest, filter=where or None,
+            prefilter=bool(where), with_row_id=with_row_id,
+            disable_scoring_autoprojection=True)
 
     def search_encoded(self, features: TextFeatures, k: int, candidates: int,
                        where: str | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
@@ -224,35 +269,21 @@ class VideoSearch:
                             where: str | None = None
                             ) -> tuple[list[pd.DataFrame], dict[str, float]]:
         """:meth:`search_encoded` for several encoded texts with the same ``candidates``
-        and ``where`` (``ks[i]`` results for text ``i``), in one LanceDB query: each
-        text's results, and the seconds of the vector search and of the rerank of all."""
+        and ``where`` (``ks[i]`` results for text ``i``): each text's results, and the
+        seconds of the vector searches and of the reranks of all."""
         started = time.perf_counter()
-        # the schema asked each time, as the index is: an overwrite may change the precision
-        columns = fetched_columns(self.table.schema)
-        rows = self.first_stage(features, candidates, columns, where).to_arrow()
+        found = self.first_stage(features, candidates, where=where)
         fetched = time.perf_counter()
-        self._check_model(rows.column("model_id").to_pylist())
-        if len(ks) > 1:  # rows grouped by query_index, in text order
-            ends = np.searchsorted(rows.column("query_index").to_numpy(), np.arange(len(ks)),
-                                   side="right")
-        else:
-            ends = np.array([rows.num_rows])
-        # decoded once for every text
-        videos = video_features(rows, self.model.config) if rows.num_rows else None
-        results, start = [], 0
-        for i, (k, end) in enumerate(zip(ks, ends.tolist(), strict=True)):
-            results.append(self._reranked(features[i:i + 1], videos[start:end],
-                                          rows.slice(start, end - start), k)
-                           if end > start else pd.DataFrame(columns=RESULT_COLUMNS))
-            start = end
+        results = [self._reranked(features[i:i + 1], rows, k) if rows.num_rows
+                   else pd.DataFrame(columns=RESULT_COLUMNS)
+                   for i, (k, rows) in enumerate(zip(ks, found, strict=True))]
         return results, {"search_s": fetched - started,
                          "rerank_s": time.perf_counter() - fetched}
 
-    def _reranked(self, features: TextFeatures, videos: VideoFeatures, rows, k: int
-                  ) -> pd.DataFrame:
+    def _reranked(self, features: TextFeatures, rows: pa.Table, k: int) -> pd.DataFrame:
         """One text's top ``k`` of its candidates ``rows`` (at least one) by the full
         model's score."""
-        scores = self.model.score(features, videos)[0]
+        scores = self.model.score(features, video_features(rows, self.model.config))[0]
         top = torch.argsort(scores, descending=True)[:k].tolist()
         return pd.DataFrame({
             "rank": range(1, len(top) + 1),

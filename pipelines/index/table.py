@@ -38,8 +38,8 @@ METADATA_COLUMNS = ("video_id", "uri", "duration_s", "native_fps", "width", "hei
 KEYWORD_OPTIONS_KEY = "vtr.keyword_options"  # on the vector field: the ingest's KeyBERT setup
 STATE_PREFIX = "vtr."  # of the transaction properties that record a TableState
 INDEX_TYPES = ("IVF_PQ", "HNSW_SQ")  # vector index types the embed job builds
-# how LanceDB's list_indices() names each of them (lancedb 0.40)
-LISTED_INDEX_TYPES = {"IvfPq": "IVF_PQ", "IvfHnswSq": "HNSW_SQ"}
+# how Lance's list_indices() names each of them (pylance 14)
+LISTED_INDEX_TYPES = {"IVF_PQ": "IVF_PQ", "IVF_HNSW_SQ": "HNSW_SQ"}
 # Lance file format of the tables the embed job writes. A search fetches its candidates'
 # rerank features by row; at a million rows (float16, ViT-B-32 sizes) Lance 2.1 takes 100
 # rows in 3.7 ms from memory, 2.2 (LanceDB's default) in 7.3 and 2.0 in 5.0
@@ -212,10 +212,10 @@ def create_vector_index(table, index_type: str, replace: bool = False) -> None:
     table.create_index("vector", config=config, replace=replace)
 
 
-def vector_index_type(table) -> str | None:
-    """The type of the table's ``vector`` index (one of ``INDEX_TYPES``, or LanceDB's own
-    name for an index built otherwise); None without one."""
-    listed = [i.index_type for i in table.list_indices() if i.columns == ["vector"]]
+def vector_index_type(dataset) -> str | None:
+    """The type of the ``vector`` index of a table's Lance ``dataset`` (one of
+    ``INDEX_TYPES``, or Lance's own name for an index built otherwise); None without one."""
+    listed = [i["type"] for i in dataset.list_indices() if i["fields"] == ["vector"]]
     return LISTED_INDEX_TYPES.get(listed[0], listed[0]) if listed else None
 
 
@@ -228,7 +228,7 @@ def ensure_indexes(table, min_rows: int, index_type: str | None = None) -> bool:
     indexed = {col for index in table.list_indices() for col in index.columns}
     if "video_id" not in indexed:
         table.create_index("video_id", config=BTree())
-    current = vector_index_type(table)
+    current = vector_index_type(table.to_lance())
     if current is None and table.count_rows() >= min_rows:
         current = index_type or "IVF_PQ"
         log.info("building a %s index on %d rows", current, table.count_rows())
