@@ -8,10 +8,10 @@
 
 Each replica holds one ``VideoSearch`` (the checkpoint, the keyword model, the
 open table). Concurrent requests are searched together (``@serve.batch``):
-their texts in one pass of the text tower, then one LanceDB multi-vector
-query for those that ask the same ``candidates`` and filter, then each its own
-rerank. Batched, a query costs the replica about a third less CPU than alone,
-so a replica answers more queries a second the more there are at once
+their texts in one pass of the text tower, then each its own vector search
+and rerank. Batched, a query costs the replica less CPU than alone (one pass
+of the text tower for all), so a replica answers more queries a second the
+more there are at once
 (``docs/benchmarks.md``, the search service under load). Replicas autoscale
 between ``min_replicas`` and ``max_replicas`` on the ongoing requests, over
 the cluster's nodes. The arguments after the import path (``key=value``) are
@@ -133,8 +133,9 @@ class SearchService:
     @serve.batch
     async def answer(self, queries: list[Query]) -> list[Answer | Exception]:
         """The answers to the queries of one batch: the texts in one pass of the text
-        tower, then one LanceDB query per distinct ``candidates`` and filter. A query
-        whose search fails gets its exception, the others their answers.
+        tower, then for each distinct ``candidates`` and filter its queries' searches
+        (``VideoSearch.search_encoded_many``). A query whose search fails gets its
+        exception, the others their answers.
 
         It works on the replica's event loop, not in a thread, as Serve's batching
         examples do: Serve forms the next batch as soon as this one starts, so while a

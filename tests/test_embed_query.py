@@ -59,28 +59,55 @@ def test_indexes_are_built(table):
     assert indexed == {"video_id", "vector"}
 
 
-def test_a_search_refines_as_the_tables_index_needs(table, keyword_model, tmp_path):
-    """With an IVF_PQ index a search by default re-ranks its candidates by exact
-    distance (the index asked for 10 x as many, then the exact distances); a refine
-    factor given is kept."""
-    db = tmp_path / "db"
+def indexed_copy(table: dict, folder, index_type: str) -> str:
+    """A copy of the fixture's table with each row ten times more (under new ids; 30 rows
+    are too few for Lance to train a vector index on) and a vector index of
+    ``index_type``: the copy's database folder."""
+    db = folder / "db"
     shutil.copytree(table["db"], db)
     videos = lancedb.connect(str(db)).open_table("videos")
-    rows = videos.to_arrow()  # 30 rows: too few for Lance to train a PQ index on
+    rows = videos.to_arrow()
     ids = rows.schema.get_field_index("video_id")
     videos.add(pa.concat_tables(
         rows.set_column(ids, "video_id", pa.array([f"{v}-{copy}" for v in
                                                    rows.column("video_id").to_pylist()]))
         for copy in range(10)))
-    create_vector_index(videos, "IVF_PQ", replace=True)
+    create_vector_index(videos, index_type, replace=True)
+    return str(db)
+
+
+def test_a_search_refines_as_the_tables_index_needs(table, keyword_model, tmp_path):
+    """With an IVF_PQ index a search by default re-ranks its candidates by exact
+    distance (the index asked for 10 x as many, then the exact distances); a refine
+    factor given is kept."""
+    db = indexed_copy(table, tmp_path, "IVF_PQ")
     for given, used in [(None, 10), (1, 1), (3, 3)]:
-        search = VideoSearch(str(db), "videos", str(table["checkpoint"]),
+        search = VideoSearch(db, "videos", str(table["checkpoint"]),
                              keyword_model=keyword_model, refine_factor=given)
         assert search.current_version().refine_factor == used, given
         vector = search.model.text_embedding(search.encode_texts(["a red circle"]))[0]
         plan = search.first_stage_scanner(vector.numpy(), 5, ["video_id"]).explain_plan()
         assert f"ANNSubIndex: name=vector_idx, k={5 * used}," in plan, given
         assert ("KNNVectorDistance" in plan) == (used > 1), given
+
+
+@pytest.mark.parametrize("index_type", ["HNSW_SQ", "IVF_PQ"])
+def test_the_first_stage_score_is_the_cosine_of_the_vectors(table, keyword_model, tmp_path,
+                                                            index_type):
+    """Without refinement an index's distances are not cosine distances (HNSW_SQ: twice
+    them; IVF_PQ: quantised): the reported first-stage score is still the cosine of the
+    query's vector and the stored one."""
+    db = indexed_copy(table, tmp_path, index_type)
+    search = VideoSearch(db, "videos", str(table["checkpoint"]),
+                         keyword_model=keyword_model, refine_factor=1)
+    text = "a red circle moves left"
+    found = search.search(text, k=10, candidates=50)
+    query = search.model.text_embedding(search.encode_texts([text]))[0]
+    rows = lancedb.connect(db).open_table("videos").to_arrow()
+    stored = dict(zip(rows.column("video_id").to_pylist(),
+                      rows.column("vector").to_pylist(), strict=True))
+    cosines = [float(torch.tensor(stored[v]) @ query) for v in found["video_id"]]
+    assert found["first_stage_score"].tolist() == pytest.approx(cosines, abs=5e-3)
 
 
 def test_search_returns_the_exhaustive_top_10(table, keyword_model):
@@ -108,7 +135,7 @@ def test_search_returns_the_exhaustive_top_10(table, keyword_model):
 
 
 def test_searches_asked_together_answer_as_asked_alone(table, keyword_model):
-    """One multi-vector query for several texts (what a service batches) gives each text
+    """Several encoded texts searched together (what a service batches) give each text
     the results its own search gives, with its own k, also where a filter leaves fewer
     rows than the candidates asked."""
     search = VideoSearch(table["db"], "videos", str(table["checkpoint"]),

@@ -47,9 +47,9 @@ NPROBES = 20  # IVF partitions searched per query
 REFINE_FACTORS = {"IVF_PQ": 10, "HNSW_SQ": 1}
 # what stage one returns per candidate besides the rerank features: enough to answer, no
 # other metadata (the model is checked once per table version, not per row; each column
-# costs a search 0.4 to 2 ms to fetch, docs/benchmarks.md); `_distance` named, as Lance
-# will stop adding it to a selection
-ANSWER_COLUMNS = ["video_id", "uri", "feature_frames", "_distance"]
+# costs a search 0.4 to 2 ms to fetch, docs/benchmarks.md). Not `_distance`: the first
+# stage's score is recomputed from the features (see VideoSearch._reranked)
+ANSWER_COLUMNS = ["video_id", "uri", "feature_frames"]
 
 
 def fetched_columns(schema) -> list[str]:
@@ -234,8 +234,7 @@ class VideoSearch:
         table version (``columns``: by default what the rerank needs), nearest first.
 
         One Lance query per text: asked through LanceDB, the same query took 3 ms more
-        (docs/benchmarks.md), and a LanceDB multi-vector query is a loop over the
-        vectors as well.
+        (docs/benchmarks.md, "Stage one through Lance").
         """
         vectors = self.model.text_embedding(features).float().numpy()
         return [self.first_stage_scanner(vector, candidates, columns, where,
@@ -282,13 +281,18 @@ class VideoSearch:
 
     def _reranked(self, features: TextFeatures, rows: pa.Table, k: int) -> pd.DataFrame:
         """One text's top ``k`` of its candidates ``rows`` (at least one) by the full
-        model's score."""
-        scores = self.model.score(features, video_features(rows, self.model.config))[0]
+        model's score, with each one's first-stage cosine, from the same features: the
+        index's ``_distance`` is not a cosine distance without refinement (HNSW_SQ gives
+        the squared distance of the unit vectors, twice the cosine distance, and IVF_PQ
+        its quantised approximation)."""
+        videos = video_features(rows, self.model.config)
+        scores = self.model.score(features, videos)[0]
+        first = self.model.first_stage_score(features, videos)[0]
         top = torch.argsort(scores, descending=True)[:k].tolist()
         return pd.DataFrame({
             "rank": range(1, len(top) + 1),
             "video_id": rows.column("video_id").take(top).to_pylist(),
             "uri": rows.column("uri").take(top).to_pylist(),
             "score": scores[top].tolist(),
-            "first_stage_score": [1.0 - d for d in rows.column("_distance").take(top).to_pylist()],
+            "first_stage_score": first[top].tolist(),
         })
