@@ -148,7 +148,11 @@ class VideoSearch:
         if state is None:
             raise ValueError(f"table {self.table.name!r} records no model: it was not "
                              "written by pipelines/embed.py")
-        self._check_model([state.model_id])
+        if state.model_id != self.model_id:
+            raise ModelMismatchError(
+                f"the table holds embeddings of model {state.model_id}, not of this "
+                f"checkpoint ({self.model_id}); re-run pipelines/embed.py with this checkpoint "
+                "or query with the checkpoint that wrote the table")
         factor = (self.refine_factor if self.refine_factor is not None
                   else index_refine_factor(dataset))
         return TableVersion(dataset, fetched_columns(dataset.schema), factor)
@@ -167,14 +171,6 @@ class VideoSearch:
             if latest != dataset.version:
                 self._version = self._read(dataset.checkout_version(latest))
         return self._version
-
-    def _check_model(self, model_ids: list[str]) -> None:
-        others = sorted(set(model_ids) - {self.model_id})
-        if others:
-            raise ModelMismatchError(
-                f"the table holds embeddings of model {', '.join(others)}, not of this "
-                f"checkpoint ({self.model_id}); re-run pipelines/embed.py with this checkpoint "
-                "or query with the checkpoint that wrote the table")
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str]) -> TextFeatures:
@@ -236,16 +232,18 @@ class VideoSearch:
         One Lance query per text: asked through LanceDB, the same query took 3 ms more
         (docs/benchmarks.md, "Stage one through Lance").
         """
+        version = self.current_version()  # one for every text of a batch
         vectors = self.model.text_embedding(features).float().numpy()
-        return [self.first_stage_scanner(vector, candidates, columns, where,
-                                         with_row_id).to_table() for vector in vectors]
+        return [self.first_stage_scanner(vector, candidates, columns, where, with_row_id,
+                                         version).to_table() for vector in vectors]
 
     def first_stage_scanner(self, vector, candidates: int, columns: list[str] | None = None,
-                            where: str | None = None, with_row_id: bool = False):
-        """The Lance scanner of the current table version for the ``candidates`` nearest
-        neighbours of one first-stage ``vector``, by this search's index settings, with
-        ``where`` applied before the search."""
-        version = self.current_version()
+                            where: str | None = None, with_row_id: bool = False,
+                            version: TableVersion | None = None):
+        """The Lance scanner of ``version`` (by default the current table version) for
+        the ``candidates`` nearest neighbours of one first-stage ``vector``, by this
+        search's index settings, with ``where`` applied before the search."""
+        version = version or self.current_version()
         nearest = {"column": "vector", "q": vector, "k": candidates, "metric": "cosine",
                    "nprobes": self.nprobes}
         if version.refine_factor > 1:
