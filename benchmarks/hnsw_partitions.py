@@ -22,6 +22,7 @@ Prints one JSON object; times in milliseconds.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import tempfile
@@ -31,28 +32,18 @@ from pathlib import Path
 import lance
 import numpy as np
 import pyarrow as pa
-from query_latency import QUERY_SEED, Clusters, noise_sigma, normalized, percentiles
+from query_latency import Clusters, percentiles, query_vectors
 
 DIM, K, WARM_UP = 512, 100, 20
 
 
-def clustered_table(rows: int) -> pa.Table:
-    """``rows`` ids and vectors of ``query_latency.py``'s clustered mixture, drawn in
-    10,000-row batches as that benchmark writes them."""
+def clustered_vectors(rows: int) -> np.ndarray:
+    """``rows`` vectors of ``query_latency.py``'s clustered mixture, drawn in 10,000-row
+    batches as that benchmark writes them."""
     clusters = Clusters.random(max(1, rows // 1000), DIM, row_cosine=0.8)
-    vectors = np.concatenate([clusters.draw(np.random.default_rng(start),
-                                            min(10_000, rows - start))[0]
-                              for start in range(0, rows, 10_000)]).astype(np.float32)
-    return pa.table({"id": pa.array(np.arange(rows)),
-                     "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), DIM)})
-
-
-def queries_near_rows(vectors: np.ndarray, count: int) -> np.ndarray:
-    """``count`` unit vectors, each at cosine about 0.85 to a random row of ``vectors``."""
-    rng = np.random.default_rng(QUERY_SEED)
-    rows = vectors[rng.choice(len(vectors), size=count, replace=False)]
-    return normalized(rows + noise_sigma(0.85, DIM) * rng.standard_normal(rows.shape,
-                                                                            dtype=np.float32))
+    return np.concatenate([clusters.draw(np.random.default_rng(start),
+                                         min(10_000, rows - start))[0]
+                           for start in range(0, rows, 10_000)]).astype(np.float32)
 
 
 def time_searches(dataset, queries: np.ndarray, exact: list[set[int]], nprobes: int) -> dict:
@@ -79,10 +70,11 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for rows in args.rows:
-            table = clustered_table(rows)
-            vectors = table.column("vector").combine_chunks().flatten().to_numpy()
-            vectors = vectors.reshape(rows, DIM)
-            queries = queries_near_rows(vectors, args.queries)
+            vectors = clustered_vectors(rows)
+            table = pa.table({"id": pa.array(np.arange(rows)), "vector":
+                              pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), DIM)})
+            queries, _ = query_vectors(functools.partial(np.take, vectors, axis=0), rows,
+                                       args.queries, query_cosine=0.85)
             exact = [set(np.argpartition(-(vectors @ q), K)[:K].tolist()) for q in queries]
             for partitions in args.partitions:
                 path = Path(tmp) / f"t{rows}-{partitions}"

@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -200,17 +201,23 @@ def build_table(path: Path, rows: int, dim: int, frames: int, model_id: str,
     return table
 
 
-def query_vectors(table, count: int, query_cosine: float) -> tuple[np.ndarray, float]:
-    """``count`` first-stage query vectors near random rows of ``table``:
+def query_vectors(rows_at, row_count: int, count: int, query_cosine: float
+                  ) -> tuple[np.ndarray, float]:
+    """``count`` first-stage query vectors near random rows of a table of ``row_count``
+    rows (``rows_at(offsets)``: those rows' vectors, ``[len(offsets), dim]``):
     ``normalize(row + sigma * gaussian)``, cosine about ``query_cosine`` to the row;
     and their mean cosine to their rows."""
     rng = np.random.default_rng(QUERY_SEED)
-    offsets = rng.choice(table.count_rows(), size=count, replace=False)
-    rows = table.to_lance().take(offsets.tolist(), columns=["vector"]).column("vector")
-    rows = rows.combine_chunks().flatten().to_numpy().reshape(count, -1)
+    rows = rows_at(rng.choice(row_count, size=count, replace=False))
     noise = rng.standard_normal(rows.shape, dtype=np.float32)
     vectors = normalized(rows + noise_sigma(query_cosine, rows.shape[1]) * noise)
     return vectors, float(np.mean(np.sum(vectors * rows, axis=1)))
+
+
+def table_vectors(table, offsets: np.ndarray) -> np.ndarray:
+    """The ``vector`` column of a LanceDB ``table``'s rows at ``offsets``."""
+    rows = table.to_lance().take(offsets.tolist(), columns=["vector"]).column("vector")
+    return rows.combine_chunks().flatten().to_numpy().reshape(len(offsets), -1)
 
 
 def with_first_stage(features: TextFeatures, vector: np.ndarray) -> TextFeatures:
@@ -408,8 +415,9 @@ def main() -> None:
             log(f"{count} rows ({precision} {layout_name}, Lance {version}) written in "
                 f"{row['write_s']} s")
             if clusters is not None:
-                vectors, row["query_row_cosine"] = query_vectors(table, len(texts),
-                                                                 args.query_cosine)
+                vectors, row["query_row_cosine"] = query_vectors(
+                    functools.partial(table_vectors, table), table.count_rows(),
+                    len(texts), args.query_cosine)
                 row["row_centre_cosine"] = centre_cosine(clusters)
                 row["query_row_cosine"] = round(row["query_row_cosine"], 3)
             search = VideoSearch(str(folder), "videos", str(checkpoint),
