@@ -19,7 +19,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check pipelines vtr_models tests benchmarks examples
 
 test: lint
-	$(BIN)/python -m pytest -q --durations=15 tests
+	$(BIN)/python -m pytest -q -n 2 --durations=15 tests
 
 demo: $(STAMP)
 	rm -rf demo_output

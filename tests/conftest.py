@@ -182,11 +182,44 @@ def table(data_with_broken_video, checkpoints, tmp_path_factory) -> dict:
 
 
 RAY_FIXTURES = {"ray_local", "synthetic_data", "data_with_broken_video", "table"}
+# `make test` runs 2 pytest-xdist workers. Each module stays on one worker, so that its
+# module and session fixtures are built once; test_serve.py goes with test_embed_query.py,
+# whose LanceDB table (about 100 s to build) it shares. The slowest modules are handed
+# out first, so that what is left at the end is short.
+SAME_WORKER_AS = {"tests/test_serve.py": "tests/test_embed_query.py"}
+SLOWEST_FIRST = ["tests/test_multinode.py", "tests/test_embed_query.py", "tests/test_train.py",
+                 "tests/test_refresh_faults.py", "tests/test_refresh.py"]
+
+
+def worker_group(nodeid: str) -> str:
+    module = nodeid.split("::")[0]
+    return SAME_WORKER_AS.get(module, module)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """xdist's scheduler by scope, with ``worker_group`` as the scope (its own
+    ``loadgroup`` marks do not reach pytest 9's node ids)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByWorkerGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(nodeid)
+
+    config.option.loadscopereorder = False  # keep SLOWEST_FIRST's order
+    return ByWorkerGroup(config, log)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark ``slow`` every test that starts Ray through a fixture (``-m 'not slow'``
-    then runs only the tests that need no Ray), besides the modules marked by hand."""
+    then runs only the tests that need no Ray), besides the modules marked by hand;
+    put the slowest modules first (stable: each module keeps its own order)."""
     for item in items:
         if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+    def rank(item: pytest.Item) -> int:
+        group = worker_group(item.nodeid)
+        return SLOWEST_FIRST.index(group) if group in SLOWEST_FIRST else len(SLOWEST_FIRST)
+
+    items.sort(key=rank)

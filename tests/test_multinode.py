@@ -108,8 +108,10 @@ class Cluster:
         command = [str(BIN / "ray"), "job", "submit", "--address", self.address,
                    "--working-dir", str(REPO), "--runtime-env-json", runtime_env, "--",
                    "python", *job]
-        deadline = time.monotonic() + 120
-        while True:  # the head's job agent may still be starting: it then refuses the job
+        # the head's job agent may still be starting: it then refuses the job. It took
+        # over 2 minutes to start while other tests loaded both cores
+        deadline = time.monotonic() + 360
+        while True:
             process = subprocess.Popen(command, env=self.env, stdout=subprocess.PIPE,
                                        stderr=subprocess.PIPE, text=True)
             seen = during(process) if during else None
@@ -185,9 +187,12 @@ def test_jobs_on_two_nodes_survive_losing_one(two_nodes, s3_bucket, keyword_mode
     result, busy = two_nodes.submit(
         "pipelines/ingest.py", "--manifest", upload_synthetic(tmp_path / "synth", prefix),
         "--output", ingest_uri, "--keyword-model", keyword_model, "--frame-size", "64",
-        "--local-max-videos", "0", env_vars={"VTR_FAILPOINT": "decode.video:1"},
+        "--local-max-videos", "0",
+        # 2 s a video: the head's actors alone would need 20 s, time for the second
+        # node's to start even while other tests load the machine
+        env_vars={"VTR_FAILPOINT": "decode.video:2"},
         during=two_nodes.kill_raylet_when_busy("second", second, "VideoSampler"))
-    assert busy, "the job ended before the node was lost"
+    assert busy, "the job ended before the node was lost:\n" + result.stderr[-3000:]
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert two_nodes.node_ids() == {head}
     assert "30 decoded ok, 1 failed" in result.stdout
@@ -240,7 +245,7 @@ def test_jobs_on_two_nodes_survive_losing_one(two_nodes, s3_bucket, keyword_mode
         env_vars={"RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "120",
                   "VTR_FAILPOINT": "embed.batch:1"},
         during=two_nodes.kill_raylet_when_busy("third", third, "VideoEmbedder"))
-    assert busy, "the job ended before the node was lost"
+    assert busy, "the job ended before the node was lost:\n" + result.stderr[-3000:]
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert two_nodes.node_ids() == {head}
 

@@ -1,0 +1,95 @@
+"""benchmarks/pretrain_stills.py: its captions say where the shapes are, and what it
+writes loads as a backbone."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.sources.synthetic import COLORS
+
+SHAPE = r"(?:a|the) (\w+) \w+"
+PLACE = re.compile(rf"{SHAPE} (?:at|in) the (top left|top right|bottom left|bottom right|"
+                   r"top|bottom|left|right|centre)")
+RELATION = re.compile(rf"{SHAPE} (to the left of|left of|to the right of|right of|above|over|"
+                      rf"below|under) {SHAPE}")
+SIDE = {"to the left of": (0, -1), "left of": (0, -1), "to the right of": (0, 1),
+        "right of": (0, 1), "above": (1, -1), "over": (1, -1), "below": (1, 1), "under": (1, 1)}
+
+
+@pytest.fixture
+def stills(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import pretrain_stills
+
+    return pretrain_stills
+
+
+def box(img: np.ndarray, color: str) -> np.ndarray:
+    """x0, y0, x1, y1 of the pixels of ``color``."""
+    ys, xs = np.nonzero((img == COLORS[color]).all(-1))
+    return np.array([xs.min(), ys.min(), xs.max(), ys.max()])
+
+
+def centre(img: np.ndarray, color: str) -> np.ndarray:
+    """(x, y) of the middle of the box around the pixels of ``color`` (a triangle's
+    mean pixel sits below the centre it was drawn at)."""
+    x0, y0, x1, y1 = box(img, color)
+    return np.array([x0 + x1, y0 + y1]) / 2
+
+
+def overlap(img: np.ndarray, colors: list[str]) -> bool:
+    """Whether the two shapes' boxes meet (one may hide part of the other)."""
+    a, b = (box(img, c) for c in colors)
+    return bool((a[:2] <= b[2:] + 1).all() and (b[:2] <= a[2:] + 1).all())
+
+
+def cell(xy: np.ndarray, size: int) -> str:
+    column, row = (np.minimum(xy // (size / 3), 2)).astype(int)
+    words = {(1, 1): "centre"}
+    return words.get((column, row), " ".join(
+        w for w in (("top", "", "bottom")[row], ("left", "", "right")[column]) if w))
+
+
+def test_captions_say_where_each_shape_is(stills) -> None:
+    rng = np.random.default_rng(0)
+    said = {"place": 0, "relation": 0}
+    for _ in range(300):
+        img, text = stills.still(rng)
+        if overlap(img, [w for w in text.split() if w in COLORS]):
+            continue
+        if relation := RELATION.fullmatch(text):
+            a, side, b = relation.groups()
+            axis, sign = SIDE[side]
+            offset = centre(img, a) - centre(img, b)
+            assert np.sign(offset[axis]) == sign, text
+            assert abs(offset[axis]) >= abs(offset[1 - axis]), text  # the main axis
+            said["relation"] += 1
+        else:
+            places = PLACE.findall(text)
+            assert len(places) == 2, text
+            for color, where in places:
+                xy = centre(img, color)  # within a pixel of where it was drawn
+                third = stills.SIZE / 3
+                if (np.abs(xy - third * np.round(xy / third)) > 1).all():
+                    assert cell(xy, stills.SIZE) == where, text
+            said["place"] += 1
+    assert min(said.values()) > 100, said
+
+
+def test_the_written_weights_load_as_a_backbone(stills, tmp_path, capsys) -> None:
+    from vtr_models import create_model
+
+    weights = tmp_path / "stills.pt"
+    stills.main(["--output", str(weights), "--steps", "2", "--batch-size", "8",
+                 "--eval-every", "1"])
+    assert '"step": 2' in capsys.readouterr().out
+    saved = torch.load(weights, weights_only=True)
+    model = create_model("meanp", backbone=f"vtr-tiny:{weights}")
+    loaded = model.backbone.clip.state_dict()
+    assert saved.keys() == loaded.keys()
+    assert all(torch.equal(saved[k], loaded[k]) for k in saved)
