@@ -1,7 +1,7 @@
 """Why no model learns order on the synthetic benchmark: each encoder swapped for an oracle.
 
     python benchmarks/order_oracles.py --data bench/ingest [--text-oracle] [--frame-oracle] \\
-        [--backbone vtr-tiny-p8 --lr 3e-4] [--seed 0] [--epochs 30]
+        [--backbone vtr-tiny-p8 --lr 3e-4] [--lr-clip 1e-5] [--seed 0] [--epochs 30]
 
 Trains ``lfemi`` in one process the way ``pipelines/train.py`` does at its
 defaults (random batches of 32 caption pairs, the same AdamW groups and weight
@@ -121,7 +121,8 @@ def train(model: RetrievalModel, inputs: SplitInputs, test: SplitInputs, args) -
     video_of = torch.tensor([column[v] for v in inputs.text_video_ids])
     steps_per_epoch = math.ceil(len(video_of) / args.batch_size)
     total = args.epochs * steps_per_epoch
-    optimizer = torch.optim.AdamW(optimizer_groups(model, model.backbone, args.lr, args.lr, 0.2))
+    optimizer = torch.optim.AdamW(
+        optimizer_groups(model, model.backbone, args.lr_clip or args.lr, args.lr, 0.2))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_with_warmup(total, int(0.1 * total)))
     order = torch.Generator().manual_seed(args.seed)
@@ -155,6 +156,9 @@ def main() -> None:
     parser.add_argument("--model", default="lfemi", help="model config name")
     parser.add_argument("--backbone", default="vtr-tiny", help="open_clip config (random init)")
     parser.add_argument("--lr", type=float, default=1e-4, help="learning rate of every part")
+    parser.add_argument("--lr-clip", type=float, default=None,
+                        help="learning rate of the backbone's towers (default: --lr), e.g. "
+                             "lower for one pretrained with benchmarks/pretrain_stills.py")
     parser.add_argument("--epochs", type=int, default=30, help="training epochs")
     parser.add_argument("--batch-size", type=int, default=32, help="caption pairs per batch")
     parser.add_argument("--seed", type=int, default=0, help="initialisation and batch order")

@@ -39,8 +39,11 @@ from vtr_models.factory import create_inputs
 from vtr_models.model_config import model_config
 
 SIZE = 96  # the benchmark's clips are drawn at 96 px; the backbone's transform resizes
-ROWS = ("top", "middle", "bottom")
-COLUMNS = ("left", "centre", "right")
+GRIDS = {  # cells per side -> the words of the rows (top down) and columns (left to right)
+    3: (("top", "middle", "bottom"), ("left", "centre", "right")),
+    5: (("top", "upper", "middle", "lower", "bottom"),
+        ("far left", "left", "centre", "right", "far right")),
+}
 JOINERS = ("{a} and {b}", "{a}, {b}", "{a} with {b}", "{b} and {a}")
 RELATIONS = {  # (dx, dy) of a relative to b -> how it is said
     (-1, 0): ("to the left of", "left of"), (1, 0): ("to the right of", "right of"),
@@ -48,18 +51,21 @@ RELATIONS = {  # (dx, dy) of a relative to b -> how it is said
 }
 
 
-def place(column: int, row: int) -> str:
-    """A 3x3 grid cell in words ("the top left", "the centre")."""
-    if (column, row) == (1, 1):
-        return "the centre"
-    if row == 1:
-        return f"the {COLUMNS[column]}"
-    if column == 1:
-        return f"the {ROWS[row]}"
-    return f"the {ROWS[row]} {COLUMNS[column]}"
+def place(column: int, row: int, grid: int) -> str:
+    """A cell of the ``grid`` x ``grid`` in words ("the top left", "the centre")."""
+    rows, columns = GRIDS[grid]
+    middle = grid // 2
+    words = [rows[row] if row != middle else "", columns[column] if column != middle else ""]
+    return "the " + (" ".join(w for w in words if w) or "centre")
 
 
-def still(rng: np.random.Generator) -> tuple[np.ndarray, str]:
+def cell(xy: np.ndarray, grid: int) -> str:
+    """Where the point ``xy`` (pixels) is, in words."""
+    column, row = np.minimum(xy // (SIZE / grid), grid - 1).astype(int)
+    return place(column, row, grid)
+
+
+def still(rng: np.random.Generator, grid: int = 3) -> tuple[np.ndarray, str]:
     """Two shapes of different colours at random places, and one caption of them."""
     colors = rng.choice(list(COLORS), size=2, replace=False)
     shapes = rng.choice(SHAPES, size=2)
@@ -73,7 +79,7 @@ def still(rng: np.random.Generator) -> tuple[np.ndarray, str]:
         names.append(f"{rng.choice(('a', 'the'))} {color} {shape}")
     (ax, ay), (bx, by) = centres
     if rng.random() < 0.5:  # where each is
-        cells = [place(*(np.minimum(c // (SIZE / 3), 2).astype(int))) for c in centres]
+        cells = [cell(c, grid) for c in centres]
         parts = [f"{n} {rng.choice(('at', 'in'))} {cell}" for n, cell in zip(names, cells,
                                                                           strict=True)]
         text = str(rng.choice(JOINERS)).format(a=parts[0], b=parts[1])
@@ -84,8 +90,8 @@ def still(rng: np.random.Generator) -> tuple[np.ndarray, str]:
     return img, text
 
 
-def batch(rng: np.random.Generator, size: int, transform, tokenizer):
-    pairs = [still(rng) for _ in range(size)]
+def batch(rng: np.random.Generator, size: int, transform, tokenizer, grid: int):
+    pairs = [still(rng, grid) for _ in range(size)]
     images = torch.stack([transform(Image.fromarray(img)) for img, _ in pairs])
     return images, tokenizer.captions([text for _, text in pairs])
 
@@ -108,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=3000, help="optimiser steps")
     parser.add_argument("--batch-size", type=int, default=256, help="stills per step")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    parser.add_argument("--grid", type=int, default=3, choices=sorted(GRIDS),
+                        help="cells per side that captions name places by")
     parser.add_argument("--seed", type=int, default=0, help="initialisation and stills")
     parser.add_argument("--eval-every", type=int, default=250, help="steps between evaluations")
     args = parser.parse_args(argv)
@@ -118,14 +126,15 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--backbone {spec}: give a config name to pretrain from random init")
     model = create_clip(spec, load_weights=False)  # random init, said above: no warning
     frames, tokenizer = create_inputs(model_config("meanp", backbone=spec.name))
-    held_out = batch(np.random.default_rng(10**6 + args.seed), 512, frames.transform, tokenizer)
+    held_out = batch(np.random.default_rng(10**6 + args.seed), 512, frames.transform, tokenizer,
+                     args.grid)
     optimizer = torch.optim.AdamW(optimizer_groups(model, model, args.lr, args.lr, 0.1))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_with_warmup(args.steps, math.ceil(0.05 * args.steps)))
     loss_fn = ClipLoss()
     started, losses = time.perf_counter(), []
     for step in range(1, args.steps + 1):
-        images, tokens = batch(rng, args.batch_size, frames.transform, tokenizer)
+        images, tokens = batch(rng, args.batch_size, frames.transform, tokenizer, args.grid)
         image, text, scale = model(images, tokens)
         loss = loss_fn(image, text, scale)
         optimizer.zero_grad()

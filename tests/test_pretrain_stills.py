@@ -13,8 +13,8 @@ import torch
 from pipelines.sources.synthetic import COLORS
 
 SHAPE = r"(?:a|the) (\w+) \w+"
-PLACE = re.compile(rf"{SHAPE} (?:at|in) the (top left|top right|bottom left|bottom right|"
-                   r"top|bottom|left|right|centre)")
+PLACE = re.compile(rf"{SHAPE} (?:at|in) the ((?:top |upper |lower |bottom )?"
+                   r"(?:far left|left|centre|right|far right)|top|upper|lower|bottom)")
 RELATION = re.compile(rf"{SHAPE} (to the left of|left of|to the right of|right of|above|over|"
                       rf"below|under) {SHAPE}")
 SIDE = {"to the left of": (0, -1), "left of": (0, -1), "to the right of": (0, 1),
@@ -48,18 +48,24 @@ def overlap(img: np.ndarray, colors: list[str]) -> bool:
     return bool((a[:2] <= b[2:] + 1).all() and (b[:2] <= a[2:] + 1).all())
 
 
-def cell(xy: np.ndarray, size: int) -> str:
-    column, row = (np.minimum(xy // (size / 3), 2)).astype(int)
-    words = {(1, 1): "centre"}
-    return words.get((column, row), " ".join(
-        w for w in (("top", "", "bottom")[row], ("left", "", "right")[column]) if w))
+# each grid's words, written out again here: the script's tables are what is tested
+WORDS = {3: (["top", "", "bottom"], ["left", "", "right"]),
+         5: (["top", "upper", "", "lower", "bottom"], ["far left", "left", "", "right",
+                                                        "far right"])}
 
 
-def test_captions_say_where_each_shape_is(stills) -> None:
+def cell(xy: np.ndarray, size: int, grid: int) -> str:
+    column, row = (np.minimum(xy // (size / grid), grid - 1)).astype(int)
+    rows, columns = WORDS[grid]
+    return " ".join(w for w in (rows[row], columns[column]) if w) or "centre"
+
+
+@pytest.mark.parametrize("grid", [3, 5])
+def test_captions_say_where_each_shape_is(stills, grid: int) -> None:
     rng = np.random.default_rng(0)
     said = {"place": 0, "relation": 0}
     for _ in range(300):
-        img, text = stills.still(rng)
+        img, text = stills.still(rng, grid)
         if overlap(img, [w for w in text.split() if w in COLORS]):
             continue
         if relation := RELATION.fullmatch(text):
@@ -74,9 +80,9 @@ def test_captions_say_where_each_shape_is(stills) -> None:
             assert len(places) == 2, text
             for color, where in places:
                 xy = centre(img, color)  # within a pixel of where it was drawn
-                third = stills.SIZE / 3
-                if (np.abs(xy - third * np.round(xy / third)) > 1).all():
-                    assert cell(xy, stills.SIZE) == where, text
+                step = stills.SIZE / grid
+                if (np.abs(xy - step * np.round(xy / step)) > 1).all():
+                    assert cell(xy, stills.SIZE, grid) == where, text
             said["place"] += 1
     assert min(said.values()) > 100, said
 
