@@ -79,9 +79,8 @@ def still(rng: np.random.Generator, grid: int = 3) -> tuple[np.ndarray, str]:
         names.append(f"{rng.choice(('a', 'the'))} {color} {shape}")
     (ax, ay), (bx, by) = centres
     if rng.random() < 0.5:  # where each is
-        cells = [cell(c, grid) for c in centres]
-        parts = [f"{n} {rng.choice(('at', 'in'))} {cell}" for n, cell in zip(names, cells,
-                                                                          strict=True)]
+        parts = [f"{name} {rng.choice(('at', 'in'))} {cell(c, grid)}"
+                 for name, c in zip(names, centres, strict=True)]
         text = str(rng.choice(JOINERS)).format(a=parts[0], b=parts[1])
     else:  # where one is from the other, along the axis they differ most on
         dx, dy = bx - ax, by - ay

@@ -43,10 +43,13 @@ class Cluster:
     nodes: list[subprocess.Popen]  # head first
 
     def start_node(self, name: str, *args: str) -> None:
-        """``ray start --block`` of one more node (3 CPUs), with its own temp folder."""
+        """``ray start --block`` of one more node (3 CPUs), with its own temp folder and
+        its own agent port: every Ray on the machine (another test's too) would otherwise
+        take 52365, and a head whose agent cannot bind it refuses every job."""
         self.nodes.append(subprocess.Popen(
             [str(BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1",
              "--num-cpus=3", "--object-store-memory=500000000",
+             f"--dashboard-agent-listen-port={free_port()}",
              f"--temp-dir={self.temp / name}", "--disable-usage-stats",
              *(args or [f"--address=127.0.0.1:{self.port}"])],
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
@@ -108,10 +111,8 @@ class Cluster:
         command = [str(BIN / "ray"), "job", "submit", "--address", self.address,
                    "--working-dir", str(REPO), "--runtime-env-json", runtime_env, "--",
                    "python", *job]
-        # the head's job agent may still be starting: it then refuses the job. It took
-        # over 2 minutes to start while other tests loaded both cores
-        deadline = time.monotonic() + 360
-        while True:
+        deadline = time.monotonic() + 120
+        while True:  # the head's job agent may still be starting: it then refuses the job
             process = subprocess.Popen(command, env=self.env, stdout=subprocess.PIPE,
                                        stderr=subprocess.PIPE, text=True)
             seen = during(process) if during else None
