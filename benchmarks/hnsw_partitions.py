@@ -1,6 +1,7 @@
 """The vector search alone: Lance's IVF_HNSW_SQ by table size and IVF partitions.
 
     python benchmarks/hnsw_partitions.py [--rows 300000] [--partitions 1 16] [--queries 60]
+        [--query-parallelism 1 2] [--ef 150]
 
 Stage one of a search at a million rows took 9-10 ms inside
 ``benchmarks/query_latency.py``, against 2.8 ms at 300,000 rows. This isolates the
@@ -13,8 +14,11 @@ index (cosine, Lance's defaults but for ``num_partitions``) for each
 a search's default candidates, ``_distance`` not returned), twice over, after 20
 untimed ones. Each query lies near a random row (cosine 0.85), as a caption's
 embedding lies near its video's. With more than one partition it searches an
-eighth, a quarter and half of them (``nprobes``). ``recall_at_100``: the share
-of the exact top 100 (numpy, every row) that the index returns.
+eighth, a quarter, half and all of them (``nprobes``), each with every
+``--query-parallelism`` (Lance's partitions searched at once for one query: 1
+searches them one after the other). ``--ef`` is HNSW's search breadth (Lance's
+default: 1.5 x ``k``). ``recall_at_100``: the share of the exact top 100 (numpy,
+every row) that the index returns.
 
 Prints one JSON object; times in milliseconds.
 """
@@ -46,14 +50,16 @@ def clustered_vectors(rows: int) -> np.ndarray:
                            for start in range(0, rows, 10_000)]).astype(np.float32)
 
 
-def time_searches(dataset, queries: np.ndarray, exact: list[set[int]], nprobes: int) -> dict:
+def time_searches(dataset, queries: np.ndarray, exact: list[set[int]], nprobes: int,
+                  parallelism: int, ef: int | None) -> dict:
     """p50/p95 of the searches of ``queries`` (twice over, the first ``WARM_UP`` untimed)
     and their mean recall of the ``exact`` top ``K``."""
     seconds, recalls = [], []
     for vector, truth in [*zip(queries, exact, strict=True)] * 2:
         started = time.perf_counter()
         found = dataset.to_table(columns=["id"], disable_scoring_autoprojection=True, nearest={
-            "column": "vector", "q": vector, "k": K, "metric": "cosine", "nprobes": nprobes})
+            "column": "vector", "q": vector, "k": K, "metric": "cosine", "nprobes": nprobes,
+            "query_parallelism": parallelism, "ef": ef})
         seconds.append(time.perf_counter() - started)
         recalls.append(len(truth & set(found.column("id").to_pylist())) / K)
     return {**percentiles(seconds[WARM_UP:]), "recall_at_100": round(float(np.mean(recalls)), 3)}
@@ -66,6 +72,11 @@ def main() -> None:
                         help="IVF partitions of the index (1: one HNSW graph, LanceDB's "
                              "choice up to a million rows)")
     parser.add_argument("--queries", type=int, default=60, help="distinct queries")
+    parser.add_argument("--query-parallelism", type=int, nargs="+", default=[1],
+                        help="partitions one query searches at once (Lance's "
+                             "query_parallelism; 1: one after the other)")
+    parser.add_argument("--ef", type=int, default=None,
+                        help="HNSW search breadth (default: Lance's, 1.5 x k)")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,12 +96,15 @@ def main() -> None:
                 row = {"rows": rows, "partitions": partitions,
                        "index_build_s": round(time.perf_counter() - started, 1), "cells": []}
                 dataset = lance.dataset(path)
-                for nprobes in sorted({max(1, partitions * n // 8) for n in (1, 2, 4)}):
-                    row["cells"].append({"nprobes": nprobes,
-                                         **time_searches(dataset, queries, exact, nprobes)})
+                for nprobes in sorted({max(1, partitions * n // 8) for n in (1, 2, 4, 8)}):
+                    for parallelism in args.query_parallelism:
+                        row["cells"].append({"nprobes": nprobes, "query_parallelism": parallelism,
+                                             **time_searches(dataset, queries, exact, nprobes,
+                                                             parallelism, args.ef)})
                 results.append(row)
                 shutil.rmtree(path)
-    print(json.dumps({"dim": DIM, "k": K, "queries": args.queries, "results": results},
+    print(json.dumps({"dim": DIM, "k": K, "queries": args.queries, "ef": args.ef,
+                      "results": results},
                      indent=2))
 
 

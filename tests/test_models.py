@@ -323,14 +323,37 @@ def attention_pooling_reference(layer, text, frames, frame_mask):
 
 @pytest.mark.parametrize("heads", [1, 4])
 @pytest.mark.parametrize("texts", [1, 20])  # both branches: a search query, a training batch
-def test_text_conditioned_pooling_equals_the_direct_form(heads, texts):
+@pytest.mark.parametrize("grad", [True, False])  # without: a search's folded output maps
+def test_text_conditioned_pooling_equals_the_direct_form(heads, texts, grad):
     torch.manual_seed(heads + texts)
     layer = TextConditionedPooling(64, heads).eval()
     text, frames = torch.randn(texts, 64), torch.randn(7, 6, 64)
     mask = torch.ones(7, 6, dtype=torch.bool)
     mask[2, 3:] = False
     expected = attention_pooling_reference(layer, text, frames, mask)
-    assert torch.allclose(layer(text, frames, mask), expected, atol=1e-5)
+    with torch.set_grad_enabled(grad):
+        assert torch.allclose(layer(text, frames, mask), expected, atol=1e-5)
+
+
+def test_folded_pooling_follows_the_weights():
+    """A search's folded maps are rebuilt when training or a loaded state changes a weight."""
+    torch.manual_seed(0)
+    layer = TextConditionedPooling(32, 2).eval()
+    text, frames, mask = torch.randn(1, 32), torch.randn(5, 4, 32), torch.ones(5, 4).bool()
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.5)
+    for change in (lambda: optimizer.step(),
+                   lambda: layer.load_state_dict(TextConditionedPooling(32, 2).state_dict())):
+        with torch.no_grad():
+            before = layer(text, frames, mask)
+        layer.train()
+        layer(text.expand(8, -1), frames, mask).sum().backward()  # the training branch
+        change()
+        layer.eval()
+        with torch.no_grad():
+            after = layer(text, frames, mask)
+        expected = attention_pooling_reference(layer, text, frames, mask)
+        assert not torch.allclose(before, expected, atol=1e-3)
+        assert torch.allclose(after, expected, atol=1e-5)
 
 
 def test_keyword_gate_starts_closed_and_learns():

@@ -99,15 +99,18 @@ def decode_features(rows: pa.Table, max_frames: int, local: bool
         return frames, decode(rows, "local_features", frames.shape) if local else None
     parts = 2 if local else 1
     flat = _flat(rows.column(PACKED_COLUMN)).reshape(count, -1)
+    size, scales = flat.shape[1], None
     if rows.schema.field(PACKED_COLUMN).type.value_type == pa.int8():
-        values, scales = flat.split([flat.shape[1] - parts * max_frames * _SCALE_BYTES,
-                                     parts * max_frames * _SCALE_BYTES], dim=1)
-        scales = scales.contiguous().view(torch.float32).reshape(count, parts * max_frames, 1)
-        features = values.float().reshape(count, parts * max_frames, -1) * scales
-    else:
-        # torch widens float16 with vector instructions, far faster than numpy's astype
-        features = flat.float().reshape(count, parts * max_frames, -1)
-    return features[:, :max_frames], features[:, max_frames:] if local else None
+        size -= parts * max_frames * _SCALE_BYTES
+        scales = flat[:, size:].contiguous().view(torch.float32).reshape(count, parts, -1, 1)
+    # one contiguous tensor per part: the similarity's matrix products copy a strided
+    # slice first (0.9 ms of the fine-grained score of 100 ViT-B-32 candidates).
+    # torch widens float16 with vector instructions, far faster than numpy's astype, and
+    # int8 times its float32 scale in one pass
+    decoded = [part.reshape(count, max_frames, -1) for part in flat[:, :size].chunk(parts, 1)]
+    decoded = [part.float() if scales is None else part * scales[:, i]
+               for i, part in enumerate(decoded)]
+    return decoded[0], decoded[1] if local else None
 
 
 def feature_fields(precision: str, max_frames: int, dim: int) -> list[pa.Field]:
