@@ -28,7 +28,7 @@ from pathlib import Path
 import lance
 import numpy as np
 import pyarrow as pa
-from query_latency import LAYOUTS, random_rows
+from query_latency import LAYOUTS, cached_gb, random_rows
 
 from pipelines.index.rerank_features import PRECISIONS, FeatureLayout
 from pipelines.index.search import fetched_columns
@@ -37,14 +37,6 @@ from pipelines.ingestion.schemas import VIDEOS
 
 DIM, FRAMES = 512, 12  # ViT-B-32, 12 frames
 SETS, PER_SET = 40, 100
-
-
-def cached_gb() -> float:
-    """The page cache's size now (``Cached`` in ``/proc/meminfo``), in GB."""
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("Cached:"):
-            return round(int(line.split()[1]) / 2**20, 1)
-    return float("nan")
 
 
 def median_ms(dataset, row_sets: list[np.ndarray], columns: list[str]) -> float:
