@@ -8,8 +8,8 @@ the output (X-Pool's layer, with its two input norms shared as one). Every
 
 A search scores one text against its candidates without gradients: there the
 value, output and feed-forward maps, all linear once dropout is off, act as one
-folded map per head, a third of the matrix products per pair
-(``TextConditionedPooling.folded_output``).
+folded map per head: with one head (the default), a third of the matrix
+products per pair (``TextConditionedPooling.folded_output``).
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ class TextConditionedPooling(nn.Module):
             # Few texts (a search query): the weights sum to one, so sum_t a_t v(f_t) =
             # Wv_h (sum_t a_t f_t) + bv_h, one projection per pair instead of per frame.
             mixed = torch.einsum("abht,btd->abhd", attn, f)
-            if not (self.training or torch.is_grad_enabled()):
+            # folded, the pair costs heads x D^2 against 3 D^2: worth it up to 2 heads
+            if self.heads < 3 and not (self.training or torch.is_grad_enabled()):
                 weight, bias = self.folded_output()
                 folded = torch.einsum("abhd,hxd->abx", mixed, weight) + bias
                 return F.layer_norm(folded, (d,), self.norm_out.weight, self.norm_out.bias,
