@@ -49,7 +49,8 @@ The build leaves the cache holding whatever it touched last, so the first
 touch of a candidate's rows may go to the disk. ``--warm-table`` times each
 index's cells once more (``warm_table``: true) after reading the table's files
 once (``warm_read_s``), as a long-running service's searches come to have them
-in memory when the table fits.
+in memory when the table fits. They ask the same queries as the first pass,
+whose rows that pass has read, as the whole-table read reads every other row.
 
 ``--vectors`` says what the table's vectors and the queries' first-stage
 vectors are:
