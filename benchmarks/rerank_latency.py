@@ -41,8 +41,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import torch
+from query_latency import percentiles
 
-from pipelines.index.rerank_features import FeatureLayout
+from pipelines.index.rerank_features import PRECISIONS, FeatureLayout
 from pipelines.index.table import video_features
 from vtr_models import create_model
 
@@ -91,12 +92,6 @@ def time_steps(candidates: int, precisions: list[str], reps: int) -> dict[str, d
     return seconds
 
 
-def percentiles(values: list[float]) -> list[float]:
-    ordered = sorted(values)
-    return [round(1000 * ordered[len(ordered) // 2], 2),
-            round(1000 * ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 2)]
-
-
 def exported(revision: str, folder: Path) -> Path:
     """The packages of git ``revision``, written under ``folder``."""
     archive = folder / "tree.tar"
@@ -120,8 +115,8 @@ def child(tree: Path, args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", type=int, default=100, help="rows reranked")
-    parser.add_argument("--precision", nargs="+", default=["int8", "float16"],
-                        choices=["int8", "float16"], help="stored feature precisions")
+    parser.add_argument("--precision", nargs="+", default=list(PRECISIONS[::-1]),
+                        choices=PRECISIONS, help="stored feature precisions")
     parser.add_argument("--reps", type=int, default=200,
                         help="timed reranks per precision and round (the first tenth untimed)")
     parser.add_argument("--rounds", type=int, default=4,
@@ -149,7 +144,8 @@ def main() -> None:
     result = {name: {p: {s: percentiles(v) for s, v in steps.items()}
                      for p, steps in by_precision.items()}
               for name, by_precision in merged.items()}
-    result["ratio_p50"] = {p: {s: round(result["current"][p][s][0] / result["against"][p][s][0], 3)
+    result["ratio_p50"] = {p: {s: round(result["current"][p][s]["p50"]
+                                     / result["against"][p][s]["p50"], 3)
                                for s in steps} for p, steps in result["current"].items()}
     print(json.dumps({"candidates": args.candidates, "against": args.against,
                       "rounds": args.rounds, **result}, indent=2))
