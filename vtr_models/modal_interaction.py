@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -60,9 +59,7 @@ class TextConditionedPooling(nn.Module):
             # folded, the pair costs heads x D^2 against 3 D^2: worth it up to 2 heads
             if self.heads < 3 and not (self.training or torch.is_grad_enabled()):
                 weight, bias = self.folded_output()
-                folded = torch.einsum("abhd,hxd->abx", mixed, weight) + bias
-                return F.layer_norm(folded, (d,), self.norm_out.weight, self.norm_out.bias,
-                                    self.norm_out.eps)
+                return self.norm_out(torch.einsum("abhd,hxd->abx", mixed, weight) + bias)
             values = (torch.einsum("abhd,hed->abhe", mixed, self.v.weight.view(h, dh, d))
                       + self.v.bias.view(h, dh))
         else:  # many texts (a training batch): project each frame once
