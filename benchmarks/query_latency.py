@@ -1,7 +1,7 @@
 """Latency and recall of two-stage search, exact and through each vector index type.
 
     python benchmarks/query_latency.py [--rows 10000 100000] [--queries 50] [--candidates 100]
-        [--index-type IVF_PQ HNSW_SQ] [--nprobes 20] [--refine-factor 1]
+        [--index-type IVF_PQ HNSW_SQ] [--nprobes 20] [--refine-factor 1] [--ef 150 300]
         [--vectors uniform|clustered] [--clusters N] [--feature-precision float16 int8]
         [--feature-layout packed columns]
         [--file-version 2.1 2.2] [--warm-table]
@@ -42,15 +42,17 @@ table's folder once indexed, ``index_build_s`` the index's build, and its shape
 at LanceDB's defaults: ``index_partitions`` (IVF_PQ: one at 10,000 rows, where
 ``--nprobes`` changes nothing), and ``pq_sub_vectors`` or HNSW's ``hnsw_m`` and
 ``hnsw_levels``. ``--refine-factor`` applies to both types; HNSW searches
-LanceDB's default ``ef`` (1.5 x the candidates).
+``--ef`` wide (``VideoSearch``'s ``ef``; by default Lance's, 1.5 x the candidates),
+one cell per value.
 
 Each cell records ``cached_gb``, the page cache's size when its timing began.
 The build leaves the cache holding whatever it touched last, so the first
 touch of a candidate's rows may go to the disk. ``--warm-table`` times each
-index's cells once more (``warm_table``: true) after reading the table's files
-once (``warm_read_s``), as a long-running service's searches come to have them
-in memory when the table fits. They ask the same queries as the first pass,
-whose rows that pass has read, as the whole-table read reads every other row.
+index's cells once more (``warm_table``: true) after ``VideoSearch.prewarm``
+(``warm_read_s``: loading the index and reading the columns a search fetches
+once), as a service started with ``prewarm`` has them in memory when the table
+fits. They ask the same queries as the first pass, whose rows that pass has
+read, as the prewarm reads every other row.
 
 ``--vectors`` says what the table's vectors and the queries' first-stage
 vectors are:
@@ -264,18 +266,6 @@ def cached_gb() -> float:
     return float("nan")
 
 
-def read_once(path: Path) -> float:
-    """Read every file under ``path`` once, as a long-running service's searches
-    eventually do, so that the page cache holds them where memory allows; seconds."""
-    started = time.perf_counter()
-    for file in sorted(path.rglob("*")):
-        if file.is_file():
-            with file.open("rb") as handle:
-                while handle.read(1 << 24):
-                    pass
-    return round(time.perf_counter() - started, 1)
-
-
 def percentiles(values: list[float]) -> dict:
     ms = np.asarray(values) * 1000
     return {"p50": round(float(np.percentile(ms, 50)), 2),
@@ -387,6 +377,9 @@ def main() -> None:
                         help="IVF partitions searched (VideoSearch default: 20)")
     parser.add_argument("--refine-factor", type=int, nargs="+", default=[1],
                         help="candidates x factor re-ranked by exact distance (default: 1)")
+    parser.add_argument("--ef", type=int, nargs="+", default=None,
+                        help="HNSW's search breadth, at least the candidates (default: "
+                             "Lance's, 1.5 x the candidates)")
     parser.add_argument("--index-type", nargs="+", choices=INDEX_TYPES, default=["IVF_PQ"],
                         help="vector indexes to time, each built in turn on the same table "
                              "(default: IVF_PQ, the embed job's default)")
@@ -412,8 +405,8 @@ def main() -> None:
                         help="clustered: typical cosine of a query to its row")
     parser.add_argument("--warm-table", action="store_true",
                         help="time each index's cells twice: as the build leaves the page "
-                             "cache, then again after reading the table's files once (a "
-                             "service's steady state where the table fits in memory)")
+                             "cache, then again after VideoSearch.prewarm (a service "
+                             "started with prewarm, where the table fits in memory)")
     parser.add_argument("--backbone", default="ViT-B-32", help="open_clip name, random init")
     parser.add_argument("--keyword-model", default="none",
                         help="local sentence model folder for query keywords, or none")
@@ -468,18 +461,19 @@ def main() -> None:
                     f"{index['disk_gb']} GB")
                 search = VideoSearch(str(folder), "videos", str(checkpoint),
                                      keyword_model=keyword_model)
-                for warm, nprobes, factor in itertools.product(
+                for warm, nprobes, factor, ef in itertools.product(
                         [False, True] if args.warm_table else [False], args.nprobes,
-                        args.refine_factor):
+                        args.refine_factor, args.ef or [None]):
                     if warm and "warm_read_s" not in index:
-                        index["warm_read_s"] = read_once(folder)
-                        log(f"read the table once in {index['warm_read_s']} s")
-                    search.nprobes, search.refine_factor = nprobes, factor
+                        index["warm_read_s"] = round(search.prewarm(), 1)
+                        log(f"prewarmed in {index['warm_read_s']} s")
+                    search.nprobes, search.refine_factor, search.ef = nprobes, factor, ef
                     cached = cached_gb()
                     timings, tops, candidates = time_search(search, texts, args.candidates,
                                                             vectors)
                     cell = {"warm_table": warm, "cached_gb": cached, "nprobes": nprobes,
-                            "refine_factor": factor, "recall_at_10": recall(exact_tops, tops),
+                            "refine_factor": factor, "ef": ef,
+                            "recall_at_10": recall(exact_tops, tops),
                             "candidate_recall": recall(exact_candidates, candidates),
                             **timings}
                     log(f"{count} rows {index_type}: {cell}")

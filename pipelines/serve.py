@@ -58,6 +58,12 @@ class SearchArgs(BaseModel):
     refine_factor: int | None = Field(None, ge=1, description=(
         "candidates x this re-ranked by exact distance before the full model (default: "
         "what the table's index needs, 10 for IVF_PQ, 1 for HNSW_SQ)"))
+    ef: int | None = Field(None, ge=1, description=(
+        "HNSW's search breadth, at least the candidates (default: Lance's, 1.5 x the "
+        "candidates)"))
+    prewarm: bool = Field(False, description=(
+        "before the first request, load the vector index and read the columns a search "
+        "fetches once (a local table whose host memory holds them)"))
     consistency_interval_s: float | None = Field(
         5.0, description="seconds before new commits to the table are seen")
     max_batch_size: int = Field(16, ge=1, description="most queries searched together")
@@ -123,8 +129,10 @@ class SearchService:
         torch.set_num_threads(max(1, int(args.cpus_per_replica)))
         self.search = VideoSearch(args.db, args.table, args.checkpoint,
                                   keyword_model=args.keyword_model, nprobes=args.nprobes,
-                                  refine_factor=args.refine_factor,
+                                  refine_factor=args.refine_factor, ef=args.ef,
                                   consistency_interval_s=args.consistency_interval_s)
+        if args.prewarm:
+            self.search.prewarm()
         self.table_name = args.table
         self.filterable = filterable_columns(self.search.table.schema)
         self.answer.set_max_batch_size(args.max_batch_size)

@@ -110,6 +110,35 @@ def test_the_first_stage_score_is_the_cosine_of_the_vectors(table, keyword_model
     assert found["first_stage_score"].tolist() == pytest.approx(cosines, abs=5e-3)
 
 
+def test_hnsw_searches_as_wide_as_asked_and_a_prewarm_loads_its_index(table, keyword_model,
+                                                                       tmp_path, monkeypatch):
+    """``ef`` sets HNSW's search breadth (never under the candidates asked for; Lance's
+    plan does not show it, so the query handed to Lance is checked); a prewarm loads
+    the vector index into Lance's cache before any search, and searches then find what
+    they find without one."""
+    import lance
+
+    db = indexed_copy(table, tmp_path, "HNSW_SQ")
+    asked = []
+    scanner = lance.LanceDataset.scanner
+    monkeypatch.setattr(lance.LanceDataset, "scanner",
+                        lambda self, **kw: asked.append(kw["nearest"]) or scanner(self, **kw))
+    text = "a red circle moves left"
+    found = {}
+    for ef in (None, 40, 200):
+        search = VideoSearch(db, "videos", str(table["checkpoint"]),
+                             keyword_model=keyword_model, ef=ef)
+        if ef == 200:
+            session = search.current_version().dataset.session()
+            cached = session.index_cache_size_bytes()
+            assert search.prewarm() > 0
+            assert session.index_cache_size_bytes() > cached + 10_000  # the graph, the codes
+        found[ef] = search.search(text, k=10, candidates=50)
+        assert asked[-1].get("ef") == (ef and max(ef, 50)), ef
+    # 330 rows: every breadth finds the best, up to ties among the copies of a video
+    assert found[200]["score"].tolist() == pytest.approx(found[None]["score"].tolist())
+
+
 def test_search_returns_the_exhaustive_top_10(table, keyword_model):
     search = VideoSearch(table["db"], "videos", str(table["checkpoint"]),
                          keyword_model=keyword_model)

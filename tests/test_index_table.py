@@ -23,12 +23,13 @@ from pipelines.index.table import (
     table_rows,
     table_schema,
     table_state,
+    vector_index_type,
 )
 from pipelines.ingestion.schemas import VIDEOS
 
 ROWS, DIM = 300, 16
 # list_indices() names of the index types ensure_indexes builds (lancedb 0.40)
-LISTED = {"IVF_PQ": "IvfPq", "HNSW_SQ": "IvfHnswSq"}
+LISTED = {"IVF_PQ": "IvfPq", "HNSW_SQ": "IvfHnswSq", "HNSW_FLAT": "IvfHnswFlat"}
 KEYWORDS = {"model": "paraphrase-multilingual-MiniLM-L12-v2", "top_n": 5}
 
 
@@ -102,11 +103,14 @@ def test_another_index_type_replaces_the_tables_vector_index(tmp_path):
 
 def test_the_refine_factor_follows_the_vector_index(tmp_path):
     """Product quantisation needs its candidates re-ranked by exact distance; 8-bit scalar
-    quantisation and exact search do not."""
+    quantisation, full vectors and exact search do not. Each type is built as asked and
+    recognised as that type."""
     table = vector_table(tmp_path)
     assert index_refine_factor(table.to_lance()) == 1  # no index: exact search
-    for index_type, factor in [("IVF_PQ", 10), ("HNSW_SQ", 1)]:
+    for index_type, factor in [("IVF_PQ", 10), ("HNSW_SQ", 1), ("HNSW_FLAT", 1)]:
         create_vector_index(table, index_type, replace=True)
+        assert indices(table)["vector"] == LISTED[index_type]
+        assert vector_index_type(table.to_lance()) == index_type
         assert index_refine_factor(table.to_lance()) == factor, index_type
 
 

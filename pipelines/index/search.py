@@ -44,7 +44,7 @@ RESULT_COLUMNS = ["rank", "video_id", "uri", "score", "first_stage_score"]
 NPROBES = 20  # IVF partitions searched per query
 # candidates x this re-ranked by exact distance, by the vector index's type (see
 # VideoSearch): product quantisation needs it, 8-bit scalar quantisation does not
-REFINE_FACTORS = {"IVF_PQ": 10, "HNSW_SQ": 1}
+REFINE_FACTORS = {"IVF_PQ": 10, "HNSW_SQ": 1, "HNSW_FLAT": 1}
 # what stage one returns per candidate besides the rerank features: enough to answer, no
 # other metadata (the model is checked once per table version, not per row; each column
 # costs a search 0.4 to 2 ms to fetch, docs/benchmarks.md). Not `_distance`: the first
@@ -114,7 +114,7 @@ class VideoSearch:
     def __init__(self, db_uri: str, table: str, checkpoint: str,
                  keyword_model: str | None = None, nprobes: int = NPROBES,
                  refine_factor: int | None = None, storage_options: dict[str, str] | None = None,
-                 consistency_interval_s: float | None = 5.0) -> None:
+                 consistency_interval_s: float | None = 5.0, ef: int | None = None) -> None:
         import lancedb
 
         if "://" not in db_uri and not os.path.isdir(db_uri):  # connect() would create it
@@ -127,10 +127,12 @@ class VideoSearch:
         db = lancedb.connect(db_uri, storage_options=storage_options,
                              read_consistency_interval=interval)
         self.table = db.open_table(table)  # before the models: a wrong --db fails fast
+        self.db_uri = db_uri
         self.model = load_checkpoint(checkpoint)
         self.model_id = checkpoint_id(checkpoint)
         self.nprobes = nprobes
         self.refine_factor = refine_factor  # None: the table's index's
+        self.ef = ef  # None: Lance's
         self.consistency_interval_s = consistency_interval_s
         self._version = self._read(self.table.to_lance())
         self._checked_at = time.monotonic()
@@ -171,6 +173,25 @@ class VideoSearch:
             if latest != dataset.version:
                 self._version = self._read(dataset.checkout_version(latest))
         return self._version
+
+    def prewarm(self) -> float:
+        """Load the current table version's vector index into Lance's cache and, for a
+        table on local disk, read once the columns a search fetches, so that no search
+        waits for the disk (the operating system's page cache keeps them where the
+        host's memory holds them: 15 GB at a million ViT-B-32 rows with int8 features).
+        Seconds taken. A service calls it before its first request; straight after an
+        index build, searches at a million rows took 20 to 34 ms at p50 instead of 16 to
+        20 (docs/benchmarks.md, "A million rows, served warm"). An object-store table
+        has no page cache to fill: only its index is loaded."""
+        started = time.perf_counter()
+        dataset = self.current_version().dataset
+        for index in dataset.list_indices():
+            if index["fields"] == ["vector"]:
+                dataset.prewarm_index(index["name"])
+        if "://" not in self.db_uri:
+            for _ in dataset.to_batches(columns=self.current_version().columns):
+                pass
+        return time.perf_counter() - started
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str]) -> TextFeatures:
@@ -248,6 +269,8 @@ class VideoSearch:
                    "nprobes": self.nprobes}
         if version.refine_factor > 1:
             nearest["refine_factor"] = version.refine_factor
+        if self.ef is not None:
+            nearest["ef"] = max(self.ef, candidates)
         return version.dataset.scanner(
             columns=columns or version.columns, nearest=nearest, filter=where or None,
             prefilter=bool(where), with_row_id=with_row_id,

@@ -37,9 +37,12 @@ METADATA_COLUMNS = ("video_id", "uri", "duration_s", "native_fps", "width", "hei
                     "num_frames", "timestamps_s", "size_bytes", "mtime", "etag")
 KEYWORD_OPTIONS_KEY = "vtr.keyword_options"  # on the vector field: the ingest's KeyBERT setup
 STATE_PREFIX = "vtr."  # of the transaction properties that record a TableState
-INDEX_TYPES = ("IVF_PQ", "HNSW_SQ")  # vector index types the embed job builds
+# vector index types the embed job builds: product-quantised partitions, or an HNSW graph
+# over 8-bit scalar-quantised or full (flat) vectors
+INDEX_TYPES = ("IVF_PQ", "HNSW_SQ", "HNSW_FLAT")
 # how Lance's list_indices() names each of them (pylance 14)
-LISTED_INDEX_TYPES = {"IVF_PQ": "IVF_PQ", "IVF_HNSW_SQ": "HNSW_SQ"}
+LISTED_INDEX_TYPES = {"IVF_PQ": "IVF_PQ", "IVF_HNSW_SQ": "HNSW_SQ",
+                      "IVF_HNSW_FLAT": "HNSW_FLAT"}
 # Lance file format of the tables the embed job writes. A search fetches its candidates'
 # rerank features by row; at a million rows (float16, ViT-B-32 sizes) Lance 2.1 takes 100
 # rows in 3.7 ms from memory, 2.2 (LanceDB's default) in 7.3 and 2.0 in 5.0
@@ -206,9 +209,10 @@ def check_update(table, schema: pa.Schema, state: TableState | None, wanted: Tab
 def create_vector_index(table, index_type: str, replace: bool = False) -> None:
     """The ``vector`` column's index of ``index_type`` (one of ``INDEX_TYPES``), cosine,
     at LanceDB's default sizes for the table's rows."""
-    from lancedb.index import HnswSq, IvfPq
+    from lancedb.index import HnswFlat, HnswSq, IvfPq
 
-    config = {"IVF_PQ": IvfPq, "HNSW_SQ": HnswSq}[index_type](distance_type="cosine")
+    configs = {"IVF_PQ": IvfPq, "HNSW_SQ": HnswSq, "HNSW_FLAT": HnswFlat}
+    config = configs[index_type](distance_type="cosine")
     table.create_index("vector", config=config, replace=replace)
 
 
