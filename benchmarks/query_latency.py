@@ -42,7 +42,7 @@ table's folder once indexed, ``index_build_s`` the index's build, and its shape
 at LanceDB's defaults: ``index_partitions`` (IVF_PQ: one at 10,000 rows, where
 ``--nprobes`` changes nothing), and ``pq_sub_vectors`` or HNSW's ``hnsw_m`` and
 ``hnsw_levels``. ``--refine-factor`` applies to both types; HNSW searches
-``--ef`` wide (``VideoSearch``'s ``ef``; by default Lance's, 1.5 x the candidates),
+``--ef`` wide (``VideoSearch``'s ``ef``; by default its own, 3 x the candidates),
 one cell per value.
 
 Each cell records ``cached_gb``, the page cache's size when its timing began.
@@ -106,7 +106,7 @@ import torch
 
 from pipelines.index import rerank_features
 from pipelines.index.rerank_features import DEFAULT_LAYOUT, FeatureLayout
-from pipelines.index.search import VideoSearch
+from pipelines.index.search import EF_PER_CANDIDATE, VideoSearch
 from pipelines.index.table import (
     FILE_VERSION,
     INDEX_TYPES,
@@ -379,7 +379,7 @@ def main() -> None:
                         help="candidates x factor re-ranked by exact distance (default: 1)")
     parser.add_argument("--ef", type=int, nargs="+", default=None,
                         help="HNSW's search breadth, at least the candidates (default: "
-                             "Lance's, 1.5 x the candidates)")
+                             f"VideoSearch's, {EF_PER_CANDIDATE} x the candidates)")
     parser.add_argument("--index-type", nargs="+", choices=INDEX_TYPES, default=["IVF_PQ"],
                         help="vector indexes to time, each built in turn on the same table "
                              "(default: IVF_PQ, the embed job's default)")
@@ -472,7 +472,8 @@ def main() -> None:
                     timings, tops, candidates = time_search(search, texts, args.candidates,
                                                             vectors)
                     cell = {"warm_table": warm, "cached_gb": cached, "nprobes": nprobes,
-                            "refine_factor": factor, "ef": ef,
+                            "refine_factor": factor,
+                            "ef": ef or EF_PER_CANDIDATE * args.candidates,
                             "recall_at_10": recall(exact_tops, tops),
                             "candidate_recall": recall(exact_candidates, candidates),
                             **timings}

@@ -40,7 +40,7 @@ from pydantic import BaseModel, Field
 from ray import serve
 
 from pipelines.core.sql import sql_equals
-from pipelines.index.search import NPROBES, ModelMismatchError, VideoSearch
+from pipelines.index.search import EF_PER_CANDIDATE, NPROBES, ModelMismatchError, VideoSearch
 
 api = FastAPI(title="video search", description="Natural-language search over a video table")
 
@@ -59,8 +59,8 @@ class SearchArgs(BaseModel):
         "candidates x this re-ranked by exact distance before the full model (default: "
         "what the table's index needs, 10 for IVF_PQ, 1 for HNSW_SQ)"))
     ef: int | None = Field(None, ge=1, description=(
-        "HNSW's search breadth, at least the candidates (default: Lance's, 1.5 x the "
-        "candidates)"))
+        f"HNSW's search breadth, at least the candidates (default: {EF_PER_CANDIDATE} x "
+        "the candidates)"))
     prewarm: bool = Field(False, description=(
         "before the first request, load the vector index and read the columns a search "
         "fetches once (a local table whose host memory holds them)"))

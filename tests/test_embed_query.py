@@ -14,7 +14,12 @@ from conftest import REPO, run
 from pipelines.core.actor_pools import growing_pool
 from pipelines.embed import EmbedConfig, actor_sizes
 from pipelines.evaluate import main as evaluate_main
-from pipelines.index.search import RESULT_COLUMNS, ModelMismatchError, VideoSearch
+from pipelines.index.search import (
+    EF_PER_CANDIDATE,
+    RESULT_COLUMNS,
+    ModelMismatchError,
+    VideoSearch,
+)
 from pipelines.index.table import (
     FILE_VERSION,
     KEYWORD_OPTIONS_KEY,
@@ -112,8 +117,9 @@ def test_the_first_stage_score_is_the_cosine_of_the_vectors(table, keyword_model
 
 def test_hnsw_searches_as_wide_as_asked_and_a_prewarm_loads_its_index(table, keyword_model,
                                                                        tmp_path, monkeypatch):
-    """``ef`` sets HNSW's search breadth (never under the candidates asked for; Lance's
-    plan does not show it, so the query handed to Lance is checked); a prewarm loads
+    """``ef`` sets HNSW's search breadth (never under the candidates asked for; by
+    default ``EF_PER_CANDIDATE`` times them; Lance's plan does not show it, so the query
+    handed to Lance is checked); a prewarm loads
     the vector index into Lance's cache before any search, and searches then find what
     they find without one."""
     import lance
@@ -134,7 +140,7 @@ def test_hnsw_searches_as_wide_as_asked_and_a_prewarm_loads_its_index(table, key
             assert search.prewarm() > 0
             assert session.index_cache_size_bytes() > cached + 10_000  # the graph, the codes
         found[ef] = search.search(text, k=10, candidates=50)
-        assert asked[-1].get("ef") == (ef and max(ef, 50)), ef
+        assert asked[-1]["ef"] == (max(ef, 50) if ef else EF_PER_CANDIDATE * 50), ef
     # 330 rows: every breadth finds the best, up to ties among the copies of a video
     assert found[200]["score"].tolist() == pytest.approx(found[None]["score"].tolist())
 

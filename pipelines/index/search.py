@@ -45,6 +45,10 @@ NPROBES = 20  # IVF partitions searched per query
 # candidates x this re-ranked by exact distance, by the vector index's type (see
 # VideoSearch): product quantisation needs it, 8-bit scalar quantisation does not
 REFINE_FACTORS = {"IVF_PQ": 10, "HNSW_SQ": 1, "HNSW_FLAT": 1}
+# an HNSW index's search breadth (ef) per candidate asked for. Lance's default, 1.5, held
+# 0.958 of the exhaustive 100 candidates at a million clustered rows; 3 held 0.979 with no
+# slower a vector search (docs/benchmarks.md, "HNSW's search breadth")
+EF_PER_CANDIDATE = 3
 # what stage one returns per candidate besides the rerank features: enough to answer, no
 # other metadata (the model is checked once per table version, not per row; each column
 # costs a search 0.4 to 2 ms to fetch, docs/benchmarks.md). Not `_distance`: the first
@@ -102,6 +106,8 @@ class VideoSearch:
     search takes 32 ms with a factor of 10 against 10 ms
     (``benchmarks/query_latency.py``). It is looked up with each new table version,
     so a long-lived search follows the index a later embed run builds.
+    ``ef`` is an HNSW index's search breadth: by default ``EF_PER_CANDIDATE`` times
+    the candidates asked for, and never fewer than Lance is asked for.
     ``storage_options`` go to LanceDB for an ``s3://`` table; by default they
     spell out the AWS environment's endpoint and region, and allow plain HTTP
     for an ``http://`` endpoint (MinIO, moto), which LanceDB otherwise refuses.
@@ -132,7 +138,7 @@ class VideoSearch:
         self.model_id = checkpoint_id(checkpoint)
         self.nprobes = nprobes
         self.refine_factor = refine_factor  # None: the table's index's
-        self.ef = ef  # None: Lance's
+        self.ef = ef  # None: EF_PER_CANDIDATE x the candidates
         self.consistency_interval_s = consistency_interval_s
         self._version = self._read(self.table.to_lance())
         self._checked_at = time.monotonic()
@@ -186,7 +192,9 @@ class VideoSearch:
         started = time.perf_counter()
         dataset = self.current_version().dataset
         for index in dataset.list_indices():
-            if index["fields"] == ["vector"]:
+            # an index whose rows were all rewritten since covers no fragment, and its
+            # files may be gone: searches scan those rows, and there is nothing to load
+            if index["fields"] == ["vector"] and len(index["fragment_ids"]):
                 dataset.prewarm_index(index["name"])
         if "://" not in self.db_uri:
             for _ in dataset.to_batches(columns=self.current_version().columns):
@@ -269,8 +277,9 @@ class VideoSearch:
                    "nprobes": self.nprobes}
         if version.refine_factor > 1:
             nearest["refine_factor"] = version.refine_factor
-        if self.ef is not None:
-            nearest["ef"] = max(self.ef, candidates)
+        # never narrower than what Lance is asked for; only HNSW reads it
+        asked = candidates * version.refine_factor
+        nearest["ef"] = max(self.ef or EF_PER_CANDIDATE * candidates, asked)
         return version.dataset.scanner(
             columns=columns or version.columns, nearest=nearest, filter=where or None,
             prefilter=bool(where), with_row_id=with_row_id,
