@@ -473,7 +473,7 @@ def main() -> None:
                                                             vectors)
                     cell = {"warm_table": warm, "cached_gb": cached, "nprobes": nprobes,
                             "refine_factor": factor,
-                            "ef": ef or EF_PER_CANDIDATE * args.candidates,
+                            "ef": search.search_breadth(args.candidates),
                             "recall_at_10": recall(exact_tops, tops),
                             "candidate_recall": recall(exact_candidates, candidates),
                             **timings}

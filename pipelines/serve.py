@@ -57,7 +57,7 @@ class SearchArgs(BaseModel):
     nprobes: int = Field(NPROBES, ge=1, description="IVF partitions searched")
     refine_factor: int | None = Field(None, ge=1, description=(
         "candidates x this re-ranked by exact distance before the full model (default: "
-        "what the table's index needs, 10 for IVF_PQ, 1 for HNSW_SQ)"))
+        "what the table's index needs, 10 for IVF_PQ, 1 for HNSW_SQ and HNSW_FLAT)"))
     ef: int | None = Field(None, ge=1, description=(
         f"HNSW's search breadth, at least the candidates (default: {EF_PER_CANDIDATE} x "
         "the candidates)"))

@@ -123,7 +123,8 @@ class VideoSearch:
                  consistency_interval_s: float | None = 5.0, ef: int | None = None) -> None:
         import lancedb
 
-        if "://" not in db_uri and not os.path.isdir(db_uri):  # connect() would create it
+        self.local = "://" not in db_uri  # a folder here, with a page cache to fill
+        if self.local and not os.path.isdir(db_uri):  # connect() would create it
             raise FileNotFoundError(f"no LanceDB database at {db_uri}: pass the --db folder "
                                     "pipelines/embed.py wrote")
         if storage_options is None:
@@ -133,7 +134,6 @@ class VideoSearch:
         db = lancedb.connect(db_uri, storage_options=storage_options,
                              read_consistency_interval=interval)
         self.table = db.open_table(table)  # before the models: a wrong --db fails fast
-        self.db_uri = db_uri
         self.model = load_checkpoint(checkpoint)
         self.model_id = checkpoint_id(checkpoint)
         self.nprobes = nprobes
@@ -190,14 +190,14 @@ class VideoSearch:
         20 (docs/benchmarks.md, "A million rows, served warm"). An object-store table
         has no page cache to fill: only its index is loaded."""
         started = time.perf_counter()
-        dataset = self.current_version().dataset
-        for index in dataset.list_indices():
+        version = self.current_version()
+        for index in version.dataset.list_indices():
             # an index whose rows were all rewritten since covers no fragment, and its
             # files may be gone: searches scan those rows, and there is nothing to load
             if index["fields"] == ["vector"] and len(index["fragment_ids"]):
-                dataset.prewarm_index(index["name"])
-        if "://" not in self.db_uri:
-            for _ in dataset.to_batches(columns=self.current_version().columns):
+                version.dataset.prewarm_index(index["name"])
+        if self.local:
+            for _ in version.dataset.to_batches(columns=version.columns):
                 pass
         return time.perf_counter() - started
 
@@ -277,13 +277,20 @@ class VideoSearch:
                    "nprobes": self.nprobes}
         if version.refine_factor > 1:
             nearest["refine_factor"] = version.refine_factor
-        # never narrower than what Lance is asked for; only HNSW reads it
-        asked = candidates * version.refine_factor
-        nearest["ef"] = max(self.ef or EF_PER_CANDIDATE * candidates, asked)
+        nearest["ef"] = self.search_breadth(candidates, version)  # only HNSW reads it
         return version.dataset.scanner(
             columns=columns or version.columns, nearest=nearest, filter=where or None,
             prefilter=bool(where), with_row_id=with_row_id,
             disable_scoring_autoprojection=True)
+
+    def search_breadth(self, candidates: int, version: TableVersion | None = None) -> int:
+        """The ``ef`` an HNSW search of ``version`` (by default the current one) for
+        ``candidates`` asks for: this search's ``ef``, by default ``EF_PER_CANDIDATE``
+        times the candidates, and never narrower than what Lance is asked for (the
+        candidates times the refine factor)."""
+        version = version or self.current_version()
+        return max(self.ef or EF_PER_CANDIDATE * candidates,
+                   candidates * version.refine_factor)
 
     def search_encoded(self, features: TextFeatures, k: int, candidates: int,
                        where: str | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
