@@ -10,7 +10,7 @@ import torch
 
 from pipelines.index import rerank_features
 from pipelines.index.rerank_features import FeatureLayout, decode_features
-from pipelines.index.search import ANSWER_COLUMNS, fetched_columns
+from pipelines.index.search import ANSWER_COLUMNS, ROW_OFFSET, fetched_columns
 from pipelines.index.table import table_schema
 from pipelines.ingestion.schemas import VIDEOS
 
@@ -79,9 +79,10 @@ def test_the_schema_says_the_layout_and_what_a_search_fetches():
     for layout, schema in schemas.items():
         assert FeatureLayout.of(schema) == layout
         assert rerank_features.precision_of(schema) == layout.precision
-        assert set(fetched_columns(schema)) <= set(schema.names) | {"_distance"}
+        assert set(fetched_columns(schema)) <= set(schema.names) | {ROW_OFFSET}
+        assert not set(fetched_columns(schema)) & set(ANSWER_COLUMNS)  # the top k's only
     assert table_schema(VIDEOS, DIM, FRAMES) == schemas[FeatureLayout("float16", True)]
-    fetched = {layout: set(fetched_columns(schema)) - set(ANSWER_COLUMNS)
+    fetched = {layout: set(fetched_columns(schema)) - {"feature_frames", ROW_OFFSET}
                for layout, schema in schemas.items()}
     assert fetched[FeatureLayout("int8", True)] == {"rerank_features"}
     assert fetched[FeatureLayout("int8", False)] == {

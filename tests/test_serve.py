@@ -102,7 +102,7 @@ def test_search_over_http_answers_what_the_api_answers(service, api, table):
     assert [r["rank"] for r in body["results"]] == [1, 2, 3]
     assert [r["score"] for r in body["results"]] == pytest.approx(list(expected["score"]),
                                                                    abs=1e-4)
-    assert set(body["timings_ms"]) == {"text", "search", "rerank"} and body["notes"] == []
+    assert set(body["timings_ms"]) == {"text", "search", "rerank", "answer"} and body["notes"] == []
     splits = dict(lancedb.connect(table["db"]).open_table("videos").to_pandas()[
         ["video_id", "split"]].itertuples(index=False))
     status, body = request(service + "/search", {"text": TEXTS[0], "k": 5,

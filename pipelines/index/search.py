@@ -49,17 +49,21 @@ REFINE_FACTORS = {"IVF_PQ": 10, "HNSW_SQ": 1, "HNSW_FLAT": 1}
 # 0.958 of the exhaustive 100 candidates at a million clustered rows; 3 held 0.979 with no
 # slower a vector search (docs/benchmarks.md, "HNSW's search breadth")
 EF_PER_CANDIDATE = 3
-# what stage one returns per candidate besides the rerank features: enough to answer, no
-# other metadata (the model is checked once per table version, not per row; each column
-# costs a search 0.4 to 2 ms to fetch, docs/benchmarks.md). Not `_distance`: the first
-# stage's score is recomputed from the features (see VideoSearch._reranked)
-ANSWER_COLUMNS = ["video_id", "uri", "feature_frames"]
+# what a search answers with, fetched for the top k after the rerank rather than for every
+# candidate: a string costs Lance's take about as much per row as a row's whole features
+# (docs/benchmarks.md, "Answer columns after the rerank")
+ANSWER_COLUMNS = ["video_id", "uri"]
+# each candidate's offset in the table version searched, which Lance's public `take` reads
+ROW_OFFSET = "_rowoffset"
 
 
 def fetched_columns(schema) -> list[str]:
-    """What stage one fetches per candidate from a table of ``schema``: the answer
-    columns and the rerank features at the table's precision."""
-    return [*ANSWER_COLUMNS, *rerank_features.stored_columns(schema)]
+    """What stage one fetches per candidate from a table of ``schema``: the rerank
+    features at the table's precision, the frame count, and the row's offset for the
+    answer columns. No other metadata (the model is checked once per table version, not
+    per row; each column costs a search 0.4 to 2 ms to fetch), and not ``_distance``:
+    the first stage's score is recomputed from the features (see VideoSearch._ranked)."""
+    return ["feature_frames", *rerank_features.stored_columns(schema), ROW_OFFSET]
 
 
 def index_refine_factor(dataset) -> int:
@@ -197,7 +201,8 @@ class VideoSearch:
             if index["fields"] == ["vector"] and len(index["fragment_ids"]):
                 version.dataset.prewarm_index(index["name"])
         if self.local:
-            for _ in version.dataset.to_batches(columns=version.columns):
+            stored = [c for c in version.columns if c != ROW_OFFSET]
+            for _ in version.dataset.to_batches(columns=[*stored, *ANSWER_COLUMNS]):
                 pass
         return time.perf_counter() - started
 
@@ -254,14 +259,16 @@ class VideoSearch:
     @torch.no_grad()
     def first_stage(self, features: TextFeatures, candidates: int,
                     columns: list[str] | None = None, where: str | None = None,
-                    with_row_id: bool = False) -> list[pa.Table]:
-        """For each encoded text, its ``candidates`` nearest neighbours in the current
-        table version (``columns``: by default what the rerank needs), nearest first.
+                    with_row_id: bool = False, version: TableVersion | None = None
+                    ) -> list[pa.Table]:
+        """For each encoded text, its ``candidates`` nearest neighbours in ``version``
+        (by default the current table version; ``columns``: by default what the rerank
+        needs), nearest first.
 
         One Lance query per text: asked through LanceDB, the same query took 3 ms more
         (docs/benchmarks.md, "Stage one through Lance").
         """
-        version = self.current_version()  # one for every text of a batch
+        version = version or self.current_version()  # one for every text of a batch
         vectors = self.model.text_embedding(features).float().numpy()
         return [self.first_stage_scanner(vector, candidates, columns, where, with_row_id,
                                          version).to_table() for vector in vectors]
@@ -295,8 +302,7 @@ class VideoSearch:
     def search_encoded(self, features: TextFeatures, k: int, candidates: int,
                        where: str | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
         """:meth:`search` for one query already encoded (``features`` of one text):
-        the results, and the seconds of the vector search (with the fetch of the
-        candidates' features) and of the rerank."""
+        the results, and the seconds of its steps (:meth:`search_encoded_many`)."""
         results, timings = self.search_encoded_many(features, [k], candidates, where)
         return results[0], timings
 
@@ -306,30 +312,40 @@ class VideoSearch:
                             ) -> tuple[list[pd.DataFrame], dict[str, float]]:
         """:meth:`search_encoded` for several encoded texts with the same ``candidates``
         and ``where`` (``ks[i]`` results for text ``i``): each text's results, and the
-        seconds of the vector searches and of the reranks of all."""
+        seconds of the vector searches (with the fetch of the candidates' features), of
+        the reranks, and of the one fetch of every text's answer columns."""
         started = time.perf_counter()
-        found = self.first_stage(features, candidates, where=where)
+        version = self.current_version()
+        found = self.first_stage(features, candidates, where=where, version=version)
         fetched = time.perf_counter()
-        results = [self._reranked(features[i:i + 1], rows, k) if rows.num_rows
-                   else pd.DataFrame(columns=RESULT_COLUMNS)
-                   for i, (k, rows) in enumerate(zip(ks, found, strict=True))]
-        return results, {"search_s": fetched - started,
-                         "rerank_s": time.perf_counter() - fetched}
+        ranked = [self._ranked(features[i:i + 1], rows, k)
+                  for i, (k, rows) in enumerate(zip(ks, found, strict=True))]
+        reranked = time.perf_counter()
+        offsets = [offset for top in ranked for offset in top[ROW_OFFSET]]
+        answers = version.dataset.take(offsets, columns=ANSWER_COLUMNS).to_pydict()
+        results, start = [], 0
+        for top in ranked:
+            end = start + len(top[ROW_OFFSET])
+            results.append(pd.DataFrame({
+                "rank": range(1, end - start + 1),
+                **{name: answers[name][start:end] for name in ANSWER_COLUMNS},
+                "score": top["score"], "first_stage_score": top["first_stage_score"],
+            }, columns=RESULT_COLUMNS))
+            start = end
+        return results, {"search_s": fetched - started, "rerank_s": reranked - fetched,
+                         "answer_s": time.perf_counter() - reranked}
 
-    def _reranked(self, features: TextFeatures, rows: pa.Table, k: int) -> pd.DataFrame:
-        """One text's top ``k`` of its candidates ``rows`` (at least one) by the full
-        model's score, with each one's first-stage cosine, from the same features: the
-        index's ``_distance`` is not a cosine distance without refinement (HNSW_SQ gives
-        the squared distance of the unit vectors, twice the cosine distance, and IVF_PQ
-        its quantised approximation)."""
+    def _ranked(self, features: TextFeatures, rows: pa.Table, k: int) -> dict[str, list]:
+        """One text's top ``k`` of its candidates ``rows`` by the full model's score, best
+        first: each one's table offset, score and first-stage cosine, from the same
+        features (the index's ``_distance`` is not a cosine distance without refinement:
+        HNSW_SQ gives the squared distance of the unit vectors, twice the cosine distance,
+        and IVF_PQ its quantised approximation)."""
+        if not rows.num_rows:
+            return {ROW_OFFSET: [], "score": [], "first_stage_score": []}
         videos = video_features(rows, self.model.config)
         scores = self.model.score(features, videos)[0]
         first = self.model.first_stage_score(features, videos)[0]
         top = torch.argsort(scores, descending=True)[:k].tolist()
-        return pd.DataFrame({
-            "rank": range(1, len(top) + 1),
-            "video_id": rows.column("video_id").take(top).to_pylist(),
-            "uri": rows.column("uri").take(top).to_pylist(),
-            "score": scores[top].tolist(),
-            "first_stage_score": first[top].tolist(),
-        })
+        return {ROW_OFFSET: rows.column(ROW_OFFSET).take(top).to_pylist(),
+                "score": scores[top].tolist(), "first_stage_score": first[top].tolist()}
