@@ -294,8 +294,8 @@ def two_phase(search: VideoSearch, features: TextFeatures, candidates: int
                                with_row_id=True)
     searched = time.perf_counter()
     version = search.current_version()
-    rerank = [c for c in version.columns if c != ROW_OFFSET]
-    fetched = take_in_order(version.dataset, ids.column("_rowid").combine_chunks(), rerank)
+    fetched = take_in_order(version.dataset, ids.column("_rowid").combine_chunks(),
+                            version.columns)
     done = time.perf_counter()
     for name in ("video_id", "_distance"):
         fetched = fetched.append_column(name, ids.column(name))

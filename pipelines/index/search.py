@@ -58,12 +58,13 @@ ROW_OFFSET = "_rowoffset"
 
 
 def fetched_columns(schema) -> list[str]:
-    """What stage one fetches per candidate from a table of ``schema``: the rerank
-    features at the table's precision, the frame count, and the row's offset for the
-    answer columns. No other metadata (the model is checked once per table version, not
-    per row; each column costs a search 0.4 to 2 ms to fetch), and not ``_distance``:
-    the first stage's score is recomputed from the features (see VideoSearch._ranked)."""
-    return ["feature_frames", *rerank_features.stored_columns(schema), ROW_OFFSET]
+    """The stored columns stage one fetches per candidate from a table of ``schema``
+    (besides ``ROW_OFFSET``, for the answer columns): the rerank features at the table's
+    precision and the frame count. No other metadata (the model is checked once per
+    table version, not per row; each column costs a search 0.4 to 2 ms to fetch), and
+    not ``_distance``: the first stage's score is recomputed from the features (see
+    VideoSearch._ranked)."""
+    return ["feature_frames", *rerank_features.stored_columns(schema)]
 
 
 def index_refine_factor(dataset) -> int:
@@ -201,8 +202,7 @@ class VideoSearch:
             if index["fields"] == ["vector"] and len(index["fragment_ids"]):
                 version.dataset.prewarm_index(index["name"])
         if self.local:
-            stored = [c for c in version.columns if c != ROW_OFFSET]
-            for _ in version.dataset.to_batches(columns=[*stored, *ANSWER_COLUMNS]):
+            for _ in version.dataset.to_batches(columns=[*version.columns, *ANSWER_COLUMNS]):
                 pass
         return time.perf_counter() - started
 
@@ -286,8 +286,8 @@ class VideoSearch:
             nearest["refine_factor"] = version.refine_factor
         nearest["ef"] = self.search_breadth(candidates, version)  # only HNSW reads it
         return version.dataset.scanner(
-            columns=columns or version.columns, nearest=nearest, filter=where or None,
-            prefilter=bool(where), with_row_id=with_row_id,
+            columns=columns or [*version.columns, ROW_OFFSET], nearest=nearest,
+            filter=where or None, prefilter=bool(where), with_row_id=with_row_id,
             disable_scoring_autoprojection=True)
 
     def search_breadth(self, candidates: int, version: TableVersion | None = None) -> int:
