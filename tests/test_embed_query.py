@@ -265,6 +265,10 @@ def test_query_cli_errors_are_one_line_and_create_nothing(table, keyword_model, 
     assert not missing.exists()  # a read creates no folder
     code, _, err = query("--db", table["db"], "--text", "   ")
     assert code == 2 and "--text is empty" in err
+    # input checks come before any model loads: no checkpoint is read for an empty text
+    code, _, err = query("--db", table["db"], "--text", "", "--checkpoint", str(missing))
+    usage, message = err.splitlines()  # argparse's usage line, then the refusal
+    assert code == 2 and usage.startswith("usage:") and message.endswith("error: --text is empty")
     code, _, err = query("--db", table["db"], "--text", "a shape",
                          "--keyword-model", str(tmp_path / "no-model"))
     assert (code, err.count("\n")) == (2, 1) and "pass --keyword-model" in err
@@ -325,6 +329,42 @@ def test_a_long_lived_search_sees_later_commits(table, keyword_model, tmp_path):
     lancedb.connect(db).open_table("videos").delete(f"video_id = '{gone}'")  # another writer
     assert gone not in set(fresh.search("a shape moves", k=10, candidates=50)["video_id"])
     assert gone in set(stale.search("a shape moves", k=10, candidates=50)["video_id"])
+    # new rows (as an embed run adds them): a copy of a row under a new id
+    videos = lancedb.connect(db).open_table("videos")
+    copy = videos.search().limit(1).to_arrow()
+    videos.add(copy.set_column(copy.schema.get_field_index("video_id"), "video_id",
+                               pa.array(["added-later"])))
+    where = "video_id = 'added-later'"
+    assert list(fresh.search("a shape moves", k=1, candidates=5, where=where)["video_id"]) == [
+        "added-later"]
+    assert stale.search("a shape moves", k=1, candidates=5, where=where).empty
+
+
+def test_the_model_check_reads_the_tables_record_not_its_rows(table, keyword_model, tmp_path,
+                                                              capfd):
+    """Which model wrote a table is the table's own record (the embed job's commit and its
+    schema copy): rows that name another model do not decide it, an empty table is searched
+    (and found empty), a table without the record is refused in one line."""
+    db = str(tmp_path / "db")
+    shutil.copytree(table["db"], db)
+    checkpoint = str(table["checkpoint"])
+    videos = lancedb.connect(db).open_table("videos")
+    rows = videos.to_arrow()
+    videos.update(values={"model_id": "another-model"})  # every row, the first included
+    search = VideoSearch(db, "videos", checkpoint, keyword_model=keyword_model)
+    assert len(search.search("a shape moves", k=3, candidates=10)) == 3
+
+    base = ["--db", db, "--checkpoint", checkpoint, "--keyword-model", keyword_model,
+            "--text", "a shape moves"]
+    lancedb.connect(db).create_table("unrecorded", rows.replace_schema_metadata(None))
+    assert query_main([*base, "--table", "unrecorded"]) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and "records no model" in err
+
+    videos.delete("true")
+    assert query_main(base) == 1
+    out, err = capfd.readouterr()
+    assert out == "" and err.count("\n") == 1 and "no videos found" in err
 
 
 def test_example_notebook_runs(table, keyword_model, monkeypatch):

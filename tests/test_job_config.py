@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 
@@ -84,6 +85,18 @@ def test_help_lists_required_flags_apart_with_choices_and_examples():
     assert "--table" not in required  # optional, with its default
     assert "{IVF_PQ,HNSW_SQ,HNSW_FLAT}" in text  # the choices shown
     assert "python pipelines/embed.py --data" in text  # the docstring's usage example
+
+
+@pytest.mark.parametrize("job", ["ingest", "train", "embed", "query", "evaluate", "refresh"])
+def test_each_jobs_help_keeps_its_usage_examples(job, capsys):
+    """What a user sees: the job's own ``main``, not the parser alone (each ``main`` once
+    passed only the docstring's first line, dropping its examples)."""
+    module = importlib.import_module(f"pipelines.{job}")
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    assert f"python pipelines/{job}.py --" in out and "required:" in out
 
 
 @pytest.mark.parametrize("content, message", [
