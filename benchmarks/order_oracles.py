@@ -2,6 +2,8 @@
 
     python benchmarks/order_oracles.py --data bench/ingest [--text-oracle] [--frame-oracle] \\
         [--backbone vtr-tiny-p8 --lr 3e-4] [--lr-clip 1e-5] [--seed 0] [--epochs 30]
+    python benchmarks/order_oracles.py --data bench/ingest --frame-oracle --lr 1e-3 \\
+        --text-minilm frozen   # or: --text-minilm tuned --lr-clip 1e-5
 
 Trains ``lfemi`` in one process the way ``pipelines/train.py`` does at its
 defaults (random batches of 32 caption pairs, the same AdamW groups and weight
@@ -12,6 +14,12 @@ replaced by one that is handed what the other must match:
   shape, direction, in the order they happen) and encoded from six learned
   slot embeddings. Word order, paraphrases and binding are solved for it; the
   model still has to learn what the words mean in pixels.
+- ``--text-minilm tuned|frozen``: not an oracle but a pretrained language model:
+  the sentence model KeyBERT ships with (all-MiniLM-L6-v2, bundled offline) in
+  place of the text tower, its token features and their mean each through a
+  learned linear map, its own weights at ``--lr-clip`` or frozen. Whether a
+  tower pretrained on a billion sentence pairs brings the binding and order
+  that the random-init one lacks.
 - ``--frame-oracle``: frame features from the frame's pixels pooled to 16x16
   and a two-layer MLP, in place of the image tower. Where each shape is
   stays in the input; a ViT's class token must learn to keep it.
@@ -37,6 +45,7 @@ from torch import nn
 from within_group import breakdown
 
 from pipelines.ingestion.output import read_captions
+from pipelines.sources.samples import bundled_minilm
 from pipelines.sources.synthetic import COLORS, DIRECTION_PHRASES, SHAPES
 from pipelines.training.evaluation import SplitInputs, encode_split, load_split
 from pipelines.training.loop import cosine_with_warmup, first_occurrences
@@ -101,6 +110,44 @@ def use_text_oracle(model: RetrievalModel, data: str, splits: dict[str, SplitInp
         inputs.text_batches = [(slots, None, None)]
 
 
+class MiniLMText(nn.Module):
+    """Caption features from a pretrained sentence model: its tokens and their mean, mapped."""
+
+    def __init__(self, language_model: nn.Module, dim: int) -> None:
+        super().__init__()
+        # kept out of this module's parameters: they are the backbone's (its learning rate)
+        self.language_model = [language_model]
+        self.words = nn.Linear(language_model.config.hidden_size, dim)
+        self.sentence = nn.Linear(language_model.config.hidden_size, dim)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, *_) -> TextFeatures:
+        hidden = self.language_model[0](input_ids=ids, attention_mask=mask).last_hidden_state
+        weights = mask[..., None].float()
+        mean = (hidden * weights).sum(1) / weights.sum(1)
+        return TextFeatures(self.sentence(mean), self.words(hidden), mask.bool())
+
+
+def use_text_minilm(model: RetrievalModel, data: str, splits: dict[str, SplitInputs],
+                    frozen: bool) -> None:
+    """Replace the text tower by the bundled all-MiniLM-L6-v2; captions get its tokenizer."""
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = bundled_minilm()
+    tokenizer, language_model = (AutoTokenizer.from_pretrained(folder),
+                                 AutoModel.from_pretrained(folder))
+    language_model.requires_grad_(not frozen)
+    model.backbone.language_model = language_model  # trained at --lr-clip
+    model.minilm_text = MiniLMText(language_model, model.backbone.embed_dim)
+    object.__setattr__(model, "encode_text", model.minilm_text)
+    for name, inputs in splits.items():
+        captions = read_captions(data, name)
+        if captions.column("video_id").to_pylist() != inputs.text_video_ids:
+            raise ValueError(f"split {name!r}: captions out of the order load_split gave")
+        encoded = tokenizer(captions.column("caption").to_pylist(), padding=True,
+                            truncation=True, max_length=32, return_tensors="pt")
+        inputs.text_batches = [(encoded["input_ids"], encoded["attention_mask"])]
+
+
 def use_frame_oracle(model: RetrievalModel) -> None:
     model.frame_oracle = FrameOracle(model.backbone.embed_dim)
     object.__setattr__(model.backbone, "encode_frames", model.frame_oracle)
@@ -151,7 +198,11 @@ def train(model: RetrievalModel, inputs: SplitInputs, test: SplitInputs, args) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="ingest output of the synthetic benchmark")
-    parser.add_argument("--text-oracle", action="store_true", help="captions parsed, not read")
+    texts = parser.add_mutually_exclusive_group()
+    texts.add_argument("--text-oracle", action="store_true", help="captions parsed, not read")
+    texts.add_argument("--text-minilm", choices=["tuned", "frozen"], default=None,
+                       help="the bundled pretrained all-MiniLM-L6-v2 as the text tower, "
+                            "trained at --lr-clip or frozen")
     parser.add_argument("--frame-oracle", action="store_true", help="pooled pixels, not a ViT")
     parser.add_argument("--model", default="lfemi", help="model config name")
     parser.add_argument("--backbone", default="vtr-tiny", help="open_clip config (random init)")
@@ -171,6 +222,8 @@ def main() -> None:
               "test": load_split(model, args.data, "test")}
     if args.text_oracle:
         use_text_oracle(model, args.data, splits)
+    if args.text_minilm:
+        use_text_minilm(model, args.data, splits, frozen=args.text_minilm == "frozen")
     if args.frame_oracle:
         use_frame_oracle(model)
     train(model, splits["train"], splits["test"], args)
