@@ -97,16 +97,21 @@ class FrameOracle(nn.Module):
         return self.mlp(pooled).view(b, t, -1) * mask[..., None]
 
 
+def split_captions(data: str, name: str, inputs: SplitInputs) -> list[str]:
+    """Split ``name``'s caption texts, in the order of its loaded ``inputs``."""
+    captions = read_captions(data, name)
+    if captions.column("video_id").to_pylist() != inputs.text_video_ids:
+        raise ValueError(f"split {name!r}: captions out of the order load_split gave")
+    return captions.column("caption").to_pylist()
+
+
 def use_text_oracle(model: RetrievalModel, data: str, splits: dict[str, SplitInputs]) -> None:
     """Replace the text encoder; each split's captions become their parsed motions."""
     model.text_oracle = TextOracle(model.backbone.embed_dim)  # a submodule: trained
     # in the instance's __dict__, which attribute lookup reads before the class's method
     object.__setattr__(model, "encode_text", model.text_oracle)
     for name, inputs in splits.items():
-        captions = read_captions(data, name)
-        if captions.column("video_id").to_pylist() != inputs.text_video_ids:
-            raise ValueError(f"split {name!r}: captions out of the order load_split gave")
-        slots = torch.tensor([motions(c) for c in captions.column("caption").to_pylist()])
+        slots = torch.tensor([motions(c) for c in split_captions(data, name, inputs)])
         inputs.text_batches = [(slots, None, None)]
 
 
@@ -140,10 +145,7 @@ def use_text_minilm(model: RetrievalModel, data: str, splits: dict[str, SplitInp
     model.minilm_text = MiniLMText(language_model, model.backbone.embed_dim)
     object.__setattr__(model, "encode_text", model.minilm_text)
     for name, inputs in splits.items():
-        captions = read_captions(data, name)
-        if captions.column("video_id").to_pylist() != inputs.text_video_ids:
-            raise ValueError(f"split {name!r}: captions out of the order load_split gave")
-        encoded = tokenizer(captions.column("caption").to_pylist(), padding=True,
+        encoded = tokenizer(split_captions(data, name, inputs), padding=True,
                             truncation=True, max_length=32, return_tensors="pt")
         inputs.text_batches = [(encoded["input_ids"], encoded["attention_mask"])]
 
