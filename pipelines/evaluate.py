@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pipelines.core.job_config import flag, parse_config
 from pipelines.core.keywords import QUERY_KEYWORD_MODEL_HELP, KeywordModelError
 from pipelines.training.evaluation import evaluate_split, evaluate_via_index, load_split
-from vtr_models import load_checkpoint
+from vtr_models import open_model
 
 COLUMNS = ("R@1", "R@5", "R@10", "MdR", "MnR")
 
@@ -29,7 +29,9 @@ class EvaluateConfig:
     """Every setting of the evaluate job; each field is a CLI flag of the same name."""
 
     data: str = field(metadata=flag("ingest output folder (videos/, captions/)"))
-    checkpoint: str = field(metadata=flag("vtr_models checkpoint folder (e.g. ckpt/final)"))
+    checkpoint: str = field(metadata=flag(
+        "vtr_models checkpoint folder (e.g. ckpt/final), or a backbone with weights, "
+        "NAME:PRETRAINED (ViT-B-32:openai), for the untrained full model's zero-shot figures"))
     split: str = field(default="test", metadata=flag("split to evaluate"))
     json: str | None = field(default=None, metadata=flag("also write the metrics here"))
     batch_size: int = field(default=32, metadata=flag("videos or captions per forward"))
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                                  keyword_model=config.keyword_model)
             metrics = evaluate_via_index(search, config.data, config.split, config.candidates)
         else:
-            model = load_checkpoint(config.checkpoint)
+            model, _ = open_model(config.checkpoint)
             metrics = evaluate_split(
                 model, load_split(model, config.data, config.split, config.batch_size))
     except (FileNotFoundError, ValueError, KeywordModelError) as exc:

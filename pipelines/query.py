@@ -22,7 +22,9 @@ class QueryConfig:
     """Every setting of the query command; each field is a CLI flag of the same name."""
 
     db: str = field(metadata=flag("LanceDB URI: a local folder or s3://bucket/prefix"))
-    checkpoint: str = field(metadata=flag("the checkpoint that wrote the table"))
+    checkpoint: str = field(metadata=flag(
+        "the model that wrote the table: its checkpoint folder, or the backbone spec "
+        "(ViT-B-32:openai) a zero-shot table was embedded with"))
     text: str = field(metadata=flag("what to look for, in words"))
     table: str = field(default="videos", metadata=flag("table written by pipelines/embed.py"))
     k: int = field(default=10, metadata=flag("results to return"))

@@ -49,7 +49,9 @@ class SearchArgs(BaseModel):
     """What ``serve run pipelines.serve:app key=value ...`` (or a config's ``args``) sets."""
 
     db: str = Field(description="LanceDB database written by pipelines/embed.py")
-    checkpoint: str = Field(description="the checkpoint that wrote the table")
+    checkpoint: str = Field(description=(
+        "the model that wrote the table: its checkpoint folder, or the backbone spec "
+        "(ViT-B-32:openai) a zero-shot table was embedded with"))
     table: str = "videos"
     keyword_model: str | None = Field(
         None, description="this machine's copy of the ingest's keyword model "

@@ -32,7 +32,7 @@ from pipelines.training.loop import HISTORY_FILE, MODEL_DIR, LoopSettings, train
 from vtr_models import MODEL_CONFIGS, BackboneSpec, ModelConfig
 
 log = logging.getLogger("train")
-PARTS = ("video_enhance", "text_enhance", "interaction", "fine_grained")
+PARTS = ("temporal", "video_enhance", "text_enhance", "interaction", "fine_grained")
 
 
 @dataclass
@@ -74,18 +74,19 @@ class TrainConfig:
         "move every frame of a training clip by one random offset of up to this fraction "
         "of the frame size (0: off); keeps motion and direction, breaks memorising where "
         "things are"))
-    first_stage_loss: float = field(default=0.0, metadata=flag(
+    first_stage_loss: float = field(default=0.5, metadata=flag(
         "weight of an extra contrastive loss on the first-stage vectors (caption feature "
-        "against mean-pooled frames) that the vector index searches: the full model's "
-        "score does not train them. 0: off (the method as specified); e.g. 0.5 when "
-        "queries go through the index with few candidates"))
+        "against mean-pooled frames) that the vector index searches, so that its few "
+        "candidates hold the right video. 0: off (the method as specified; embed then "
+        "warns)"))
     resume: bool = field(default=False, metadata=flag(
         "continue the run in OUTPUT from its latest checkpoint"))
-    lr: float = field(default=1e-4, metadata=flag("learning rate of the new modules"))
+    lr: float = field(default=5e-4, metadata=flag("learning rate of the new modules"))
     lr_clip: float | None = field(default=None, metadata=flag(
         "learning rate of the CLIP backbone (default: 1e-6 with pretrained weights, "
         "--lr with random init, which must learn from scratch)"))
-    weight_decay: float = field(default=0.2, metadata=flag("AdamW weight decay"))
+    weight_decay: float = field(default=0.05, metadata=flag(
+        "AdamW weight decay (weight matrices only)"))
     warmup_ratio: float = field(default=0.1, metadata=flag(
         "fraction of the steps spent in linear warm-up before the cosine decay"))
     grad_clip: float = field(default=1.0, metadata=flag("gradient norm clip"))

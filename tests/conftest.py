@@ -52,15 +52,31 @@ def keyword_model() -> str:
     return str(samples.bundled_minilm())
 
 
+def wake(model, scale: float = 0.5):
+    """``model`` with every parameter that starts at zero outside the backbone (the gates and
+    zero output maps through which the full model starts as CLIP, and zero biases) drawn
+    at random, so that every part acts as in a trained model; returns the model."""
+    import torch
+
+    inner = getattr(model, "backbone", None)
+    backbone = {id(p) for p in inner.parameters()} if inner is not None else set()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if id(parameter) not in backbone and not parameter.any():
+                parameter.normal_(0.0, scale)
+    return model
+
+
 def make_checkpoint(folder: Path, seed: int, model: str = "lfemi", max_frames: int = 8) -> Path:
-    """A random-init ``model`` over ``vtr-tiny``: tables and searches need no trained one."""
+    """A random-init ``model`` over ``vtr-tiny``, every part awake (``wake``): tables and
+    searches need no trained one, and an untrained one would rank as ``meanp``."""
     import torch
 
     from vtr_models.checkpoint import save_checkpoint
     from vtr_models.factory import create_model
 
     torch.manual_seed(seed)
-    return save_checkpoint(create_model(model, max_frames=max_frames), folder)
+    return save_checkpoint(wake(create_model(model, max_frames=max_frames)), folder)
 
 
 def free_port() -> int:
@@ -181,7 +197,35 @@ def table(data_with_broken_video, checkpoints, tmp_path_factory) -> dict:
             "outputs": outputs, "rows": rows}
 
 
-RAY_FIXTURES = {"ray_local", "synthetic_data", "data_with_broken_video", "table"}
+def save_clip_weights(path: Path, seed: int) -> str:
+    """An open_clip ``vtr-tiny`` state dict in a file (as a user keeps ``ViT-B-32``'s
+    weights offline); returns the backbone spec that names it, ``vtr-tiny:PATH``."""
+    import open_clip
+    import torch
+
+    torch.manual_seed(seed)
+    torch.save(open_clip.create_model("vtr-tiny").state_dict(), path)
+    return f"vtr-tiny:{path}"
+
+
+@pytest.fixture(scope="session")
+def clip_spec(tmp_path_factory) -> str:
+    return save_clip_weights(tmp_path_factory.mktemp("clip") / "vtr-tiny.pt", seed=5)
+
+
+@pytest.fixture(scope="session")
+def zero_shot_table(synthetic_data, clip_spec, tmp_path_factory) -> dict:
+    """The synthetic test split's videos in a LanceDB table embedded zero-shot: by the
+    untrained full model on ``clip_spec``'s weights, with no checkpoint."""
+    db = tmp_path_factory.mktemp("zero-shot") / "db"
+    result = run(["pipelines/embed.py", "--data", str(synthetic_data), "--checkpoint",
+                  clip_spec, "--db", str(db), "--table", "videos", "--split", "test"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {"db": str(db), "spec": clip_spec, "rows": 6}
+
+
+RAY_FIXTURES = {"ray_local", "synthetic_data", "data_with_broken_video", "table",
+                "zero_shot_table"}
 # `make test` runs 2 pytest-xdist workers. Each module stays on one worker, so that its
 # module and session fixtures are built once; test_serve.py goes with test_embed_query.py,
 # whose LanceDB table (about 100 s to build) it shares. The slowest modules are handed

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import wake
 
 from pipelines.training.loop import contrastive_step
 from vtr_models.factory import create_model
@@ -58,17 +59,16 @@ def mha(query, key, value, layer):
 
 
 def ref_temporal(encoder, frames, mask):
-    """S2: F' = F + Transformer(F + P) (pre-norm layers), over valid frames only."""
+    """S2: F' = F + Z(Transformer(F + P)) (post-norm layers), over valid frames only."""
     out = torch.zeros_like(frames)
     for b in range(frames.shape[0]):
         f = frames[b][mask[b]]
         x = f + encoder.position.weight[: len(f)]
         for layer in encoder.transformer.layers:
-            h = layer_norm(x, layer.norm1)
-            x = x + mha(h, h, h, layer.self_attn)
-            x = x + linear(torch.relu(linear(layer_norm(x, layer.norm2), layer.linear1)),
-                           layer.linear2)
-        out[b][mask[b]] = f + x
+            x = layer_norm(x + mha(x, x, x, layer.self_attn), layer.norm1)
+            x = layer_norm(x + linear(torch.relu(linear(x, layer.linear1)), layer.linear2),
+                           layer.norm2)
+        out[b][mask[b]] = f + linear(x, encoder.out)
     return out
 
 
@@ -87,8 +87,10 @@ def ref_lstm(lstm, x):
 
 
 def ref_video_enhancement(module, frames, mask):
-    """S2: v_g = mean of valid F'; LSTM([F'_i ; v_g]); weight = sigmoid(FC(SelfAttn(relu(FC))));
-    V_e = unit(fused) * weight (the unit vector is the code's documented choice)."""
+    """S2: v_g = mean of valid F'; fused = LSTM([F'_i ; v_g]);
+    weight = 2 sigmoid(FC(SelfAttn(relu(FC(fused))))); V_e = unit(F' + Z fused) * weight
+    (the residual, the range of the weight and the unit vector are the code's documented
+    choices)."""
     out = torch.zeros_like(frames)
     for b in range(frames.shape[0]):
         f = frames[b][mask[b]]
@@ -96,8 +98,9 @@ def ref_video_enhancement(module, frames, mask):
         fused = ref_lstm(module.lstm, torch.cat([f, v_g.expand_as(f)], dim=-1))
         h = torch.relu(linear(fused, module.weights.fc1))
         h = mha(h, h, h, module.weights.attention)
-        weight = torch.sigmoid(linear(h, module.weights.fc2))  # [n, 1]
-        out[b][mask[b]] = fused / fused.norm(dim=-1, keepdim=True) * weight
+        weight = 2 * torch.sigmoid(linear(h, module.weights.fc2))  # [n, 1]
+        local = f + linear(fused, module.out)
+        out[b][mask[b]] = local / local.norm(dim=-1, keepdim=True) * weight
     return out
 
 
@@ -112,17 +115,18 @@ def ref_text_enhancement(module, words, keywords, keyword_mask):
 
 
 def ref_pooling(layer, text, frames, mask):
-    """S4 (X-Pool): v_t = LN_out(a + proj(a)),
-    a = out(CrossAttn(Q = LN_in(t), K = V = LN_in(F'))) per (text, video) pair."""
+    """S4 (X-Pool's layer as a residual on the mean): v_t = mean(F') + out(a + proj(a)),
+    a = CrossAttn(Q = LN_in(t), K = V = LN_in(F')) per (text, video) pair."""
     pooled = text.new_zeros(len(text), len(frames), text.shape[-1])
+    eye = torch.eye(text.shape[-1])
     for a in range(len(text)):
         for b in range(len(frames)):
             t = layer_norm(text[a : a + 1], layer.norm_in)
             f = layer_norm(frames[b][mask[b]], layer.norm_in)
             o = attention(t, f, f, layer.heads, layer.q.weight, layer.q.bias, layer.k.weight,
-                          layer.k.bias, layer.v.weight, layer.v.bias, layer.out.weight,
-                          layer.out.bias)
-            pooled[a, b] = layer_norm(o + linear(o, layer.proj), layer.norm_out)[0]
+                          layer.k.bias, layer.v.weight, layer.v.bias, eye, 0.0)
+            branch = linear(o + linear(o, layer.proj), layer.out)
+            pooled[a, b] = frames[b][mask[b]].mean(dim=0) + branch[0]
     return pooled
 
 
@@ -169,12 +173,10 @@ def with_garbage(x, mask, scale=50.0):
 
 
 def build(seed=0, **overrides):
+    """A random ``lfemi`` with every zero-initialised gate and map drawn at random, so
+    that each part acts (``conftest.wake``)."""
     torch.manual_seed(seed)
-    model = create_model("lfemi", max_frames=4, **overrides).eval()
-    if model.text_enhance is not None:
-        with torch.no_grad():
-            model.text_enhance.gate.fill_(0.7)  # open the gate (zero at init) so S3 acts
-    return model
+    return wake(create_model("lfemi", max_frames=4, **overrides).eval())
 
 
 def model_inputs(model):
@@ -195,13 +197,13 @@ def reference_features(model, video, mask, tokens, kw, kw_mask):
     frames = model.backbone.encode_frames(video, mask)
     if config.temporal:
         frames = ref_temporal(model.temporal, frames, mask)
-    if config.video_enhance:
+    if model.video_enhance is not None:
         local = ref_video_enhancement(model.video_enhance, frames, mask)
     else:
         local = F.normalize(frames, dim=-1) * mask[..., None]
     text = model.backbone.encode_tokens(tokens)
     words = text.tokens
-    if config.text_enhance:
+    if model.text_enhance is not None:
         b, k, n = kw.shape
         keywords = model.backbone.encode_tokens(kw.reshape(b * k, n)).global_feature
         words = ref_text_enhancement(model.text_enhance, words, keywords.reshape(b, k, -1), kw_mask)
@@ -260,14 +262,14 @@ def test_coarse_score_is_cosine_of_text_and_text_conditioned_pooling(heads, text
 # ---- 3. temporal encoder, 4. video local enhancement ----------------------------------------
 
 @pytest.mark.parametrize("build, reference", [
-    # F' = F + Transformer(F + P), pre-norm layers
+    # F' = F + Z(Transformer(F + P)), post-norm layers
     (lambda: TemporalEncoder(dim=8, max_frames=5, layers=2, heads=2), ref_temporal),
-    # LSTM of [frame, mean], then weighted unit vectors
+    # LSTM of [frame, mean] as a residual on the frame, then weighted unit vectors
     (lambda: VideoLocalEnhancement(dim=8, heads=2), ref_video_enhancement),
 ], ids=["temporal_encoder", "video_enhancement"])
 def test_frame_modules_match_their_formulas_and_zero_padding(build, reference):
     torch.manual_seed(0)
-    module = build().eval()
+    module = wake(build().eval())
     mask = lengths_mask([5, 3, 1], 5)
     frames = with_garbage(torch.randn(3, 5, 8), mask)
     with torch.no_grad():
@@ -303,7 +305,7 @@ def test_full_score_is_reference_fine_plus_reference_coarse():
     torch.testing.assert_close(c.vid.local, c.local, **TIGHT)
     torch.testing.assert_close(c.text.tokens, c.words, **TIGHT)
     expected = (ref_coarse_conditioned(c.model.interaction, c.t, c.frames, c.mask)
-                + ref_fine(c.words, c.word_mask, c.local, c.mask))
+                + c.model.fine_gate * ref_fine(c.words, c.word_mask, c.local, c.mask))
     torch.testing.assert_close(c.model.score(c.text, c.vid), expected, **TIGHT)
 
 
@@ -363,7 +365,8 @@ def test_without_interaction_coarse_is_cosine_with_the_mean_pooled_frames():
     coarse = ref_coarse_mean(c.t, c.frames, c.mask)
     torch.testing.assert_close(c.model.coarse_score(c.text, c.vid), coarse, **TIGHT)
     torch.testing.assert_close(c.model.score(c.text, c.vid),
-                               coarse + ref_fine(c.words, c.word_mask, c.local, c.mask), **TIGHT)
+                               coarse + c.model.fine_gate * ref_fine(
+                                   c.words, c.word_mask, c.local, c.mask), **TIGHT)
 
 
 @torch.no_grad()
@@ -373,7 +376,7 @@ def test_without_video_enhancement_local_features_are_unit_temporal_features():
     local[c.mask] = c.frames[c.mask] / c.frames[c.mask].norm(dim=-1, keepdim=True)
     torch.testing.assert_close(c.vid.local, local, **TIGHT)
     expected = (ref_coarse_conditioned(c.model.interaction, c.t, c.frames, c.mask)
-                + ref_fine(c.words, c.word_mask, local, c.mask))
+                + c.model.fine_gate * ref_fine(c.words, c.word_mask, local, c.mask))
     torch.testing.assert_close(c.model.score(c.text, c.vid), expected, **TIGHT)
 
 
@@ -383,7 +386,7 @@ def test_without_text_enhancement_words_are_the_plain_text_encoder_tokens():
     words = c.model.backbone.encode_tokens(c.tokens).tokens
     assert torch.equal(c.text.tokens, words)  # keywords given, yet W_e = W
     expected = (ref_coarse_conditioned(c.model.interaction, c.t, c.frames, c.mask)
-                + ref_fine(words, c.word_mask, c.local, c.mask))
+                + c.model.fine_gate * ref_fine(words, c.word_mask, c.local, c.mask))
     torch.testing.assert_close(c.model.score(c.text, c.vid), expected, **TIGHT)
 
 
@@ -417,13 +420,13 @@ def unit(x):
 
 def baseline(name):
     torch.manual_seed(0)
-    return create_model(name, max_frames=4).eval()
+    return wake(create_model(name, max_frames=4).eval())
 
 
 @pytest.mark.parametrize("name", ["meanp", "seqtransf"])
 def test_baseline_score_is_cosine_of_caption_and_mean_of_valid_frame_features(name):
     """meanP: cos(t, mean of the valid CLIP frame features F); seqTransf: the same over
-    F' = F + Transformer(F + P). The padded frames hold garbage pixels."""
+    F' = F + Z(Transformer(F + P)). The padded frames hold garbage pixels."""
     model = baseline(name)
     assert (model.temporal is not None) == (name == "seqtransf")
     video, mask, tokens, kw, kw_mask = model_inputs(model)

@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from conftest import wake
 from PIL import Image
 
 from vtr_models.augment import random_shift
@@ -29,13 +30,6 @@ KEYWORDS = [["red circle", "move left"], ["blue square"], ["dog", "run"], []]
 def build(name: str = "lfemi", seed: int = 0, **overrides):
     torch.manual_seed(seed)
     return create_model(name, **overrides).eval()
-
-
-def open_gate(model):
-    """Give the keyword gate (zero at initialisation) a value, so text enhancement acts."""
-    with torch.no_grad():
-        model.text_enhance.gate.fill_(0.5)
-    return model
 
 
 def inputs(model, num_videos: int = 4, frames: int = 12, seed: int = 1):
@@ -89,7 +83,7 @@ def test_padded_frames_change_nothing(name):
 
 
 def test_padded_tokens_and_keywords_change_nothing():
-    model = open_gate(build("lfemi"))
+    model = wake(build("lfemi"))
     video, mask, tokens, kw, kw_mask = inputs(model)
     base = scores(model, video, mask, tokens, kw, kw_mask)
     assert int(tokens.argmax(-1).max()) < 16
@@ -107,7 +101,7 @@ def test_padded_tokens_and_keywords_change_nothing():
 
 
 def test_keyword_encoder_shares_the_text_encoder():
-    model = open_gate(build("lfemi"))
+    model = wake(build("lfemi"))
     tokenizer = model.tokenizer
     tokens = tokenizer.captions(["a video"])
     kw, kw_mask = tokenizer.keywords([["zebra"]], 5)
@@ -122,7 +116,7 @@ def test_keyword_encoder_shares_the_text_encoder():
 
 
 def test_gradients_reach_every_trainable_module():
-    model = open_gate(build("lfemi"))
+    model = wake(build("lfemi"))
     model.train()
     video, mask, tokens, kw, kw_mask = inputs(model)
     mask[:] = True
@@ -134,20 +128,66 @@ def test_gradients_reach_every_trainable_module():
     assert missing == []
 
 
-def test_score_is_fine_plus_coarse_and_chunk_invariant():
-    model = build("lfemi")
+def test_score_is_coarse_plus_gated_fine_and_chunk_invariant():
+    model = wake(build("lfemi"))
     video, mask, tokens, kw, kw_mask = inputs(model)
     with torch.no_grad():
         t, v = model.encode_text(tokens, kw, kw_mask), model.encode_video(video, mask)
         full = model.score(t, v)
-        assert torch.allclose(full, model.coarse_score(t, v) + model.fine_score(t, v), atol=1e-6)
+        expected = model.coarse_score(t, v) + model.fine_gate * model.fine_score(t, v)
+        assert torch.allclose(full, expected, atol=1e-6)
         for chunk in (1, 3):
             assert torch.allclose(model.score(t, v, chunk_size=chunk), full, atol=1e-6)
 
 
+ABLATIONS = [{}, {"temporal": False}, {"video_enhance": False}, {"text_enhance": False},
+             {"interaction": False}, {"fine_grained": False}]
+
+
+@pytest.mark.parametrize("overrides", ABLATIONS, ids=lambda o: ",".join(o) or "lfemi")
+def test_an_untrained_lfemi_scores_as_clip_mean_pooling(overrides):
+    """Every part of seed 002 enters through a residual or gate that adds nothing at
+    initialisation: the full score is meanp's cosine of the caption with the mean CLIP
+    frame feature, and the first-stage vector is that mean, to 1e-6."""
+    model = build("lfemi", **overrides)
+    meanp = build("meanp", seed=1)
+    meanp.backbone.load_state_dict(model.backbone.state_dict())
+    video, mask, tokens, kw, kw_mask = inputs(model)
+    expected = scores(meanp, video, mask, tokens, kw, kw_mask)
+    torch.testing.assert_close(scores(model, video, mask, tokens, kw, kw_mask), expected,
+                               atol=1e-6, rtol=0)
+    with torch.no_grad():
+        frames = model.backbone.encode_frames(video, mask)
+        clip_mean = torch.nn.functional.normalize(
+            frames.sum(1) / mask.sum(1, keepdim=True), dim=-1)
+        vector = model.video_embedding(model.encode_video(video, mask))
+    torch.testing.assert_close(vector, clip_mean, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("overrides", ABLATIONS, ids=lambda o: ",".join(o) or "lfemi")
+def test_every_new_parameter_learns_within_a_few_steps(overrides):
+    """The zero gates and maps open from the first step and let gradients through to what
+    lies behind them: by the fourth optimiser step every trainable parameter has had a
+    non-zero gradient (no branch stays dead)."""
+    torch.manual_seed(0)
+    model = create_model("lfemi", **overrides).train()
+    video, mask, tokens, kw, kw_mask = inputs(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ids = torch.arange(4)
+    learnt: set[str] = set()
+    for _ in range(4):
+        sim = model.score(model.encode_text(tokens, kw, kw_mask), model.encode_video(video, mask))
+        optimizer.zero_grad()
+        model.loss(sim, ids, ids).backward()
+        learnt |= {n for n, p in model.named_parameters() if p.grad is not None and p.grad.any()}
+        optimizer.step()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable - learnt == set()
+
+
 @pytest.mark.parametrize("part", ["video_enhance", "text_enhance", "interaction", "fine_grained"])
 def test_switching_a_part_off_changes_the_score(part):
-    full = open_gate(build("lfemi"))
+    full = wake(build("lfemi"))
     ablated = build("lfemi", **{part: False})
     ablated.load_state_dict(full.state_dict(), strict=False)  # shared parts, same weights
     video, mask, tokens, kw, kw_mask = inputs(full)
@@ -317,8 +357,9 @@ def attention_pooling_reference(layer, text, frames, frame_mask):
     k, v = layer.k(f).view(nv, t, h, dh), layer.v(f).view(nv, t, h, dh)
     logits = torch.einsum("ahd,bthd->abht", q, k) / math.sqrt(dh)
     attn = logits.masked_fill(~frame_mask[None, :, None, :], float("-inf")).softmax(dim=-1)
-    pooled = layer.out(torch.einsum("abht,bthd->abhd", attn, v).reshape(nt, nv, d))
-    return layer.norm_out(pooled + layer.proj(pooled))
+    values = torch.einsum("abht,bthd->abhd", attn, v).reshape(nt, nv, d)
+    mean = torch.stack([frames[b][frame_mask[b]].mean(0) for b in range(nv)])
+    return mean[None] + layer.out(values + layer.proj(values))
 
 
 @pytest.mark.parametrize("heads", [1, 2, 4])  # without gradients, 4 heads are not folded
@@ -326,7 +367,7 @@ def attention_pooling_reference(layer, text, frames, frame_mask):
 @pytest.mark.parametrize("grad", [True, False])  # without: a search's folded output maps
 def test_text_conditioned_pooling_equals_the_direct_form(heads, texts, grad):
     torch.manual_seed(heads + texts)
-    layer = TextConditionedPooling(64, heads).eval()
+    layer = wake(TextConditionedPooling(64, heads).eval())
     text, frames = torch.randn(texts, 64), torch.randn(7, 6, 64)
     mask = torch.ones(7, 6, dtype=torch.bool)
     mask[2, 3:] = False
@@ -338,11 +379,11 @@ def test_text_conditioned_pooling_equals_the_direct_form(heads, texts, grad):
 def test_folded_pooling_follows_the_weights():
     """A search's folded maps are rebuilt when training or a loaded state changes a weight."""
     torch.manual_seed(0)
-    layer = TextConditionedPooling(32, 2).eval()
+    layer = wake(TextConditionedPooling(32, 2).eval())
     text, frames, mask = torch.randn(1, 32), torch.randn(5, 4, 32), torch.ones(5, 4).bool()
-    optimizer = torch.optim.SGD(layer.parameters(), lr=0.5)
-    for change in (lambda: optimizer.step(),
-                   lambda: layer.load_state_dict(TextConditionedPooling(32, 2).state_dict())):
+    optimizer = torch.optim.SGD(layer.parameters(), lr=1e-3)
+    other = wake(TextConditionedPooling(32, 2)).state_dict()
+    for change in (lambda: optimizer.step(), lambda: layer.load_state_dict(other)):
         with torch.no_grad():
             before = layer(text, frames, mask)
         layer.train()
@@ -356,30 +397,33 @@ def test_folded_pooling_follows_the_weights():
         assert torch.allclose(after, expected, atol=1e-5)
 
 
-def test_keyword_gate_starts_closed_and_learns():
-    """S3 adds nothing at initialisation (W_e = W), yet the gate gets a gradient."""
+def test_keyword_gate_starts_closed():
+    """S3 adds nothing at initialisation (W_e = W); that its gate learns is
+    ``test_every_new_parameter_learns_within_a_few_steps``."""
     model = build("lfemi")
-    model.train()
     video, mask, tokens, kw, kw_mask = inputs(model)
     words = model.backbone.encode_tokens(tokens).tokens
     assert torch.equal(model.encode_text(tokens, kw, kw_mask).tokens, words)
-    sim = model.score(model.encode_text(tokens, kw, kw_mask), model.encode_video(video, mask))
-    model.loss(sim, torch.arange(4), torch.arange(4)).backward()
-    assert model.text_enhance.gate.grad.abs() > 0
 
 
 def test_enhanced_local_features_are_weighted_unit_vectors():
-    """V_e rows have the norm of their adaptive frame weight (< 1), padded rows zero, so the
-    fine-grained score stays a weighted cosine in [-1, 1]."""
+    """V_e rows have the norm of their adaptive frame weight (exactly 1 at initialisation,
+    in (0, 2) once trained), padded rows zero, so the fine-grained score is a weighted
+    cosine in [-2, 2]; at initialisation V_e is the unit F'."""
     model = build("lfemi")
     video, mask, tokens, kw, kw_mask = inputs(model)
     with torch.no_grad():
         features = model.encode_video(video, mask)
+        unit_frames = torch.nn.functional.normalize(features.frames, dim=-1)
+        assert torch.allclose(features.local[mask], unit_frames[mask], atol=1e-6)
+        wake(model)
+        features = model.encode_video(video, mask)
         norms = features.local.norm(dim=-1)
         fine = model.fine_score(model.encode_text(tokens, kw, kw_mask), features)
-    assert bool((norms[mask] > 0).all() and (norms[mask] < 1).all())
+    assert bool((norms[mask] > 0).all() and (norms[mask] < 2).all())
+    assert not torch.allclose(norms[mask], torch.ones_like(norms[mask]))
     assert bool((norms[~mask] == 0).all())
-    assert fine.abs().max() <= 1
+    assert fine.abs().max() <= 2
 
 
 def test_start_token_is_not_a_word():
@@ -396,8 +440,9 @@ def test_start_token_is_not_a_word():
 
 
 def test_reversing_a_clip_changes_the_temporal_encoder_output():
-    """Position embeddings at CLIP's scale make frame order visible from initialisation."""
-    model = build("seqtransf", max_frames=8)
+    """The temporal encoder sees frame order once its zero-initialised positions and output
+    map have values (at initialisation it adds nothing)."""
+    model = wake(build("seqtransf", max_frames=8))
     video, _, _, _, _ = inputs(model, frames=8)
     mask = torch.ones(4, 8, dtype=torch.bool)
     with torch.no_grad():
@@ -405,7 +450,7 @@ def test_reversing_a_clip_changes_the_temporal_encoder_output():
         forward = model.encode_video(video, mask).pooled
         backward = model.encode_video(video.flip(1), mask).pooled
     change = ((forward - backward).norm(dim=-1) / forward.norm(dim=-1)).mean()
-    assert change > 3e-4, change  # 1e-4 with CLIP4Clip's 0.01 initialisation
+    assert change > 1e-3, change
     assert torch.allclose(frames.mean(1), model.backbone.encode_frames(video.flip(1), mask).mean(1),
                           atol=1e-5)  # the backbone alone cannot see order
 

@@ -3,6 +3,7 @@ asked over real HTTP, answering what the Python API answers."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ import yaml
 from conftest import REPO, free_port
 
 from pipelines.index.search import VideoSearch
-from vtr_models.checkpoint import checkpoint_id
+from vtr_models.checkpoint import checkpoint_id, model_id
 
 pytestmark = pytest.mark.slow
 TEXTS = ["a red circle moves left", "a blue square moves up", "a green bar sweeps right",
@@ -40,14 +41,19 @@ def request(url: str, body: dict | bytes | None = None) -> tuple[int, dict]:
 
 
 @pytest.fixture(scope="module")
-def service(table, keyword_model, tmp_path_factory):
-    """``serve run cluster/serve-search.yaml``, with this table, checkpoint and a free port."""
+def service(table, zero_shot_table, keyword_model, tmp_path_factory):
+    """``serve run cluster/serve-search.yaml``, with this table, checkpoint and a free port;
+    beside it, under ``/zero-shot``, the same app over a table embedded zero-shot."""
     config = yaml.safe_load((REPO / "cluster" / "serve-search.yaml").read_text())
     port = free_port()
     config["http_options"] = {"host": "127.0.0.1", "port": port}
     config["applications"][0]["args"].update(
         db=table["db"], checkpoint=str(table["checkpoint"]), keyword_model=keyword_model,
         max_replicas=1, batch_wait_timeout_s=0.05)
+    zero_shot = copy.deepcopy(config["applications"][0])
+    zero_shot.update(name="zero-shot", route_prefix="/zero-shot")
+    zero_shot["args"].update(db=zero_shot_table["db"], checkpoint=zero_shot_table["spec"])
+    config["applications"].append(zero_shot)
     folder = tmp_path_factory.mktemp("serve")
     (folder / "serve.yaml").write_text(yaml.safe_dump(config))
     log = open(folder / "serve.log", "w")  # noqa: SIM115 - open for the process's life
@@ -111,6 +117,18 @@ def test_search_over_http_answers_what_the_api_answers(service, api, table):
     assert {splits[r["video_id"]] for r in body["results"]} == {"test"}
     expected = api.search(TEXTS[0], k=5, where="split = 'test'")
     assert [r["video_id"] for r in body["results"]] == list(expected["video_id"])
+
+
+def test_a_table_embedded_zero_shot_is_served_from_the_backbone_spec(service, zero_shot_table):
+    """No checkpoint: the app loads the untrained full model from the spec's weights file,
+    and each result's full score is its first-stage cosine (CLIP mean pooling)."""
+    status, info = request(service + "/zero-shot/")
+    assert status == 200 and info["rows"] == zero_shot_table["rows"]
+    assert info["model_id"] == model_id(zero_shot_table["spec"])
+    status, body = request(service + "/zero-shot/search", {"text": TEXTS[0], "k": 3})
+    assert status == 200 and len(body["results"]) == 3, body
+    for result in body["results"]:
+        assert result["score"] == pytest.approx(result["first_stage_score"], abs=1e-3)
 
 
 def test_concurrent_queries_are_searched_together_and_answered_alike(service, api):

@@ -148,19 +148,21 @@ def test_the_optimiser_follows_the_schedule():
 def test_disable_switches_lfemi_parts_off(tmp_path, disable):
     off = set(disable.split(","))
     model_cfg = job_model(config(tmp_path, model="lfemi", disable=disable))
-    assert model_cfg.name == "lfemi" and model_cfg.temporal
+    assert model_cfg.name == "lfemi"
     assert {p: getattr(model_cfg, p) for p in PARTS} == {p: p not in off for p in PARTS}
     model = create_model(model_cfg)
-    for part in ("video_enhance", "text_enhance", "interaction"):  # fine_grained: no module
+    for part in ("temporal", "interaction"):
         assert (getattr(model, part) is None) == (part in off), part
-    assert model.config.fine_grained == ("fine_grained" not in off)
+    for part in ("video_enhance", "text_enhance"):  # they feed the fine term alone
+        assert (getattr(model, part) is None) == bool({part, "fine_grained"} & off), part
+    assert (model.fine_gate is None) == ("fine_grained" in off)
 
 
 @pytest.mark.parametrize("name, temporal", [("meanp", False), ("seqtransf", True)])
 def test_baselines_have_every_part_off(tmp_path, name, temporal):
     model_cfg = job_model(config(tmp_path, model=name))
     assert model_cfg.name == name and model_cfg.temporal == temporal
-    assert not any(getattr(model_cfg, p) for p in PARTS)
+    assert not any(getattr(model_cfg, p) for p in PARTS if p != "temporal")
     model = create_model(model_cfg)
     assert (model.temporal is not None) == temporal
     assert model.video_enhance is None and model.text_enhance is None
@@ -194,8 +196,8 @@ def test_disable_is_refused_for_the_baselines(tmp_path, capsys, model):
 
 
 def test_an_unknown_part_is_refused(tmp_path):
-    with pytest.raises(ValueError, match=r"^--disable: unknown part\(s\) temporal, vision$"):
-        config(tmp_path, disable="vision,interaction,temporal")
+    with pytest.raises(ValueError, match=r"^--disable: unknown part\(s\) colour, vision$"):
+        config(tmp_path, disable="vision,interaction,colour")
 
 
 # an ingest output with no committed run

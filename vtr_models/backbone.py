@@ -27,8 +27,9 @@ CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(CONFIG_DIR)
 
 
-class BackboneLoadError(RuntimeError):
-    """Asked-for weights could not be loaded; the message says how to get them."""
+class BackboneLoadError(ValueError):
+    """Asked-for weights could not be loaded; the message says how to get them. A
+    ValueError: the jobs refuse it as bad input, in one line."""
 
 
 @dataclass(frozen=True)

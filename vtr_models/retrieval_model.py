@@ -7,9 +7,17 @@ The interface that training, embedding and querying build on:
   stored video never needs its frames again;
 - ``encode_text(tokens, keyword_tokens, keyword_mask) -> TextFeatures``;
 - ``score(text, video) -> [num_texts, num_videos]``: the full-model similarity
-  (coarse + fine), in chunks so that large score matrices fit in memory;
+  (coarse + g * fine), in chunks so that large score matrices fit in memory;
 - ``video_embedding`` / ``text_embedding``: the first-stage (vector index) pair;
   ``first_stage_score``: their cosines, the ranking the index gives.
+
+The full model starts as CLIP: every part seed 002 adds enters through a
+residual or gate that contributes nothing at initialisation (the temporal
+encoder's and the pooling's zero output maps, the keyword gate, and ``g``, the
+fine term's weight, which starts at zero). An untrained ``lfemi`` therefore
+scores exactly as ``meanp`` (the cosine of the caption with the mean frame
+feature), so it searches an archive zero-shot with a pretrained backbone, and
+training opens each part as far as it helps.
 """
 
 from __future__ import annotations
@@ -85,16 +93,21 @@ class RetrievalModel(nn.Module):
                             config.dropout)
             if config.temporal else None
         )
+        # the enhancements feed the fine term alone: without it they would be dead weights
         self.video_enhance = (
-            VideoLocalEnhancement(dim, config.heads) if config.video_enhance else None
+            VideoLocalEnhancement(dim, config.heads)
+            if config.video_enhance and config.fine_grained else None
         )
         self.text_enhance = (
-            TextLocalEnhancement(dim, config.heads, config.dropout) if config.text_enhance else None
+            TextLocalEnhancement(dim, config.heads, config.dropout)
+            if config.text_enhance and config.fine_grained else None
         )
         self.interaction = (
             TextConditionedPooling(dim, config.interaction_heads, config.dropout)
             if config.interaction else None
         )
+        # g: the fine term's weight in the score, zero at initialisation (see the docstring)
+        self.fine_gate = nn.Parameter(torch.zeros(())) if config.fine_grained else None
         self.loss = ContrastiveLoss()
 
     def encode_video(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> VideoFeatures:
@@ -171,7 +184,8 @@ class RetrievalModel(nn.Module):
     def score(
         self, text: TextFeatures, video: VideoFeatures, chunk_size: int = 128
     ) -> torch.Tensor:
-        """Full-model similarity ``[num_texts, num_videos]``: coarse + fine, block by block.
+        """Full-model similarity ``[num_texts, num_videos]``: coarse + g * fine, block by
+        block.
 
         Text-conditioned pooling and token-wise matching need a ``[texts, videos, ...]``
         tensor per block; chunking bounds it to ``chunk_size**2`` pairs.
@@ -183,8 +197,8 @@ class RetrievalModel(nn.Module):
             for j in range(0, len(video), chunk_size):
                 v = video[j : j + chunk_size]
                 block = self.coarse_score(t, v)
-                if self.config.fine_grained:
-                    block = block + self.fine_score(t, v)
+                if self.fine_gate is not None:
+                    block = block + self.fine_gate * self.fine_score(t, v)
                 cols.append(block)
             rows.append(torch.cat(cols, dim=1))
         return torch.cat(rows, dim=0)

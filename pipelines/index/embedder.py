@@ -22,7 +22,7 @@ from pipelines.core.in_driver import map_batches_here
 from pipelines.index.rerank_features import DEFAULT_LAYOUT, FeatureLayout
 from pipelines.index.table import METADATA_COLUMNS, feature_columns
 from pipelines.ingestion.output import IngestSnapshot
-from vtr_models import checkpoint_id, load_checkpoint
+from vtr_models import open_model
 
 
 class VideoEmbedder:
@@ -33,8 +33,7 @@ class VideoEmbedder:
         if threads:
             torch.set_num_threads(threads)
         self.device = torch.device(device)
-        self.model = load_checkpoint(checkpoint, device=str(self.device)).to(self.device)
-        self.model_id = checkpoint_id(checkpoint)
+        self.model, self.model_id = open_model(checkpoint, device=str(self.device))
         self.layout = layout  # of the rerank features
 
     def __call__(self, batch: pa.Table) -> pa.Table:

@@ -33,12 +33,7 @@ from pipelines.index.table import (
     vector_index_type,
     video_features,
 )
-from vtr_models import (
-    TextFeatures,
-    checkpoint_id,
-    load_checkpoint,
-    trim_padding,
-)
+from vtr_models import TextFeatures, open_model, trim_padding
 
 RESULT_COLUMNS = ["rank", "video_id", "uri", "score", "first_stage_score"]
 NPROBES = 20  # IVF partitions searched per query
@@ -139,8 +134,7 @@ class VideoSearch:
         db = lancedb.connect(db_uri, storage_options=storage_options,
                              read_consistency_interval=interval)
         self.table = db.open_table(table)  # before the models: a wrong --db fails fast
-        self.model = load_checkpoint(checkpoint)
-        self.model_id = checkpoint_id(checkpoint)
+        self.model, self.model_id = open_model(checkpoint)
         self.nprobes = nprobes
         self.refine_factor = refine_factor  # None: the table's index's
         self.ef = ef  # None: EF_PER_CANDIDATE x the candidates

@@ -1,7 +1,7 @@
 """A synthetic text-video benchmark that only temporal order can solve.
 
     python -m pipelines.sources.synthetic --output data/synth \
-        --train-groups 134 --val-groups 33 --test-groups 33
+        --train-groups 134 --val-groups 33 --test-groups 33 [--tier easy]
 
 Each clip shows two coloured shapes on black; first one moves, then the other.
 Its captions say, in order, what happens, in several paraphrases ("a red
@@ -20,7 +20,15 @@ job's default 1 fps, so frames sampled at any phase are the same set of
 pictures in all three clips. A model that ignores frame order (``meanp``)
 therefore sees the same input for the three and is at chance (one in three)
 inside a group; with smooth motion, the sampling phase would leak direction.
-Groups are wholly in ``train``, ``val`` or ``test``. Writes
+Groups are wholly in ``train``, ``val`` or ``test``.
+
+Two tiers. ``hard`` (the default, the benchmark's first tier): both shapes are
+on screen throughout, and every motion starts at a random place. ``easy``: one
+shape on screen at a time (the one that moves), and every motion runs along
+one fixed path through the centre of the frame for its direction, so a motion
+and its reversal cover the same positions; the order of events is still all
+that tells a group's clips apart, but each frame shows one event's shape
+alone, at a place that depends on the direction only. Writes
 ``OUTPUT/clips/*.mp4`` and ``OUTPUT/manifest.csv`` in the ingest format, one
 row per caption.
 """
@@ -111,9 +119,14 @@ def draw(img: np.ndarray, shape: str, color: tuple[int, int, int], centre, radiu
     img[inside] = color
 
 
-def render(first: Motion, second: Motion, size: int, steps: int) -> list[np.ndarray]:
+TIERS = ("hard", "easy")
+
+
+def render(first: Motion, second: Motion, size: int, steps: int,
+           show_still: bool = True) -> list[np.ndarray]:
     """The pictures of ``first`` moving (``second`` still at its start), then ``second``
-    moving (``first`` still at its end): ``steps`` positions per motion."""
+    moving (``first`` still at its end): ``steps`` positions per motion. Without
+    ``show_still`` only the moving shape is drawn (the easy tier)."""
     radius = size * 0.09
     frames = []
     for moving, still in ((first, second), (second, first)):
@@ -122,7 +135,8 @@ def render(first: Motion, second: Motion, size: int, steps: int) -> list[np.ndar
             t = i / (steps - 1)
             at = tuple(a + (b - a) * t for a, b in zip(moving.start, moving.end, strict=True))
             img = np.zeros((size, size, 3), np.uint8)
-            draw(img, still.shape, COLORS[still.color], still_at, radius)
+            if show_still:
+                draw(img, still.shape, COLORS[still.color], still_at, radius)
             draw(img, moving.shape, COLORS[moving.color], at, radius)
             frames.append(img)
     return frames
@@ -139,14 +153,27 @@ def random_motion(rng: np.random.Generator, color: str, shape: str, size: int) -
     return Motion(color, shape, direction, start, distance)
 
 
+def centred_motion(rng: np.random.Generator, color: str, shape: str, size: int) -> Motion:
+    """A motion along its direction's one path: through the centre, ``0.45 size`` long.
+    The path of a direction is the reversed path of its opposite."""
+    direction = str(rng.choice(list(DIRECTIONS)))
+    distance = size * 0.45
+    dx, dy = DIRECTIONS[direction]
+    start = (size / 2 - dx * distance / 2, size / 2 - dy * distance / 2)
+    return Motion(color, shape, direction, start, distance)
+
+
 def group_clips(rng: np.random.Generator, size: int, steps: int,
-                captions_per_clip: int = CAPTIONS_PER_CLIP):
+                captions_per_clip: int = CAPTIONS_PER_CLIP, tier: str = "hard"):
     """The three (captions, pictures) variants of one group: reorderings of one picture set."""
+    if tier not in TIERS:
+        raise ValueError(f"unknown tier {tier!r}; choose one of {', '.join(TIERS)}")
+    motion = centred_motion if tier == "easy" else random_motion
     (c1, c2) = rng.choice(list(COLORS), size=2, replace=False)
     s1, s2 = rng.choice(SHAPES), rng.choice(SHAPES)
-    a = random_motion(rng, str(c1), str(s1), size)
-    b = random_motion(rng, str(c2), str(s2), size)
-    forward = render(a, b, size, steps)
+    a = motion(rng, str(c1), str(s1), size)
+    b = motion(rng, str(c2), str(s2), size)
+    forward = render(a, b, size, steps, show_still=tier == "hard")
     return [
         (captions(a, b, rng, captions_per_clip), forward),
         (captions(b, a, rng, captions_per_clip), forward[steps:] + forward[:steps]),
@@ -156,18 +183,19 @@ def group_clips(rng: np.random.Generator, size: int, steps: int,
 
 def generate(output: Path, train_groups: int, test_groups: int, val_groups: int = 0,
              seed: int = 0, size: int = 96, fps: int = 4, seconds_per_motion: int = 4,
-             captions_per_clip: int = CAPTIONS_PER_CLIP) -> Path:
+             captions_per_clip: int = CAPTIONS_PER_CLIP, tier: str = "hard") -> Path:
     """Write the clips and ``manifest.csv``; returns the manifest path.
 
     A motion takes ``seconds_per_motion`` positions, each shown for one second
     (``fps`` identical frames); every clip gets ``captions_per_clip`` paraphrases.
+    ``tier`` is ``hard`` or ``easy`` (the module's docstring says how they differ).
     """
     rng = np.random.default_rng(seed)
     splits = ["train"] * train_groups + ["val"] * val_groups + ["test"] * test_groups
     rows = []
     for g, split in enumerate(splits):
         for v, (texts, pictures) in enumerate(
-                group_clips(rng, size, seconds_per_motion, captions_per_clip)):
+                group_clips(rng, size, seconds_per_motion, captions_per_clip, tier)):
             video_id = f"g{g:04d}_v{v}"
             frames = [picture for picture in pictures for _ in range(fps)]
             path = write_video(output / "clips" / f"{video_id}.mp4", frames, fps)
@@ -192,10 +220,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="different paraphrases of each clip")
     parser.add_argument("--seconds-per-motion", type=int, default=4,
                         help="positions of each motion, one second each")
+    parser.add_argument("--tier", default="hard", choices=TIERS,
+                        help="hard: both shapes on screen, motions start anywhere; easy: only "
+                        "the moving shape on screen, one centred path per direction")
     args = parser.parse_args(argv)
     manifest = generate(Path(args.output), args.train_groups, args.test_groups, args.val_groups,
                         args.seed, args.size, args.fps, args.seconds_per_motion,
-                        args.captions_per_clip)
+                        args.captions_per_clip, args.tier)
     print(f"wrote {manifest}")
     return 0
 

@@ -134,11 +134,21 @@ def cosine_with_warmup(total_steps: int, warmup_steps: int):
     return factor
 
 
-def _save(model: RetrievalModel, optimizer, scheduler, history: dict, folder: Path) -> None:
-    save_checkpoint(model, folder / MODEL_DIR)
+def _save(model: RetrievalModel, optimizer, scheduler, history: dict, folder: Path,
+          settings: LoopSettings) -> None:
+    save_checkpoint(model, folder / MODEL_DIR, training_record(settings))
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
                folder / STATE_FILE)
     (folder / HISTORY_FILE).write_text(json.dumps(history))
+
+
+def training_record(settings: LoopSettings) -> dict:
+    """What a checkpoint records of its training (``training.json``): the settings its
+    users act on (embed warns when the first stage was not trained) and the recipe."""
+    return {"first_stage_loss": settings.first_stage_loss, "epochs": settings.epochs,
+            "batch_size": settings.batch_size, "lr": settings.lr, "lr_clip": settings.lr_clip,
+            "weight_decay": settings.weight_decay, "seed": settings.seed,
+            "data": settings.data, "data_version": settings.data_version}
 
 
 def _restore(model: RetrievalModel, optimizer, scheduler, folder: Path) -> dict:
@@ -283,6 +293,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             report_checkpoint = None
             if metrics["checkpointed"]:
-                _save(model, optimizer, scheduler, history, Path(tmp))
+                _save(model, optimizer, scheduler, history, Path(tmp), settings)
                 report_checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=report_checkpoint)
