@@ -2,7 +2,8 @@
 
     python benchmarks/within_group.py --data synth-ingest --checkpoint ckpt/final [--split test]
 
-Prints JSON, for the full score and for its coarse and fine parts: R@1
+Prints JSON, for the full score and for its coarse and fine parts (and the fine
+term's learned weight, ``fine_gate``): R@1
 (text-to-video), how often the top-1 clip is in the caption's group, and how
 often the caption's own clip is the best of its group's three (chance: 1/3;
 a mean-pooling model cannot beat it). Ties count against the caption. Clip
@@ -55,8 +56,11 @@ def main() -> None:
         parts = {"full": model.score(text, video), "coarse": model.coarse_score(text, video)}
         if model.config.fine_grained:
             parts["fine"] = model.fine_score(text, video)
-    print(json.dumps({name: breakdown(s, inputs.text_video_ids, inputs.video_ids)
-                      for name, s in parts.items()}, indent=2))
+    result = {name: breakdown(s, inputs.text_video_ids, inputs.video_ids)
+              for name, s in parts.items()}
+    if model.fine_gate is not None:  # how far training opened the fine term (0 at start)
+        result["fine_gate"] = float(model.fine_gate)
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

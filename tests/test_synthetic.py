@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from pipelines.ingestion.video_decode import SamplingOptions, decode_video
@@ -67,3 +68,38 @@ def test_captions_are_paraphrases_in_order():
     assert len(used) >= len(joiners) - 1
     verbs = {c.split()[3] for c in captions if c.startswith(("a ", "an ", "the "))}
     assert len(verbs) >= 4
+
+
+def test_the_easy_tier_shows_one_shape_at_a_time_on_its_directions_path():
+    """Easy tier: every picture holds one shape (the moving one), each motion runs along
+    its direction's one path through the centre (a reversal covers the same positions),
+    and a group's clips are still reorderings of one picture set."""
+    rng = np.random.default_rng(0)
+    size, steps = 32, 4
+    for _ in range(5):
+        clips = group_clips(rng, size=size, steps=steps, tier="easy")
+        (_, first), *others = clips
+        for picture in first:
+            colours = {tuple(p) for p in picture.reshape(-1, 3) if p.any()}
+            assert len(colours) == 1  # one shape, in one colour
+        for half in (first[:steps], first[steps:]):
+            boxes = [np.argwhere(p.any(-1)) for p in half]  # the shape's pixels, (y, x)
+            ys, xs = zip(*((b.min(0) + b.max(0)) / 2 for b in boxes), strict=True)
+            centre = size / 2
+            # the path passes through the centre, along one axis, symmetric about it
+            assert np.ptp(xs) < 1 or np.ptp(ys) < 1
+            assert abs(np.mean(xs) - centre) < 1 and abs(np.mean(ys) - centre) < 1
+        key = sorted(picture.tobytes() for picture in first)
+        for _, pictures in others:
+            assert sorted(picture.tobytes() for picture in pictures) == key
+    with pytest.raises(ValueError, match="unknown tier"):
+        group_clips(rng, size=size, steps=steps, tier="medium")
+
+
+def test_the_easy_tier_hides_order_from_the_sampled_frames_too(tmp_path):
+    """What ingest samples at 1 fps from an easy group's three clips is one set of
+    frames: mean pooling is at chance inside a group on this tier as well."""
+    manifest = pd.read_csv(generate(tmp_path, train_groups=1, test_groups=0, seed=4, size=64,
+                                    tier="easy"))
+    clips = manifest.drop_duplicates("video_id")["uri"].tolist()
+    assert unmatched(clips, SamplingOptions(fps=1.0, max_frames=16, frame_size=64)) < 0.5

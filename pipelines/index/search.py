@@ -142,7 +142,7 @@ class VideoSearch:
         self._version = self._read(self.table.to_lance())
         self._checked_at = time.monotonic()
         self.keywords = None
-        if self.model.config.text_enhance:
+        if self.model.text_enhance is not None:  # keywords matter to it alone
             options = KeywordOptions.from_dict(keyword_options_of(self.table.schema))
             model = query_keyword_model(options.model, keyword_model)
             self.keywords = KeywordExtractor(dataclasses.replace(options, model=model))
