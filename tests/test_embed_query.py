@@ -29,7 +29,7 @@ from pipelines.index.table import (
 from pipelines.ingestion.output import open_ingest
 from pipelines.query import main as query_main
 from pipelines.training.evaluation import encode_split, load_split
-from vtr_models.checkpoint import checkpoint_id
+from vtr_models.checkpoint import checkpoint_id, load_checkpoint
 
 
 def test_table_holds_one_row_per_video_of_the_latest_model(table, keyword_model):
@@ -242,8 +242,22 @@ def test_query_cli_and_evaluate_via_index(table, keyword_model, tmp_path):
                               *extra]) == 0
         metrics[mode] = json.loads(out.read_text())
     assert metrics["index"]["num_videos"] == metrics["exhaustive"]["num_videos"] == 6
+    # Every video is a candidate, so the two stages score every pair as the full model does,
+    # from features stored in float16: a caption's rank may move only where its video's
+    # exhaustive score lies within that rounding of another video's (clips of a group
+    # differ in frame order alone, and this untrained model scores them close).
+    model = load_checkpoint(table["checkpoint"])
+    inputs = load_split(model, str(table["data"]), "test")
+    with torch.no_grad():
+        scores = model.score(*encode_split(model, inputs))
+    own = scores[torch.arange(len(scores)), [inputs.video_ids.index(v)
+                                             for v in inputs.text_video_ids]]
+    # (float16 moved this model's scores by 1.2e-5 at most; 1e-4 is ample)
+    close = ((scores - own[:, None]).abs() < 1e-4).sum(dim=1) > 1  # own video counted once
+    movable = 100 * close.float().mean().item()
     for k in ("R@1", "R@5", "R@10"):
-        assert abs(metrics["index"]["t2v"][k] - metrics["exhaustive"]["t2v"][k]) < 1e-6, k
+        moved = abs(metrics["index"]["t2v"][k] - metrics["exhaustive"]["t2v"][k])
+        assert moved <= movable + 1e-6, (k, moved, movable)
 
 
 def test_query_cli_errors_are_one_line_and_create_nothing(table, keyword_model, tmp_path,
