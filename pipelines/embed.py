@@ -50,7 +50,7 @@ from pipelines.index.table import (
 )
 from pipelines.ingestion import schemas
 from pipelines.ingestion.output import open_ingest, video_splits
-from vtr_models import is_checkpoint, open_model, training_settings
+from vtr_models import open_model, training_settings
 
 log = logging.getLogger("embed")
 
@@ -177,7 +177,7 @@ def warn_untrained_first_stage(source: str) -> None:
     then searches with vectors training never shaped, and a rerank over few candidates
     may never see the right video (trained without it, a model's first stage once ranked
     the right clip at median 72 of 99 test clips)."""
-    training = training_settings(source) if is_checkpoint(source) else None
+    training = training_settings(source)  # None for a backbone spec
     if training is not None and not training.get("first_stage_loss"):
         log.warning("%s was trained without a first-stage loss (--first-stage-loss 0): the "
                     "vector index ranks with vectors that training did not shape, so a search "

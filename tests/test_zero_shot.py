@@ -20,30 +20,25 @@ from pipelines.ingestion.output import open_ingest
 from vtr_models import BackboneLoadError, create_model, model_id, open_model, save_checkpoint
 
 
-@pytest.fixture(scope="module")
-def spec(clip_spec) -> str:
-    return clip_spec
-
-
-def test_a_spec_opens_the_untrained_full_model_on_its_weights(spec, tmp_path):
-    model, first_id = open_model(spec)
-    assert model.config.name == "lfemi" and model.config.backbone == spec
+def test_a_spec_opens_the_untrained_full_model_on_its_weights(clip_spec, tmp_path):
+    model, first_id = open_model(clip_spec)
+    assert model.config.name == "lfemi" and model.config.backbone == clip_spec
     assert not model.training
-    weights = torch.load(spec.split(":", 1)[1], weights_only=True)
+    weights = torch.load(clip_spec.split(":", 1)[1], weights_only=True)
     for name, tensor in model.backbone.clip.state_dict().items():
         assert torch.equal(tensor, weights[name]), name  # the file's weights, not random
     # the random draws beyond the backbone add nothing at initialisation: same id
     torch.manual_seed(123)
-    assert open_model(spec)[1] == first_id == model_id(spec)
+    assert open_model(clip_spec)[1] == first_id == model_id(clip_spec)
     other = save_clip_weights(tmp_path / "other.pt", seed=6)
     assert model_id(other) != first_id
 
 
-def test_a_spec_ranks_as_clip_mean_pooling(spec):
+def test_a_spec_ranks_as_clip_mean_pooling(clip_spec):
     """The zero-shot model's full score is the cosine of the caption with the mean CLIP
     frame feature, the ranking clip-retrieval gives, and its first-stage score the same."""
-    model, _ = open_model(spec)
-    meanp = create_model("meanp", backbone=spec).eval()
+    model, _ = open_model(clip_spec)
+    meanp = create_model("meanp", backbone=clip_spec).eval()
     frames = torch.randn(3, 8, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     mask = torch.ones(3, 8, dtype=torch.bool)
     mask[1, 4:] = False
@@ -82,7 +77,7 @@ def test_embed_warns_when_the_first_stage_was_not_trained(tmp_path, caplog):
 
 
 def test_search_an_archive_zero_shot_then_with_a_trained_checkpoint(
-        synthetic_data, spec, keyword_model, tmp_path):
+        synthetic_data, clip_spec, keyword_model, tmp_path):
     """embed, query, VideoSearch and evaluate take the spec; the table records the
     zero-shot model, every result's full score equals its first-stage cosine (the
     untrained full model is CLIP mean pooling), and a checkpoint later rebuilds the
@@ -90,14 +85,14 @@ def test_search_an_archive_zero_shot_then_with_a_trained_checkpoint(
     db = str(tmp_path / "db")
     embed = ["pipelines/embed.py", "--data", str(synthetic_data), "--db", db,
              "--table", "videos", "--batch-size", "4"]
-    result = run([*embed, "--checkpoint", spec])
+    result = run([*embed, "--checkpoint", clip_spec])
     assert result.returncode == 0, result.stderr[-3000:]
     rows = lancedb.connect(db).open_table("videos").to_arrow()
     ingest = open_ingest(str(synthetic_data)).dataset("videos").count_rows()
     assert rows.num_rows == ingest and set(rows.column("model_id").to_pylist()) == {
-        model_id(spec)}
+        model_id(clip_spec)}
 
-    result = run(["pipelines/query.py", "--db", db, "--table", "videos", "--checkpoint", spec,
+    result = run(["pipelines/query.py", "--db", db, "--table", "videos", "--checkpoint", clip_spec,
                   "--text", "a red circle moves left", "--k", "5", "--candidates", "10",
                   "--json", "--keyword-model", keyword_model])
     assert result.returncode == 0, result.stderr[-3000:]
@@ -105,12 +100,12 @@ def test_search_an_archive_zero_shot_then_with_a_trained_checkpoint(
     assert len(records) == 5
     for record in records:
         assert abs(record["score"] - record["first_stage_score"]) < 1e-3  # float16 features
-    search = VideoSearch(db, "videos", spec, keyword_model=keyword_model)
+    search = VideoSearch(db, "videos", clip_spec, keyword_model=keyword_model)
     answer = search.search("a red circle moves left", k=5, candidates=10)
     assert answer["video_id"].tolist() == [r["video_id"] for r in records]
 
     metrics = tmp_path / "zero_shot.json"
-    result = run(["pipelines/evaluate.py", "--data", str(synthetic_data), "--checkpoint", spec,
+    result = run(["pipelines/evaluate.py", "--data", str(synthetic_data), "--checkpoint", clip_spec,
                   "--split", "test", "--json", str(metrics)])
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(metrics.read_text())["num_videos"] == 6

@@ -24,7 +24,6 @@ _EXPORTS = {
     "load_checkpoint": "vtr_models.checkpoint",
     "checkpoint_id": "vtr_models.checkpoint",
     "open_model": "vtr_models.checkpoint",
-    "is_checkpoint": "vtr_models.checkpoint",
     "model_id": "vtr_models.checkpoint",
     "training_settings": "vtr_models.checkpoint",
     "RetrievalModel": "vtr_models.retrieval_model",
