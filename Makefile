@@ -23,7 +23,7 @@ test: lint
 
 demo: $(STAMP)
 	rm -rf demo_output
-	$(BIN)/python -m pipelines.demo --output demo_output
+	$(BIN)/vtr demo --output demo_output
 
 clean:
 	rm -rf $(VENV) demo_output

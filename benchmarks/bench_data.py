@@ -17,7 +17,7 @@ def make_data(folder: Path, groups: int) -> str:
     manifest = generate(folder / "synthetic", train_groups=groups, test_groups=0, val_groups=4)
     output = folder / "ingest"
     subprocess.run(
-        [sys.executable, "pipelines/ingest.py", "--manifest", str(manifest), "--output",
+        [sys.executable, "pipelines/ingest.py", "--manifest", str(manifest), "--data",
          str(output), "--frame-size", "64", "--keyword-model", str(bundled_minilm())],
         cwd=REPO, check=True, capture_output=True,
     )

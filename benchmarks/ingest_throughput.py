@@ -80,7 +80,7 @@ def _tree_rss(proc: psutil.Process) -> int:
 def run_job(videos: Path, output: Path) -> dict:
     """Run the ingest job as a fresh process; its frames/s and peak tree RSS."""
     cmd = [sys.executable, str(REPO / "pipelines" / "ingest.py"), "--videos", str(videos),
-           "--output", str(output), "--overwrite"]
+           "--data", str(output), "--overwrite"]
     env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
     env.pop("RAY_ADDRESS", None)
     start = time.perf_counter()

@@ -49,7 +49,7 @@ def refresh(archive: Path, work: Path, name: str, checkpoint: Path, extra: list[
     """One refresh job in its own process: wall time and the counts its summaries print."""
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "pipelines/refresh.py", "--videos", str(archive), "--output",
+        [sys.executable, "pipelines/refresh.py", "--videos", str(archive), "--data",
          str(work / f"{name}-ingest"), "--db", str(work / f"{name}-db"), "--checkpoint",
          str(checkpoint), "--frame-size", "64", "--batch-size", "32", *extra],
         cwd=REPO, capture_output=True, text=True)

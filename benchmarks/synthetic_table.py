@@ -71,7 +71,7 @@ def prepare(workdir: Path, train_groups: int, tier: str) -> Path:
     if not (data / "_ingest_log").exists():
         manifest = generate(workdir / "synthetic", train_groups=train_groups, val_groups=33,
                             test_groups=33, tier=tier)
-        script(["pipelines/ingest.py", "--manifest", str(manifest), "--output", str(data),
+        script(["pipelines/ingest.py", "--manifest", str(manifest), "--data", str(data),
                 "--frame-size", "64", "--keyword-model", str(bundled_minilm()), "--overwrite"])
     return data
 
@@ -84,7 +84,7 @@ def run_seed(name: str, seed: int, data: Path, workdir: Path, args, cpus: float)
     if result_file.exists():
         return json.loads(result_file.read_text())
     if not (output / "final").exists():  # a trained run is only evaluated
-        script(["pipelines/train.py", "--data", str(data), "--output", str(output),
+        script(["pipelines/train.py", "--data", str(data), "--checkpoint", str(output),
                 "--backbone", args.backbone, *RUNS[name], "--epochs", str(args.epochs),
                 "--seed", str(seed),
                 "--cpus-per-worker", str(cpus), *shlex.split(args.train_flags)])

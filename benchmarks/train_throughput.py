@@ -78,10 +78,10 @@ def ray_job(args, data: str, output: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "pipelines/train.py", "--data", data, "--output", str(output),
+        [sys.executable, "pipelines/train.py", "--data", data, "--checkpoint", str(output),
          "--model", args.model, "--backbone", args.backbone, "--max-frames",
          str(args.max_frames), "--epochs", str(args.epochs), "--batch-size",
-         str(args.batch_size), "--lr", str(args.lr), "--num-workers", "1",
+         str(args.batch_size), "--lr", str(args.lr), "--workers", "1",
          "--cpus-per-worker", str(os.cpu_count()), "--cache-data", "always",
          "--checkpoint-every", str(args.checkpoint_every),
          "--ray-address", "local"],

@@ -1,4 +1,4 @@
-"""End-to-end demo on an embedded default: a local Ray, real and generated videos, local files.
+r"""End-to-end demo on an embedded default: a local Ray, real and generated videos, local files.
 
     python -m pipelines.demo --output demo_output      (what `make demo` runs)
 
@@ -41,7 +41,7 @@ def ingest_samples(root: Path, keyword_model: str) -> tuple[Path, Path] | None:
     """Ingest the real sample videos and print what was written; (manifest, output)."""
     manifest = samples.write_sample_manifest(root / "manifest.csv")
     output = root / "ingest"
-    if ingest.main(["--manifest", str(manifest), "--output", str(output), "--overwrite",
+    if ingest.main(["--manifest", str(manifest), "--data", str(output), "--overwrite",
                     "--keyword-model", keyword_model]) != 0:
         return None
     snapshot = open_ingest(str(output))
@@ -58,7 +58,7 @@ def train_and_test(data: Path, root: Path, model: str) -> tuple[Path, float] | N
     ckpt = root / f"checkpoint-{model}"
     shutil.rmtree(ckpt, ignore_errors=True)  # the demo starts over, as ingest's --overwrite
     print(f"\ntraining {model} on {BACKBONE} from random init ({EPOCHS} epochs):")
-    if train.main(["--data", str(data), "--output", str(ckpt), "--model", model,
+    if train.main(["--data", str(data), "--checkpoint", str(ckpt), "--model", model,
                    "--backbone", BACKBONE, "--epochs", str(EPOCHS),
                    "--cpus-per-worker", str(os.cpu_count() or 1)]) != 0:
         return None
@@ -74,7 +74,7 @@ def search_shapes(root: Path, keyword_model: str) -> Path | None:
     manifest = synthetic.generate(root / "shapes", train_groups=TRAIN_GROUPS,
                                   val_groups=VAL_GROUPS, test_groups=TEST_GROUPS, tier="easy")
     data = root / "shapes-ingest"
-    if ingest.main(["--manifest", str(manifest), "--output", str(data), "--overwrite",
+    if ingest.main(["--manifest", str(manifest), "--data", str(data), "--overwrite",
                     "--frame-size", "64", "--keyword-model", keyword_model]) != 0:
         return None
     trained = {model: train_and_test(data, root, model) for model in ("lfemi", "meanp")}
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                    "--table", "videos", "--overwrite"]) != 0:
         return 1
     print("\nrefresh with nothing changed (what a nightly run does when the archive is still):")
-    return refresh.main(["--manifest", str(manifest), "--output", str(ingest_out),
+    return refresh.main(["--manifest", str(manifest), "--data", str(ingest_out),
                          "--checkpoint", str(checkpoint), "--db", str(db),
                          "--keyword-model", keyword_model])
 

@@ -1,6 +1,6 @@
-"""Embed job: ingest output -> one LanceDB row per video (search vector + rerank features).
+r"""Embed job: ingest output -> one LanceDB row per video (search vector + rerank features).
 
-    python pipelines/embed.py --data ingest_out/ --checkpoint ckpt/final \\
+    vtr embed --data ingest_out/ --checkpoint ckpt/final \
         --db s3://bucket/lancedb --table videos [--update | --overwrite]
 
 Ray Data reads the ingest output's newest committed run and runs the model's
@@ -70,16 +70,20 @@ class EmbedConfig:
         "embed only the videos captioned in this split (e.g. test, to evaluate through "
         "the index); default: every video"))
     batch_size: int = field(default=32, metadata=flag("videos per forward pass"))
-    concurrency: int | None = field(default=None, metadata=flag(
+    workers: int | None = field(default=None, metadata=flag(
         "most embedding actors (default: no cap; the pool starts with as many as the "
         "cluster's GPUs or CPUs hold at the sizes below, and grows onto nodes that join "
-        "while videos wait)"))
-    num_gpus_per_worker: float = field(default=0.0, metadata=flag(
-        "GPUs per embedding actor (0: run on CPU)"))
+        "while videos wait)", aliases=("--concurrency",)))
+    device: str = field(default="cpu", metadata=flag(
+        "where the embedding actors run: cpu, or cuda (each reserves --gpus-per-worker)",
+        choices=("cpu", "cuda")))
+    gpus_per_worker: float = field(default=0.0, metadata=flag(
+        "GPUs per embedding actor, a fraction to share one (default: 1 with --device cuda; "
+        "more than 0 implies --device cuda)", aliases=("--num-gpus-per-worker",)))
     cpus_per_worker: float | None = field(default=None, metadata=flag(
         "CPUs each embedding actor reserves (default: on CPU, all but one CPU of the "
         "smallest node, since Ray Data's file listing and Parquet reads need one CPU free "
-        "or the job stalls; 1 with --num-gpus-per-worker)"))
+        "or the job stalls; 1 with --gpus-per-worker)"))
     threads_per_worker: int | None = field(default=None, metadata=flag(
         "PyTorch threads per embedding actor (default: every CPU of the node with the "
         "default reservation, since the reads are brief and one many-threaded actor uses "
@@ -91,9 +95,9 @@ class EmbedConfig:
         "build the vector index once the table holds this many rows (below, exact search "
         "is fast enough)"))
     index_type: str | None = field(default=None, metadata=flag(
-        "vector index type (default: the table's own, IVF_PQ for a first index, the fastest "
-        "to build); HNSW_FLAT for a table a service answers from (no refinement, 0.978 of "
-        "the exhaustive top 10 at a million rows); another type than the table's replaces "
+        "vector index type (default: the table's own, HNSW_FLAT for a first index: 0.978 "
+        "of the exhaustive top 10 at a million rows with no refinement; IVF_PQ builds "
+        "fastest, HNSW_SQ's index is smallest); another type than the table's replaces "
         "its index, without embedding anything again",
         choices=INDEX_TYPES))
     feature_precision: str | None = field(default=None, metadata=flag(
@@ -123,6 +127,12 @@ class EmbedConfig:
             raise ValueError("--cpus-per-worker must be positive")
         if self.threads_per_worker is not None and self.threads_per_worker < 1:
             raise ValueError("--threads-per-worker must be at least 1")
+        if self.gpus_per_worker < 0:
+            raise ValueError("--gpus-per-worker must not be negative")
+        if self.gpus_per_worker > 0:
+            self.device = "cuda"
+        elif self.device == "cuda":
+            self.gpus_per_worker = 1.0
 
 
 @dataclass
@@ -159,9 +169,9 @@ class ActorSizes:
 
 def actor_sizes(config: EmbedConfig, node_cpus: list[float], gpus: float) -> ActorSizes:
     """How big the embedding actors are and how many fit, on nodes with ``node_cpus``."""
-    if config.num_gpus_per_worker:
+    if config.gpus_per_worker:
         cpus = config.cpus_per_worker or 1.0
-        fits = gpus / config.num_gpus_per_worker
+        fits = gpus / config.gpus_per_worker
         threads = config.threads_per_worker or math.ceil(cpus)
     else:
         smallest = min(node_cpus, default=2.0)
@@ -247,13 +257,13 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
                         ray.cluster_resources().get("GPU", 0))
     log.info("embedding %d videos, deleting %d; actors: %d at start, at most %s, %g CPUs and "
              "%d threads each", len(changes.embed), len(changes.remove), sizes.actors,
-             config.concurrency or "what the cluster holds", sizes.cpus, sizes.threads)
+             config.workers or "what the cluster holds", sizes.cpus, sizes.threads)
     every = rebuild and config.split is None
     batches = (embedded_rows(
         snapshot, None if every else changes.embed, config.checkpoint,
         batch_size=config.batch_size, local_max_videos=config.local_max_videos,
-        actors=sizes.actors, concurrency=config.concurrency, cpus=sizes.cpus,
-        threads=sizes.threads, gpus=config.num_gpus_per_worker,
+        actors=sizes.actors, concurrency=config.workers, cpus=sizes.cpus,
+        threads=sizes.threads, gpus=config.gpus_per_worker,
         layout=FeatureLayout.of(schema))
         if changes.embed else [])
     failures: list[dict] = []

@@ -1,6 +1,6 @@
-"""Evaluate a checkpoint on one split of an ingest output: every caption against every video.
+r"""Evaluate a checkpoint on one split of an ingest output: every caption against every video.
 
-    python pipelines/evaluate.py --data ingest_out/ --checkpoint ckpt/final --split test \\
+    vtr evaluate --data ingest_out/ --checkpoint ckpt/final --split test \
         [--json metrics.json]
 
 Prints a table of text-to-video and video-to-text R@1/5/10 (percent), median
@@ -16,6 +16,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 
+from pipelines.core.devices import DEVICE_HELP, DEVICES, resolve_device
 from pipelines.core.job_config import flag, parse_config
 from pipelines.core.keywords import QUERY_KEYWORD_MODEL_HELP, KeywordModelError
 from pipelines.training.evaluation import evaluate_split, evaluate_via_index, load_split
@@ -44,6 +45,7 @@ class EvaluateConfig:
         "stage-one neighbours reranked per caption, with --via-index"))
     keyword_model: str | None = field(default=None, metadata=flag(
         f"with --via-index, {QUERY_KEYWORD_MODEL_HELP}"))
+    device: str = field(default="auto", metadata=flag(DEVICE_HELP, choices=DEVICES))
 
     def __post_init__(self) -> None:
         if self.via_index and not self.db:
@@ -68,10 +70,11 @@ def main(argv: list[str] | None = None) -> int:
             from pipelines.index.search import VideoSearch
 
             search = VideoSearch(config.db, config.table, config.checkpoint,
-                                 keyword_model=config.keyword_model)
+                                 keyword_model=config.keyword_model,
+                                 device=resolve_device(config.device))
             metrics = evaluate_via_index(search, config.data, config.split, config.candidates)
         else:
-            model, _ = open_model(config.checkpoint)
+            model, _ = open_model(config.checkpoint, device=resolve_device(config.device))
             metrics = evaluate_split(
                 model, load_split(model, config.data, config.split, config.batch_size))
     except (FileNotFoundError, ValueError, KeywordModelError) as exc:

@@ -1,9 +1,9 @@
-"""Ingest job: videos -> uniformly sampled JPEG frames and caption keywords, in Delta Lake.
+r"""Ingest job: videos -> uniformly sampled JPEG frames and caption keywords, in Delta Lake.
 
-    python pipelines/ingest.py --manifest manifest.csv --output out/
-    python pipelines/ingest.py --videos s3://bucket/clips/ --output s3://bucket/ingest/ --update
+    vtr ingest --manifest manifest.csv --data out/
+    vtr ingest --videos s3://bucket/clips/ --data s3://bucket/ingest/ --update
     ray job submit --working-dir . -- \
-        python pipelines/ingest.py --videos s3://bucket/clips/ --output s3://bucket/ingest/
+        python pipelines/ingest.py --videos s3://bucket/clips/ --data s3://bucket/ingest/
 
 Ray Data streams the videos to decode through a pool of decode actors (each
 with a crash-isolated decoder process) and new captions through a pool of
@@ -60,13 +60,16 @@ from pipelines.sources.msrvtt import read_msrvtt
 class IngestConfig:
     """Every setting of the ingest job; each field is a CLI flag of the same name."""
 
-    output: str = field(metadata=flag(
-        "output folder or s3:// prefix for videos/, captions/, errors/"))
+    data: str = field(metadata=flag(
+        "the ingest output: a folder or s3:// prefix for videos/, captions/, errors/ (what "
+        "train, evaluate and embed read as --data)", aliases=("--output",)))
     manifest: str | None = field(default=None, metadata=flag(
         "manifest file (.csv, .jsonl, .parquet) with video_id, uri, caption[, split]; "
-        "with --manifest-format msrvtt, the MSR-VTT annotation folder"))
+        "with --manifest-format msrvtt, the MSR-VTT annotation folder; exactly one of "
+        "--manifest and --videos is required", one_of="source"))
     videos: str | None = field(default=None, metadata=flag(
-        "instead of a manifest: a folder or s3:// prefix of videos to ingest without captions"))
+        "instead of a manifest: a folder or s3:// prefix of videos to ingest without captions",
+        one_of="source"))
     manifest_format: str = field(default="auto", metadata=flag(
         "'auto' (by file extension) or 'msrvtt' (MSRVTT_data.json + 1k-A split CSVs)",
         choices=("auto", "msrvtt")))
@@ -91,9 +94,10 @@ class IngestConfig:
         "decoder threads per decode actor (0: decord's choice)"))
     decode_timeout_s: float = field(default=600.0, metadata=flag(
         "seconds one video may take to decode before its decoder is killed and it is skipped"))
-    decode_concurrency: int | None = field(default=None, metadata=flag(
+    decode_workers: int | None = field(default=None, metadata=flag(
         "most decode actors (default: no cap; the pool starts with one per CPU of the "
-        "cluster and grows onto nodes that join while videos wait)"))
+        "cluster and grows onto nodes that join while videos wait)",
+        aliases=("--decode-concurrency",)))
     keyword_model: str = field(default=KeywordOptions.model, metadata=flag(
         "sentence-transformers model for KeyBERT: a hub name or a local folder"))
     num_keywords: int = field(default=KeywordOptions.num_keywords, metadata=flag(
@@ -111,9 +115,9 @@ class IngestConfig:
         choices=STOP_WORD_LISTS))
     keyword_languages: str = field(default="en", metadata=flag(
         "comma-separated language codes for the simplemma lemmatiser, e.g. 'en' or 'de,en'"))
-    keyword_concurrency: int | None = field(default=None, metadata=flag(
+    keyword_workers: int | None = field(default=None, metadata=flag(
         "most KeyBERT actors (default: no cap; the pool starts with one and grows while "
-        "captions wait)"))
+        "captions wait)", aliases=("--keyword-concurrency",)))
     keyword_batch_size: int = field(default=64, metadata=flag("captions per KeyBERT batch"))
     local_max_videos: int = field(default=64, metadata=flag(
         "decode (in refresh.py also embed) in the driver when at most this many videos "
@@ -125,7 +129,7 @@ class IngestConfig:
         "Ray cluster to join (default: the one the job was submitted to, else a local one)"))
 
     def __post_init__(self) -> None:
-        self.output = storage.absolute(self.output)
+        self.data = storage.absolute(self.data)
         if (self.manifest is None) == (self.videos is None):
             raise ValueError("give exactly one of --manifest or --videos")
         if self.update and self.overwrite:
@@ -215,12 +219,12 @@ def _check_output(store: IngestStore, config: IngestConfig) -> IngestVersion | N
         return latest
     if not config.update:
         raise FileExistsError(
-            f"output {config.output} already holds ingest version {latest.version}; pass "
+            f"output {config.data} already holds ingest version {latest.version}; pass "
             "--update to bring it up to date with the source, --overwrite to rebuild it, "
-            "or choose another --output")
+            "or choose another --data")
     if latest.settings != config.output_settings:
         raise IngestFormatError(
-            f"output {config.output} was built with other sampling or keyword settings "
+            f"output {config.data} was built with other sampling or keyword settings "
             f"({latest.settings}) than these ({config.output_settings}); --update keeps "
             "an output's settings: pass the old ones, or --overwrite to rebuild with the new")
     return latest
@@ -232,7 +236,7 @@ def _source_rows(config: IngestConfig, manifest: Manifest, committed_videos: int
         where = config.videos or config.manifest
         if committed_videos:
             raise ManifestError(
-                f"{where} lists no videos, but {config.output} holds {committed_videos}: "
+                f"{where} lists no videos, but {config.data} holds {committed_videos}: "
                 "check the path and credentials, or pass --allow-empty to delete them all")
         raise ManifestError(f"{where}: no video files ({', '.join(storage.VIDEO_EXTENSIONS)})")
     fingerprints = manifest.fingerprints
@@ -249,7 +253,7 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
     latest rows, so a run killed after some commits loses none of that work.
     """
     start = time.perf_counter()
-    store = IngestStore(config.output)
+    store = IngestStore(config.data)
     latest = _check_output(store, config)
     manifest = load_inputs(config)
     if manifest.captions:
@@ -282,7 +286,7 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
         for batch in (decode_videos(plan.to_decode, config.sampling, config.decode_timeout_s,
                                     version, error_rows,
                                     local_max_videos=config.local_max_videos,
-                                    concurrency=config.decode_concurrency)
+                                    concurrency=config.decode_workers)
                       if plan.to_decode else []):
             written.update(batch.column("video_id").to_pylist())
             frames += sum(batch.column("num_frames").to_pylist())
@@ -306,7 +310,7 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
         new = pa.concat_tables([pa.Table.from_pylist(captions.known, schema=schemas.CAPTIONS),
                                 extract_keywords(captions.to_extract, config.keywords,
                                                  config.keyword_batch_size,
-                                                 config.keyword_concurrency)])
+                                                 config.keyword_workers)])
         store.write_part("captions", new, must_write("captions"), captions.rewrite)
         wrote.add("captions")
         caption_rows = new.num_rows
@@ -355,7 +359,7 @@ def exit_code(summary: IngestSummary, config: IngestConfig) -> int:
             rate > config.max_error_rate):
         print(
             f"ingest: error: {summary.failed} of the {total} videos tried failed ({rate:.1%}, "
-            f"--max-error-rate {config.max_error_rate:.1%}); see {config.output}/errors",
+            f"--max-error-rate {config.max_error_rate:.1%}); see {config.data}/errors",
             file=sys.stderr,
         )
         return 1

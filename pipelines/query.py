@@ -1,6 +1,6 @@
-"""Query job: one text query against a video table, printed as a table or JSON.
+r"""Query job: one text query against a video table, printed as a table or JSON.
 
-    python pipelines/query.py --db lancedb/ --table videos --checkpoint ckpt/final \\
+    vtr query --db lancedb/ --table videos --checkpoint ckpt/final \
         --text "a dog catches a frisbee on the beach" [--k 10] [--candidates 100] [--json]
 
 Runs :class:`pipelines.index.search.VideoSearch` (vector search, then rerank with the
@@ -13,6 +13,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 
+from pipelines.core.devices import DEVICE_HELP, DEVICES, resolve_device
 from pipelines.core.job_config import flag, parse_config
 from pipelines.core.keywords import QUERY_KEYWORD_MODEL_HELP, KeywordModelError
 
@@ -35,6 +36,7 @@ class QueryConfig:
         "e.g. \"duration_s < 30\""))
     keyword_model: str | None = field(default=None, metadata=flag(QUERY_KEYWORD_MODEL_HELP))
     json: bool = field(default=False, metadata=flag("print JSON records instead of a table"))
+    device: str = field(default="auto", metadata=flag(DEVICE_HELP, choices=DEVICES))
 
     def __post_init__(self) -> None:
         """Checks that need no model: a bad query fails before seconds of loading."""
@@ -51,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         search = VideoSearch(config.db, config.table, config.checkpoint,
-                             keyword_model=config.keyword_model)
+                             keyword_model=config.keyword_model,
+                             device=resolve_device(config.device))
         with warnings.catch_warnings(record=True, category=QueryTruncatedWarning) as caught:
             results = search.search(config.text, k=config.k, candidates=config.candidates,
                                     where=config.where)

@@ -1,6 +1,6 @@
-"""Refresh job: bring an ingest output and its LanceDB table up to date with the archive.
+r"""Refresh job: bring an ingest output and its LanceDB table up to date with the archive.
 
-    python pipelines/refresh.py --videos s3://bucket/clips/ --output s3://bucket/ingest/ \
+    vtr refresh --videos s3://bucket/clips/ --data s3://bucket/ingest/ \
         --checkpoint ckpt/final --db s3://bucket/lancedb --table videos
     ray job submit --working-dir . -- python pipelines/refresh.py ...   (e.g. nightly)
 
@@ -59,8 +59,9 @@ def _split(self) -> None:
     embed_names = {f.name for f in dataclasses.fields(EmbedConfig)}
     self.ingest = IngestConfig(**{k: v for k, v in values.items() if k in ingest_names},
                                update=True)
-    self.embed = EmbedConfig(**{k: v for k, v in values.items() if k in embed_names},
-                             data=self.ingest.output, update=not self.overwrite)
+    self.embed = EmbedConfig(**{k: v for k, v in values.items()
+                                if k in embed_names and k not in EMBED_OWN},
+                             data=self.ingest.data, update=not self.overwrite)
 
 
 RefreshConfig = dataclasses.make_dataclass(

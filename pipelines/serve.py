@@ -1,9 +1,9 @@
-"""Search over HTTP on Ray Serve: a text in, the top videos out as JSON.
+r"""Search over HTTP on Ray Serve: a text in, the top videos out as JSON.
 
     serve run pipelines.serve:app db=s3://bucket/lancedb checkpoint=/shared/ckpt/final
     serve run cluster/serve-search.yaml     # the same from a config; `serve deploy` takes it
 
-    curl -s localhost:8000/search -H 'content-type: application/json' \\
+    curl -s localhost:8000/search -H 'content-type: application/json' \
         -d '{"text": "a dog catches a frisbee on the beach", "k": 10, "filter": {"split": "test"}}'
 
 Each replica holds one ``VideoSearch`` (the checkpoint, the keyword model, the
@@ -30,7 +30,7 @@ served.
 # no `from __future__ import annotations`: FastAPI and Serve read the request model and
 # the builder's argument type from the annotations at run time
 import time
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import pandas as pd
 import pyarrow as pa
@@ -39,6 +39,7 @@ from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
 from ray import serve
 
+from pipelines.core.devices import resolve_device
 from pipelines.core.sql import sql_equals
 from pipelines.index.search import EF_PER_CANDIDATE, NPROBES, ModelMismatchError, VideoSearch
 
@@ -52,7 +53,7 @@ class SearchArgs(BaseModel):
     checkpoint: str = Field(description=(
         "the model that wrote the table: its checkpoint folder, or the backbone spec "
         "(ViT-B-32:openai) a zero-shot table was embedded with"))
-    table: str = "videos"
+    table: str = Field("videos", description="table written by pipelines/embed.py")
     keyword_model: str | None = Field(
         None, description="this machine's copy of the ingest's keyword model "
         "(default: the model the table records)")
@@ -71,9 +72,16 @@ class SearchArgs(BaseModel):
     max_batch_size: int = Field(16, ge=1, description="most queries searched together")
     batch_wait_timeout_s: float = Field(
         0.005, ge=0, description="longest wait for more queries to fill a batch")
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(4, ge=1)
-    cpus_per_replica: float = Field(1.0, gt=0)
+    min_replicas: int = Field(1, ge=0, description="fewest replicas the autoscaler keeps")
+    max_replicas: int = Field(4, ge=1, description="most replicas the autoscaler starts")
+    cpus_per_replica: float = Field(1.0, gt=0, description=(
+        "CPUs each replica reserves, and its PyTorch threads"))
+    gpus_per_replica: float = Field(0.0, ge=0, description=(
+        "GPUs each replica reserves (a fraction shares one); with more than 0 the model "
+        "runs on the GPU"))
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description=(
+        "where each replica's model runs: auto (cuda when the replica reserves a GPU), "
+        "cpu, or cuda"))
 
 
 class SearchRequest(BaseModel):
@@ -82,6 +90,9 @@ class SearchRequest(BaseModel):
     candidates: int = Field(100, description="nearest neighbours the full model reranks")
     filter: dict[str, str | int | bool] = Field(
         default_factory=dict, description="column = value conditions on metadata columns")
+    where: str | None = Field(None, description=(
+        "SQL filter on metadata columns, as query.py's --where (\"duration_s < 30\"); "
+        "joined to filter with AND"))
 
 
 def filterable_columns(schema: pa.Schema) -> frozenset[str]:
@@ -90,6 +101,14 @@ def filterable_columns(schema: pa.Schema) -> frozenset[str]:
         f.name for f in schema
         if pa.types.is_string(f.type) or pa.types.is_integer(f.type)
         or pa.types.is_boolean(f.type))
+
+
+def replica_device(args: SearchArgs) -> str:
+    """Where a replica's model runs: ``auto`` means the GPU when the replica reserves one
+    (Ray then shows it just that GPU), else the CPU."""
+    if args.device == "auto":
+        return "cuda" if args.gpus_per_replica > 0 else "cpu"
+    return resolve_device(args.device)
 
 
 def filter_sql(conditions: dict[str, str | int | bool], allowed: frozenset[str]) -> str | None:
@@ -132,7 +151,8 @@ class SearchService:
         self.search = VideoSearch(args.db, args.table, args.checkpoint,
                                   keyword_model=args.keyword_model, nprobes=args.nprobes,
                                   refine_factor=args.refine_factor, ef=args.ef,
-                                  consistency_interval_s=args.consistency_interval_s)
+                                  consistency_interval_s=args.consistency_interval_s,
+                                  device=replica_device(args))
         if args.prewarm:
             self.search.prewarm()
         self.table_name = args.table
@@ -178,12 +198,15 @@ class SearchService:
     async def search_videos(self, request: SearchRequest) -> dict:
         try:
             text, note = self.search.checked_query(request.text, request.k, request.candidates)
-            where = filter_sql(request.filter, self.filterable)
+            where = " AND ".join(f"({sql})" for sql in (
+                filter_sql(request.filter, self.filterable), request.where) if sql) or None
         except ValueError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
         answer = await self.answer(Query(text, request.k, request.candidates, where))
         if isinstance(answer, ModelMismatchError):  # the table was re-embedded by another model
             raise HTTPException(status_code=409, detail=str(answer))
+        if isinstance(answer, ValueError):  # e.g. a where that is not SQL over the columns
+            raise HTTPException(status_code=400, detail=str(answer).splitlines()[0])
         if isinstance(answer, Exception):
             raise answer
         return {
@@ -210,5 +233,6 @@ def app(arguments: dict) -> serve.Application:
                             "max_replicas": args.max_replicas,
                             "target_ongoing_requests": args.max_batch_size},
         max_ongoing_requests=args.max_batch_size,
-        ray_actor_options={"num_cpus": args.cpus_per_replica},
+        ray_actor_options={"num_cpus": args.cpus_per_replica,
+                           "num_gpus": args.gpus_per_replica},
     ).bind(args)

@@ -1,7 +1,7 @@
-"""Train job: distributed contrastive training on Ray Train, from an ingest output.
+r"""Train job: distributed contrastive training on Ray Train, from an ingest output.
 
-    python pipelines/train.py --data ingest_out/ --output ckpt/ --model lfemi \\
-        --backbone ViT-B-32:openai --epochs 5 --batch-size 128 --num-workers 4 --use-gpu
+    vtr train --data ingest_out/ --checkpoint ckpt/ --model lfemi \
+        --backbone ViT-B-32:openai --epochs 5 --batch-size 128 --workers 4 --device cuda
 
 Ray Data streams (video, caption) pairs of the ``train`` split from the ingest
 output, decoding JPEGs and tokenizing in its read tasks; a ``TorchTrainer`` runs
@@ -29,7 +29,7 @@ from pipelines.core.ray_job import join_ray, quiet_ray_data
 from pipelines.ingestion.output import IngestSnapshot, open_ingest, read_captions
 from pipelines.training.data import pair_dataset, pair_nbytes
 from pipelines.training.loop import HISTORY_FILE, MODEL_DIR, LoopSettings, train_loop_per_worker
-from vtr_models import MODEL_CONFIGS, BackboneSpec, ModelConfig
+from vtr_models import FINAL_FOLDER, MODEL_CONFIGS, BackboneSpec, ModelConfig
 
 log = logging.getLogger("train")
 PARTS = ("temporal", "video_enhance", "text_enhance", "interaction", "fine_grained")
@@ -40,8 +40,10 @@ class TrainConfig:
     """Every setting of the train job; each field is a CLI flag of the same name."""
 
     data: str = field(metadata=flag("ingest output folder (videos/, captions/)"))
-    output: str = field(metadata=flag(
-        "checkpoint folder: ray/ (run state), final/, metrics.jsonl, curves.png"))
+    checkpoint: str = field(metadata=flag(
+        "the training run's folder: ray/ (run state), final/ (the model, which every job's "
+        "--checkpoint takes as final/ or as this folder), metrics.jsonl, curves.png",
+        aliases=("--output",)))
     model: str = field(default="lfemi", metadata=flag(
         "model to train", choices=tuple(MODEL_CONFIGS)))
     backbone: str = field(default="vtr-tiny", metadata=flag(
@@ -55,8 +57,11 @@ class TrainConfig:
     epochs: int = field(default=5, metadata=flag("training epochs"))
     batch_size: int = field(default=32, metadata=flag(
         "global batch size (split evenly across workers)"))
-    num_workers: int = field(default=1, metadata=flag("Ray Train workers"))
-    use_gpu: bool = field(default=False, metadata=flag("one GPU per worker; bf16 autocast"))
+    workers: int = field(default=1, metadata=flag("Ray Train workers",
+                                                  aliases=("--num-workers",)))
+    device: str = field(default="cpu", metadata=flag(
+        "where each worker trains: cpu, or cuda (one GPU per worker, bf16 autocast)",
+        choices=("cpu", "cuda"), aliases=("--use-gpu=cuda",)))
     cpus_per_worker: float = field(default=1.0, metadata=flag(
         "CPUs reserved per training worker (and its torch threads); streamed data needs "
         "some left for Ray Data (e.g. 0.5 to run 2 workers on a 2-CPU machine), cached "
@@ -118,11 +123,11 @@ class TrainConfig:
             raise ValueError("--max-frames must be at least 1")
         if self.checkpoint_every < 1:
             raise ValueError("--checkpoint-every must be at least 1")
-        if self.batch_size % self.num_workers:
+        if self.batch_size % self.workers:
             raise ValueError("--batch-size must be a multiple of --num-workers")
-        if (Path(self.output) / "ray" / "train").exists() and not self.resume:
-            raise ValueError(f"{self.output} already holds a training run; pass --resume to "
-                             "continue it, or choose another --output")
+        if (Path(self.checkpoint) / "ray" / "train").exists() and not self.resume:
+            raise ValueError(f"{self.checkpoint} already holds a training run; pass --resume "
+                             "to continue it, or choose another --checkpoint")
         if self.lr_clip is None:
             pretrained = BackboneSpec.parse(self.backbone).pretrained
             self.lr_clip = 1e-6 if pretrained else self.lr
@@ -191,7 +196,7 @@ def cache_pairs(config: TrainConfig, size: int, resources: dict[str, float]) -> 
         raise ValueError(f"--hard-negatives needs the pairs cached, and {size / 1e9:.1f} GB "
                          "exceed half the object store (or --cache-data never was given)")
     cpus = resources.get("CPU", 0)
-    if config.num_workers * config.cpus_per_worker >= cpus:
+    if config.workers * config.cpus_per_worker >= cpus:
         raise ValueError(
             f"the training workers would hold all {cpus:g} CPUs and leave none to stream the "
             "data: lower --cpus-per-worker, or cache the data (--cache-data always)")
@@ -226,7 +231,7 @@ def run_training(config: TrainConfig, snapshot: IngestSnapshot):
     model_cfg = ModelConfig.from_dict({"name": config.model, **config.model_overrides})
     num_pairs = read_captions(snapshot, "train").num_rows
     read_captions(snapshot, config.val_split)  # fail now, not after the first epoch
-    output = Path(config.output).resolve()
+    output = Path(config.checkpoint).resolve()
     dataset, cached = training_data(config, snapshot, model_cfg, num_pairs)
     settings = LoopSettings(
         data=config.data, data_version=snapshot.version, val_split=config.val_split,
@@ -240,9 +245,9 @@ def run_training(config: TrainConfig, snapshot: IngestSnapshot):
         train_loop_per_worker,
         train_loop_config={"settings": settings},
         scaling_config=ray.train.ScalingConfig(
-            num_workers=config.num_workers, use_gpu=config.use_gpu,
+            num_workers=config.workers, use_gpu=config.device == "cuda",
             resources_per_worker={"CPU": config.cpus_per_worker,
-                                  **({"GPU": 1} if config.use_gpu else {})},
+                                  **({"GPU": 1} if config.device == "cuda" else {})},
         ),
         run_config=run_config(config, output),
         datasets={"train": dataset},
@@ -258,7 +263,7 @@ def export(result, output: Path) -> dict:
     best = next(
         (c for c, m in result.best_checkpoints if m.get("epoch") == best_epoch), None
     ) or result.checkpoint
-    final = output / "final"
+    final = output / FINAL_FOLDER
     if final.exists():
         shutil.rmtree(final)
     with best.as_directory() as folder:
@@ -327,9 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train: error: training failed after {config.max_failures} restart(s) "
               f"(--max-failures): {failure_line(exc)}", file=sys.stderr)
         return 1
-    best = export(result, Path(config.output).resolve())
+    best = export(result, Path(config.checkpoint).resolve())
     print(f"train done: best epoch {best['epoch']}, val t2v R@1 {best['val_t2v_R@1']:.1f}%, "
-          f"model in {Path(config.output) / 'final'}", flush=True)
+          f"model in {Path(config.checkpoint) / FINAL_FOLDER}", flush=True)
     return 0
 
 

@@ -150,7 +150,7 @@ def synthetic_data(tmp_path_factory, keyword_model) -> Path:
     root = tmp_path_factory.mktemp("synthetic")
     manifest = generate(root, train_groups=6, test_groups=2, val_groups=2, seed=1,
                         captions_per_clip=1)
-    result = run(["pipelines/ingest.py", "--manifest", str(manifest), "--output",
+    result = run(["pipelines/ingest.py", "--manifest", str(manifest), "--data",
                   str(root / "ingest"), "--frame-size", "64", "--keyword-model", keyword_model])
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "ingest"

@@ -57,7 +57,7 @@ def test_cronjob_and_rayjob_run_refresh_with_valid_flags():
         config = parse_config(RefreshConfig, "refresh", script_flags(argv, "refresh.py"))
         assert config.ingest.update and config.embed.update
         assert config.ingest.videos == "s3://bucket/clips/"
-        assert config.ingest.output == "s3://bucket/ingest/"
+        assert config.ingest.data == "s3://bucket/ingest/"
         assert config.embed.data == "s3://bucket/ingest"  # one spelling in the table state
 
 
@@ -302,7 +302,7 @@ def test_ingest_rayjob_runs_ingest_from_the_image_with_valid_flags():
     assert image_files().get(script) == REPO / "pipelines" / "ingest.py"
     config = parse_config(IngestConfig, "ingest", script_flags(argv, "ingest.py"))
     assert config.manifest == "s3://bucket/manifest.parquet"
-    assert config.output == "s3://bucket/ingest/"
+    assert config.data == "s3://bucket/ingest/"
     assert config.max_error_rate == 0.05
     # The keyword model is in the image's Hugging Face cache, under the name the job uses,
     # and the hub is not asked for it

@@ -402,7 +402,7 @@ def test_example_notebook_runs(table, keyword_model, monkeypatch):
 
 def test_actor_pools_grow_past_their_start_unless_capped():
     """Pools start with what the cluster holds and grow onto nodes that join; a
-    --concurrency-style cap bounds both the start and the growth."""
+    --workers cap bounds both the start and the growth."""
     pool = growing_pool(3)
     assert (pool.min_size, pool.initial_size, pool.max_size) == (1, 3, float("inf"))
     pool = growing_pool(3, most=2)
@@ -421,7 +421,7 @@ def test_embedding_actor_sizes():
     assert sizes([16.0, 16.0]) == (15.0, 16, 2)
     assert sizes([16.0], cpus_per_worker=4) == (4, 4, 3)
     assert sizes([16.0], cpus_per_worker=4, threads_per_worker=2) == (4, 2, 3)
-    assert sizes([16.0], gpus=4, num_gpus_per_worker=1) == (1.0, 1, 4)
+    assert sizes([16.0], gpus=4, gpus_per_worker=1) == (1.0, 1, 4)
 
 
 def rewritten_in_columns(db: str) -> None:
@@ -478,7 +478,7 @@ def test_int8_features_rank_as_float16_and_a_later_update_keeps_them(table, keyw
     """``--feature-precision int8`` rebuilds a float16 table at half the feature bytes; its
     searches find the same videos at nearly the same scores. A later ``--update`` without
     the flag keeps int8: it embeds nothing (the broken video fails again); its
-    ``--index-type HNSW_SQ`` replaces the IVF_PQ index over the same rows."""
+    ``--index-type HNSW_SQ`` replaces the first (HNSW_FLAT) index over the same rows."""
     db = str(tmp_path / "db")
     shutil.copytree(table["db"], db)
     embed = ["pipelines/embed.py", "--data", str(table["data"]), "--checkpoint",
@@ -490,7 +490,7 @@ def test_int8_features_rank_as_float16_and_a_later_update_keeps_them(table, keyw
     kept = run([*embed, "--index-type", "HNSW_SQ"])  # the broken video fails again: exit 1
     assert "table updated" in kept.stdout, kept.stderr[-3000:]
     assert f"0 videos embedded, 0 deleted, {table['rows']} unchanged, 1 failed" in kept.stdout
-    assert "replacing the table's IVF_PQ index with a HNSW_SQ index" in kept.stderr
+    assert "replacing the table's HNSW_FLAT index with a HNSW_SQ index" in kept.stderr
     assert vector_index_type(lancedb.connect(db).open_table("videos").to_lance()) == "HNSW_SQ"
     rows = lancedb.connect(db).open_table("videos").to_arrow()
     # int8 values of both features, then their per-frame float32 scales' bytes

@@ -13,6 +13,7 @@ import pytest
 
 from pipelines.index.search import index_refine_factor
 from pipelines.index.table import (
+    DEFAULT_INDEX_TYPE,
     INDEX_TYPES,
     TableState,
     another_model,
@@ -91,8 +92,8 @@ def test_another_index_type_replaces_the_tables_vector_index(tmp_path):
     """``embed --index-type`` on an indexed table: the index is rebuilt as that type, over
     every row, and the rows stay as they were."""
     table = vector_table(tmp_path)
-    assert ensure_indexes(table, min_rows=ROWS)  # a first index: IVF_PQ
-    assert indices(table)["vector"] == LISTED["IVF_PQ"]
+    assert ensure_indexes(table, min_rows=ROWS)  # a first index: DEFAULT_INDEX_TYPE
+    assert indices(table)["vector"] == LISTED[DEFAULT_INDEX_TYPE] == LISTED["HNSW_FLAT"]
     before = table.to_arrow().sort_by("video_id")
     assert ensure_indexes(table, min_rows=ROWS, index_type="HNSW_SQ") is True
     assert indices(table) == {"vector": LISTED["HNSW_SQ"], "video_id": "BTree"}

@@ -26,7 +26,7 @@ def summary(added=0, changed=0, retried=0, failed=0, failed_again=0) -> IngestSu
 
 
 def config(tmp_path, max_error_rate: float) -> IngestConfig:
-    return IngestConfig(output=str(tmp_path / "out"), videos=str(tmp_path),
+    return IngestConfig(data=str(tmp_path / "out"), videos=str(tmp_path),
                         max_error_rate=max_error_rate)
 
 
@@ -57,7 +57,7 @@ def test_exit_code_at_the_max_error_rate_boundaries(tmp_path, capsys, rate, coun
     if code:
         tried = sum(counts.get(k, 0) for k in ("added", "changed", "retried"))
         assert f"{counts['failed']} of the {tried} videos tried failed" in err
-        assert f"see {cfg.output}/errors" in err
+        assert f"see {cfg.data}/errors" in err
     else:
         assert err == ""
 
@@ -67,7 +67,7 @@ def test_an_out_of_range_max_error_rate_is_refused(tmp_path, capsys, rate):
     with pytest.raises(ValueError, match="--max-error-rate must be between 0 and 1"):
         config(tmp_path, rate)
     with pytest.raises(SystemExit) as excinfo:  # on the command line: one line, exit 2
-        parse_config(IngestConfig, "x", ["--videos", str(tmp_path), "--output", "o",
+        parse_config(IngestConfig, "x", ["--videos", str(tmp_path), "--data", "o",
                                          "--max-error-rate", str(rate)])
     assert excinfo.value.code == 2
     assert "--max-error-rate must be between 0 and 1" in capsys.readouterr().err
@@ -80,7 +80,7 @@ def test_the_max_error_rate_range_includes_its_ends(tmp_path, rate):
 
 def test_bad_flags_end_the_job_with_exit_2_before_ray(capsys):
     with pytest.raises(SystemExit) as excinfo:
-        ingest.main(["--output", "o"])  # neither --manifest nor --videos
+        ingest.main(["--data", "o"])  # neither --manifest nor --videos
     assert excinfo.value.code == 2
     assert "exactly one of --manifest or --videos" in capsys.readouterr().err
 

@@ -66,7 +66,7 @@ def archive(tmp_path_factory, sample_videos, s3_bucket):
 @pytest.fixture(scope="module")
 def ingested(archive, keyword_model, ray_local):
     output = str(archive["root"] / "out")
-    code = main(["--manifest", archive["manifest"], "--output", output,
+    code = main(["--manifest", archive["manifest"], "--data", output,
                  "--keyword-model", keyword_model, "--max-error-rate", "0.5",
                  "--local-max-videos", "0"])  # the decode actors, not the driver
     return {"code": code, "output": output}
@@ -126,7 +126,7 @@ def test_output_is_published_whole(ingested):
 
 def test_existing_output_needs_overwrite(ingested, archive, keyword_model, capsys):
     before = sorted(read_part(ingested["output"], "videos")["video_id"])
-    code = main(["--manifest", archive["manifest"], "--output", ingested["output"],
+    code = main(["--manifest", archive["manifest"], "--data", ingested["output"],
                  "--keyword-model", keyword_model])
     assert code == 2
     assert "--overwrite" in capsys.readouterr().err
@@ -135,7 +135,7 @@ def test_existing_output_needs_overwrite(ingested, archive, keyword_model, capsy
 
 def test_unloadable_keyword_model_stops_before_any_work(archive, tmp_path, capsys, ray_local):
     output = tmp_path / "never"
-    code = main(["--manifest", archive["manifest"], "--output", str(output),
+    code = main(["--manifest", archive["manifest"], "--data", str(output),
                  "--keyword-model", str(tmp_path / "no-model")])
     assert code == 2
     assert "--keyword-model" in capsys.readouterr().err
@@ -144,7 +144,7 @@ def test_unloadable_keyword_model_stops_before_any_work(archive, tmp_path, capsy
 
 def test_s3_prefix_in_s3_output_out(archive, s3_bucket, ray_local):
     output = f"s3://{s3_bucket}/ingest-out"
-    code = main(["--videos", f"s3://{s3_bucket}/videos/", "--output", output, "--fps", "2"])
+    code = main(["--videos", f"s3://{s3_bucket}/videos/", "--data", output, "--fps", "2"])
     assert code == 0
     videos = read_part(output, "videos")
     assert list(videos["video_id"]) == ["good"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -14,9 +15,9 @@ from pipelines.ingest import IngestConfig
 
 
 def test_flags_fill_the_dataclass():
-    cfg = parse_config(IngestConfig, "x", ["--manifest", "m.csv", "--output", "o", "--fps", "2",
+    cfg = parse_config(IngestConfig, "x", ["--manifest", "m.csv", "--data", "o", "--fps", "2",
                                           "--no-keyword-mmr", "--overwrite"])
-    assert (cfg.manifest, cfg.output, cfg.fps, cfg.keyword_mmr, cfg.overwrite) == (
+    assert (cfg.manifest, cfg.data, cfg.fps, cfg.keyword_mmr, cfg.overwrite) == (
         "m.csv", os.path.abspath("o"), 2.0, False, True)  # Ray workers need absolute paths
     assert cfg.max_frames == 12 and cfg.frame_size == 224
 
@@ -25,7 +26,7 @@ def test_config_file_then_flags_override(tmp_path):
     path = tmp_path / "ingest.json"
     path.write_text(json.dumps({"manifest": "m.csv", "output": "o", "max-frames": 8, "fps": 3}))
     cfg = parse_config(IngestConfig, "x", ["--config", str(path), "--fps", "0.5"])
-    assert (cfg.max_frames, cfg.fps, cfg.output) == (8, 0.5, os.path.abspath("o"))
+    assert (cfg.max_frames, cfg.fps, cfg.data) == (8, 0.5, os.path.abspath("o"))
 
 
 def test_yaml_config_and_unknown_key(tmp_path, capsys):
@@ -41,9 +42,9 @@ def test_required_and_invalid_settings(capsys):
     with pytest.raises(SystemExit) as excinfo:
         parse_config(IngestConfig, "x", ["--manifest", "m.csv"])
     assert excinfo.value.code == 2
-    assert "the following arguments are required: --output" in capsys.readouterr().err
+    assert "the following arguments are required: --data" in capsys.readouterr().err
     with pytest.raises(SystemExit) as excinfo:
-        parse_config(IngestConfig, "x", ["--output", "o"])
+        parse_config(IngestConfig, "x", ["--data", "o"])
     assert excinfo.value.code == 2
     assert "exactly one of --manifest or --videos" in capsys.readouterr().err
 
@@ -56,7 +57,7 @@ def test_required_and_invalid_settings(capsys):
 ])
 def test_a_bad_flag_exits_2_in_one_line(capsys, argv, message):
     with pytest.raises(SystemExit) as excinfo:
-        parse_config(IngestConfig, "x", ["--manifest", "m.csv", "--output", "o", *argv])
+        parse_config(IngestConfig, "x", ["--manifest", "m.csv", "--data", "o", *argv])
     err = capsys.readouterr().err
     assert excinfo.value.code == 2 and message in err and "Traceback" not in err
 
@@ -71,7 +72,7 @@ def test_help_documents_every_field():
     text = build_parser(IngestConfig, "x").format_help()
     for flag in ["--manifest", "--videos", "--fps", "--max-frames", "--frame-size",
                  "--keyword-model", "--num-keywords", "--keyword-ngram", "--max-error-rate",
-                 "--decode-concurrency", "--keyword-concurrency", "--overwrite"]:
+                 "--decode-workers", "--keyword-workers", "--overwrite"]:
         assert flag in text
 
 
@@ -80,23 +81,31 @@ def test_help_lists_required_flags_apart_with_choices_and_examples():
 
     text = build_parser(EmbedConfig, pipelines.embed.__doc__).format_help()
     assert text.splitlines()[0].endswith(" --data DATA --checkpoint CHECKPOINT --db DB [options]")
-    required = text[text.index("required:"):text.index("python pipelines/embed.py")]
+    required = text[text.index("required:"):text.index("vtr embed --data")]
     assert "--data" in required and "--db" in required and "--checkpoint" in required
     assert "--table" not in required  # optional, with its default
     assert "{IVF_PQ,HNSW_SQ,HNSW_FLAT}" in text  # the choices shown
-    assert "python pipelines/embed.py --data" in text  # the docstring's usage example
+    assert "    vtr embed --data" in text  # the docstring's usage example
 
 
 @pytest.mark.parametrize("job", ["ingest", "train", "embed", "query", "evaluate", "refresh"])
 def test_each_jobs_help_keeps_its_usage_examples(job, capsys):
     """What a user sees: the job's own ``main``, not the parser alone (each ``main`` once
-    passed only the docstring's first line, dropping its examples)."""
+    passed only the docstring's first line, dropping its examples). The examples read as
+    written in the source, line continuations and indentation kept (a docstring that is
+    not raw once turned each backslash-newline into a run of spaces), with no markup."""
     module = importlib.import_module(f"pipelines.{job}")
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--help"])
     out = capsys.readouterr().out
     assert exit_info.value.code == 0
-    assert f"python pipelines/{job}.py --" in out and "required:" in out
+    assert f"    vtr {job} --" in out and "required:" in out
+    source = Path(module.__file__).read_text().split('"""')[1]
+    examples = [line for line in source.splitlines() if line.startswith("    ")]
+    assert any(line.endswith("\\") for line in examples)  # a continued example line
+    for line in examples:
+        assert line in out.splitlines(), line
+    assert "``" not in out and ":class:" not in out and ":func:" not in out
 
 
 @pytest.mark.parametrize("content, message", [

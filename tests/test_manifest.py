@@ -162,7 +162,7 @@ def test_msrvtt_missing_file_is_named(tmp_path, missing):
 
 def _ingest_inputs(*flags: str):
     """What the ingest job reads for these flags (no Ray: only the config and the manifest)."""
-    return load_inputs(parse_config(IngestConfig, "x", [*flags, "--output", "out"]))
+    return load_inputs(parse_config(IngestConfig, "x", [*flags, "--data", "out"]))
 
 
 def test_msrvtt_through_the_job_config_with_and_without_video_root(tmp_path):

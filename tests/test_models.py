@@ -20,7 +20,7 @@ from vtr_models.frame_thinning import even_indices
 from vtr_models.frames import FramePreprocessor
 from vtr_models.modal_interaction import TextConditionedPooling
 from vtr_models.model_config import MODEL_CONFIGS
-from vtr_models.param_groups import optimizer_groups
+from vtr_models.param_groups import GATE_LR_SCALE, optimizer_groups
 from vtr_models.text_inputs import trim_padding
 
 CAPTIONS = ["a red circle moves left", "a blue square jumps", "two dogs run", "a cat sleeps"]
@@ -254,6 +254,18 @@ def test_dropped_tokens_counts_every_token_past_the_context():
     assert tokenizer.dropped_tokens(long) == len(tokenizer.tokenizer.encode(long)) + 2 - context
 
 
+def test_a_training_runs_folder_names_its_final_model(tmp_path):
+    """``train --checkpoint RUN`` writes ``RUN/final``; every job's ``--checkpoint`` takes
+    RUN or RUN/final for the same model."""
+    from vtr_models.checkpoint import FINAL_FOLDER, model_id, open_model
+
+    final = save_checkpoint(build("meanp"), tmp_path / "run" / FINAL_FOLDER)
+    assert model_id(tmp_path / "run") == model_id(final)
+    assert open_model(tmp_path / "run")[1] == model_id(final)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_checkpoint(tmp_path / "run" / "ray")  # no model there, nor in a final/ inside
+
+
 def test_checkpoint_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_checkpoint(tmp_path)
@@ -457,7 +469,7 @@ def test_reversing_a_clip_changes_the_temporal_encoder_output():
 
 def test_weight_decay_groups():
     """Decay only on weight matrices; temperature, norms, biases, gates and position
-    embeddings are left out; the backbone gets its own learning rate."""
+    embeddings are left out; the backbone and the gates get their own learning rates."""
     model = build("lfemi")
     groups = optimizer_groups(model, model.backbone, 1e-6, 1e-4, 0.2)
     seen = [id(p) for g in groups for p in g["params"]]
@@ -473,10 +485,14 @@ def test_weight_decay_groups():
     assert "interaction.q.weight" not in undecayed
     assert "backbone.clip.token_embedding.weight" not in undecayed
     backbone = {id(p) for p in model.backbone.parameters()}
+    gates = {id(model.fine_gate), id(model.text_enhance.gate)}
     for group in groups:
-        in_backbone = {id(p) in backbone for p in group["params"]}
-        assert len(in_backbone) == 1
-        assert group["lr"] == (1e-6 if in_backbone.pop() else 1e-4)
+        kind = {"backbone" if id(p) in backbone else "gate" if id(p) in gates else "new"
+                for p in group["params"]}
+        assert len(kind) == 1
+        rates = {"backbone": 1e-6, "gate": 1e-4 * GATE_LR_SCALE, "new": 1e-4}
+        assert group["lr"] == rates[kind.pop()]
+    assert {id(p) for g in groups if g["lr"] == 1e-4 * GATE_LR_SCALE for p in g["params"]} == gates
 
 
 def test_random_shift_moves_a_whole_clip_together():

@@ -187,7 +187,7 @@ def test_jobs_on_two_nodes_survive_losing_one(two_nodes, s3_bucket, keyword_mode
 
     result, busy = two_nodes.submit(
         "pipelines/ingest.py", "--manifest", upload_synthetic(tmp_path / "synth", prefix),
-        "--output", ingest_uri, "--keyword-model", keyword_model, "--frame-size", "64",
+        "--data", ingest_uri, "--keyword-model", keyword_model, "--frame-size", "64",
         "--local-max-videos", "0",
         # 2 s a video: the head's actors alone would need 20 s, time for the second
         # node's to start even while other tests load the machine
@@ -225,8 +225,8 @@ def test_jobs_on_two_nodes_survive_losing_one(two_nodes, s3_bucket, keyword_mode
         return None
 
     result, lost_at = two_nodes.submit(
-        "pipelines/train.py", "--data", ingest_uri, "--output", str(checkpoint),
-        "--epochs", "3", "--batch-size", "4", "--num-workers", "2", "--cpus-per-worker", "2",
+        "pipelines/train.py", "--data", ingest_uri, "--checkpoint", str(checkpoint),
+        "--epochs", "3", "--batch-size", "4", "--workers", "2", "--cpus-per-worker", "2",
         "--hard-negatives", "2",  # batches of nearest captions, through the job
         during=lose_a_worker_node_after_a_checkpoint)
     assert lost_at is not None, "the job ended before the node was lost"

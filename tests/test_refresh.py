@@ -45,7 +45,7 @@ def clip(folder: Path, name: str, seed: int) -> Path:
 
 
 def ingest_update(output: Path | str, **source) -> ingest.IngestSummary:
-    return run_ingest(IngestConfig(output=str(output), frame_size=64, update=True, **source))
+    return run_ingest(IngestConfig(data=str(output), frame_size=64, update=True, **source))
 
 
 def embed_update(output: Path | str, checkpoint: Path, db: Path | str, **flags):
@@ -159,7 +159,7 @@ def test_failed_videos_are_retried_and_a_refresh_of_only_failures_exits_non_zero
     archive, output = tmp_path / "archive", tmp_path / "ingest"
     clip(archive, "good", seed=1)
     (archive / "bad.mp4").write_text("not a video\n")
-    base = ["--videos", str(archive), "--output", str(output), "--frame-size", "64", "--update"]
+    base = ["--videos", str(archive), "--data", str(output), "--frame-size", "64", "--update"]
     assert ingest.main(base) == 0  # one of two failed: within --max-error-rate 1.0
     again = ingest_update(output, videos=str(archive))  # the same failure commits nothing
     assert (again.retried, again.failed, again.failed_again, again.version) == (1, 1, 1, None)
@@ -176,7 +176,7 @@ def test_failed_videos_are_retried_and_a_refresh_of_only_failures_exits_non_zero
 def test_refusals_name_the_problem_and_touch_nothing(tmp_path, checkpoint, capsys, ray_local):
     archive, output, db = tmp_path / "archive", tmp_path / "ingest", tmp_path / "db"
     clip(archive, "a", seed=1)
-    base = ["--videos", str(archive), "--output", str(output), "--frame-size", "64"]
+    base = ["--videos", str(archive), "--data", str(output), "--frame-size", "64"]
     assert ingest.main(base) == 0
     embed_update(output, checkpoint, db)
 
@@ -212,7 +212,7 @@ def test_refusals_name_the_problem_and_touch_nothing(tmp_path, checkpoint, capsy
     legacy = tmp_path / "legacy"
     (legacy / "videos").mkdir(parents=True)
     (legacy / "_SUCCESS").write_text("")
-    assert ingest.main(["--videos", str(tmp_path), "--output", str(legacy), "--update"]) == 2
+    assert ingest.main(["--videos", str(tmp_path), "--data", str(legacy), "--update"]) == 2
     assert "format 1" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="no committed ingest run"):
         open_ingest(str(tmp_path / "nothing"))
@@ -257,7 +257,7 @@ def test_refresh_job_on_s3(tmp_path, checkpoint, s3_bucket, ray_local, capsys):
     prefix = f"{s3_bucket}/refresh"
     for i in range(3):
         s3.put_file(str(clip(tmp_path / "clips", f"c{i}", seed=i)), f"{prefix}/archive/c{i}.mp4")
-    flags = ["--videos", f"s3://{prefix}/archive/", "--output", f"s3://{prefix}/ingest",
+    flags = ["--videos", f"s3://{prefix}/archive/", "--data", f"s3://{prefix}/ingest",
              "--db", f"s3://{prefix}/db", "--checkpoint", str(checkpoint), "--frame-size", "64",
              "--batch-size", "8"]
     assert refresh.main(flags) == 0
@@ -273,7 +273,7 @@ def test_refresh_job_on_s3(tmp_path, checkpoint, s3_bucket, ray_local, capsys):
     assert "table: 0 embedded, 0 deleted, 3 skipped" in capsys.readouterr().out
     rows = checked_table(f"s3://{prefix}/db", f"s3://{prefix}/ingest")
     assert sorted(rows["video_id"]) == ["c1", "c2", "c3"]
-    unlisted = ["--videos", "s3://no-such-bucket/clips/", "--output", str(tmp_path / "never")]
+    unlisted = ["--videos", "s3://no-such-bucket/clips/", "--data", str(tmp_path / "never")]
     assert ingest.main(unlisted) == 2
     assert "cannot list it" in capsys.readouterr().err and not (tmp_path / "never").exists()
 

@@ -76,7 +76,7 @@ def test_a_refresh_killed_anywhere_is_completed_by_the_next(tmp_path, keyword_mo
     (archive / "bad.mp4").write_text("not a video\n")  # fails, and is retried, every run
     write_manifest(manifest, archive, {})
     checkpoint = make_checkpoint(tmp_path / "ckpt", seed=0)
-    args = ["--manifest", str(manifest), "--output", str(output), "--checkpoint",
+    args = ["--manifest", str(manifest), "--data", str(output), "--checkpoint",
             str(checkpoint), "--db", str(db), "--frame-size", "64", "--batch-size", "2",
             "--keyword-model", keyword_model,
             "--local-max-videos", "0"]  # decode and embed in Ray actors: kill those too

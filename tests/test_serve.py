@@ -117,6 +117,10 @@ def test_search_over_http_answers_what_the_api_answers(service, api, table):
     assert {splits[r["video_id"]] for r in body["results"]} == {"test"}
     expected = api.search(TEXTS[0], k=5, where="split = 'test'")
     assert [r["video_id"] for r in body["results"]] == list(expected["video_id"])
+    status, body = request(service + "/search", {"text": TEXTS[0], "k": 5,
+                                                 "where": "split = 'test'"})
+    assert status == 200  # the command line's SQL where, over HTTP too
+    assert [r["video_id"] for r in body["results"]] == list(expected["video_id"])
 
 
 def test_a_table_embedded_zero_shot_is_served_from_the_backbone_spec(service, zero_shot_table):
@@ -165,6 +169,7 @@ def test_bad_requests_get_a_one_line_reason(service):
             ({"text": "   "}, 400, "the query text is empty"),
             ({"text": "a shape", "k": 20, "candidates": 10}, 400, "at most candidates"),
             ({"text": "a shape", "filter": {"colour": "red"}}, 400, "cannot filter on colour"),
+            ({"text": "a shape", "where": "no_such_column = 1"}, 400, "no_such_column"),
             ({"text": "a shape", "filter": {"split": "x' OR '1'='1"}}, 200, None)):
         got, answer = request(service + "/search", body)
         assert got == status, answer

@@ -118,13 +118,13 @@ def committed_output(folder: Path, settings: dict) -> str:
 
 
 def test_max_frames_defaults_to_the_ingest_outputs(tmp_path, caplog):
-    settings = IngestConfig(output=str(tmp_path), videos="v/", max_frames=7).output_settings
+    settings = IngestConfig(data=str(tmp_path), videos="v/", max_frames=7).output_settings
     data = committed_output(tmp_path / "data", settings)
     snapshot = open_ingest(data)
 
     def resolved(*flags: int) -> TrainConfig:
         given = {"max_frames": flags[0]} if flags else {}
-        return resolve_max_frames(TrainConfig(data=data, output=str(tmp_path / "o"), **given),
+        return resolve_max_frames(TrainConfig(data=data, checkpoint=str(tmp_path / "o"), **given),
                                   snapshot)
 
     config = resolved()
@@ -137,14 +137,14 @@ def test_max_frames_defaults_to_the_ingest_outputs(tmp_path, caplog):
         assert "--max-frames 20 exceeds the 7 frames" in caplog.text
     # a run log without sampling settings: the model config's default
     bare = open_ingest(committed_output(tmp_path / "bare", {}))
-    config = resolve_max_frames(TrainConfig(data=data, output=str(tmp_path / "o")), bare)
+    config = resolve_max_frames(TrainConfig(data=data, checkpoint=str(tmp_path / "o")), bare)
     assert config.max_frames is None and "max_frames" not in config.model_overrides
     with pytest.raises(ValueError, match="--max-frames"):
-        TrainConfig(data=data, output=str(tmp_path / "o"), max_frames=0)
+        TrainConfig(data=data, checkpoint=str(tmp_path / "o"), max_frames=0)
 
 
 def train_args(data: Path, output: Path, *extra: str) -> list[str]:
-    return ["pipelines/train.py", "--data", str(data), "--output", str(output),
+    return ["pipelines/train.py", "--data", str(data), "--checkpoint", str(output),
             "--max-frames", "8", "--batch-size", "8", "--lr", "3e-4", *extra]
 
 
@@ -178,7 +178,7 @@ def one_worker(synthetic_data, tmp_path_factory) -> dict:
     """A 1-worker run of 2 epochs, then the same run resumed to 3 (``--resume``): the
     metrics before the resume, and each call's result."""
     output = tmp_path_factory.mktemp("one-worker") / "run"
-    flags = ("--num-workers", "1", "--cpus-per-worker", "0.5", "--checkpoint-every", "1")
+    flags = ("--workers", "1", "--cpus-per-worker", "0.5", "--checkpoint-every", "1")
     first = run(train_args(synthetic_data, output, "--epochs", "2", *flags))
     assert first.returncode == 0, first.stderr[-3000:]
     before = (output / "metrics.jsonl").read_text().splitlines()
@@ -222,7 +222,7 @@ def test_one_and_two_workers_agree(synthetic_data, one_worker, tmp_path):
     output = tmp_path / "w2"
     # 2 workers that stream the pairs every epoch (1 of 2 CPUs held by the workers);
     # checkpoints only at new bests on val and at the end
-    result = run(train_args(synthetic_data, output, "--epochs", "3", "--num-workers", "2",
+    result = run(train_args(synthetic_data, output, "--epochs", "3", "--workers", "2",
                             "--cpus-per-worker", "0.5", "--cache-data", "never",
                             "--checkpoint-every", "5"))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -244,7 +244,7 @@ def test_one_and_two_workers_agree(synthetic_data, one_worker, tmp_path):
 
 def test_pairs_are_cached_when_they_fit_and_streamed_only_where_they_can_be(tmp_path):
     def config(**flags) -> TrainConfig:
-        return TrainConfig(data=str(tmp_path / "data"), output=str(tmp_path / "o"), **flags)
+        return TrainConfig(data=str(tmp_path / "data"), checkpoint=str(tmp_path / "o"), **flags)
 
     cluster = {"CPU": 2.0, "object_store_memory": 1000.0}
     assert cache_pairs(config(), 500, cluster)  # auto: fits in half the object store
@@ -256,7 +256,7 @@ def test_pairs_are_cached_when_they_fit_and_streamed_only_where_they_can_be(tmp_
     with pytest.raises(ValueError, match="leave none to stream the data"):
         cache_pairs(config(cache_data="never", cpus_per_worker=2), 1, cluster)
     with pytest.raises(ValueError, match="leave none to stream the data"):  # too big: streams
-        cache_pairs(config(num_workers=2, batch_size=8), 501, cluster)
+        cache_pairs(config(workers=2, batch_size=8), 501, cluster)
 
 
 @pytest.mark.slow

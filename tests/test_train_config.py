@@ -33,7 +33,7 @@ def committed(folder: Path, settings: dict) -> str:
 
 
 def config(tmp_path: Path, **flags) -> TrainConfig:
-    return TrainConfig(data=str(tmp_path / "data"), output=str(tmp_path / "out"), **flags)
+    return TrainConfig(data=str(tmp_path / "data"), checkpoint=str(tmp_path / "out"), **flags)
 
 
 def job_model(c: TrainConfig) -> ModelConfig:
@@ -76,7 +76,7 @@ def job(tmp_path, monkeypatch):
 
     def run(*flags: str, error: Exception) -> int:
         fit_error.append(error)
-        return train.main(["--data", data, "--output", str(tmp_path / "out"), *flags])
+        return train.main(["--data", data, "--checkpoint", str(tmp_path / "out"), *flags])
 
     def settings(*flags: str):
         """The LoopSettings the job sends its workers."""
@@ -185,7 +185,7 @@ def test_disable_is_refused_for_the_baselines(tmp_path, capsys, model):
     # the job: one error line, exit status 2, before Ray starts
     with pytest.raises(SystemExit) as exit_info:
         parse_config(TrainConfig, train.__doc__, [
-            "--data", str(tmp_path), "--output", str(tmp_path / "out"), "--model", model,
+            "--data", str(tmp_path), "--checkpoint", str(tmp_path / "out"), "--model", model,
             "--disable", "video_enhance,fine_grained"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "Traceback" not in err
@@ -232,7 +232,7 @@ def test_no_committed_ingest_run_is_one_line_before_ray(tmp_path, monkeypatch, c
     monkeypatch.setattr(train, "join_ray", join_ray)
     data = tmp_path / "data"
     make(data)
-    assert train.main(["--data", str(data), "--output", str(tmp_path / "out")]) == 2
+    assert train.main(["--data", str(data), "--checkpoint", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"train: error: {data}") and message in err
     assert len(err.strip().splitlines()) == 1, err

@@ -26,6 +26,7 @@ _EXPORTS = {
     "open_model": "vtr_models.checkpoint",
     "model_id": "vtr_models.checkpoint",
     "training_settings": "vtr_models.checkpoint",
+    "FINAL_FOLDER": "vtr_models.checkpoint",
     "RetrievalModel": "vtr_models.retrieval_model",
     "TextFeatures": "vtr_models.retrieval_model",
     "VideoFeatures": "vtr_models.retrieval_model",

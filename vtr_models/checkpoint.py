@@ -33,6 +33,8 @@ from vtr_models.retrieval_model import RetrievalModel
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TRAINING_FILE = "training.json"
+#: the folder a training run exports its chosen model to, inside the run's folder
+FINAL_FOLDER = "final"
 #: the model a backbone spec stands for: the untrained full model (it scores as meanp)
 ZERO_SHOT_MODEL = "lfemi"
 
@@ -50,16 +52,26 @@ def save_checkpoint(model: RetrievalModel, folder: str | Path,
     return folder
 
 
+def model_folder(source: str | Path) -> Path:
+    """The folder holding the model a checkpoint source names: the source itself, or the
+    ``final/`` inside a training run's folder (what ``train --checkpoint`` wrote), so
+    that every job takes one name, the run's folder or the model's, for one thing."""
+    source = Path(source)
+    final = source / FINAL_FOLDER
+    return final if not (source / CONFIG_FILE).is_file() and (final / CONFIG_FILE).is_file() \
+        else source
+
+
 def training_settings(source: str | Path) -> dict | None:
     """The training settings a checkpoint folder records; None for a backbone spec or a
     checkpoint saved outside training."""
-    path = Path(source) / TRAINING_FILE
+    path = model_folder(source) / TRAINING_FILE
     return json.loads(path.read_text()) if path.is_file() else None
 
 
 def is_checkpoint(source: str | Path) -> bool:
     """Whether ``source`` is a checkpoint folder (else it must be a backbone spec)."""
-    return (Path(source) / CONFIG_FILE).is_file()
+    return (model_folder(source) / CONFIG_FILE).is_file()
 
 
 def zero_shot_spec(source: str) -> BackboneSpec:
@@ -95,7 +107,7 @@ def model_id(source: str | Path) -> str:
 
 def load_checkpoint(folder: str | Path, device: str = "cpu") -> RetrievalModel:
     """Rebuild the exact model saved in ``folder`` (in eval mode)."""
-    folder = Path(folder)
+    folder = model_folder(folder)
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     for path in (config_path, weights_path):
         if not path.is_file():
@@ -109,7 +121,7 @@ def load_checkpoint(folder: str | Path, device: str = "cpu") -> RetrievalModel:
 def load_weights(model: RetrievalModel, folder: str | Path, device: str = "cpu") -> None:
     """Fill every tensor of ``model`` from ``folder``'s weights (strict: a missing or
     extra tensor is an error); for a model already built, as a training restore has."""
-    load_model(model, str(Path(folder) / WEIGHTS_FILE), strict=True, device=device)
+    load_model(model, str(model_folder(folder) / WEIGHTS_FILE), strict=True, device=device)
 
 
 def checkpoint_id(folder: str | Path) -> str:
@@ -123,7 +135,7 @@ def checkpoint_id(folder: str | Path) -> str:
     re-serialised, CRLF line endings from git, another safetensors header
     layout) keep their id.
     """
-    folder = Path(folder)
+    folder = model_folder(folder)
     config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
     with safe_open(str(folder / WEIGHTS_FILE), framework="pt") as weights:
         return _digest(config, ((name, weights.get_tensor(name)) for name in

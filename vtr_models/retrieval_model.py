@@ -52,6 +52,12 @@ class VideoFeatures:
         return VideoFeatures(self.pooled[index], self.frames[index],
                              None if self.local is None else self.local[index], self.mask[index])
 
+    def to(self, device: torch.device | str) -> VideoFeatures:
+        """The same features on ``device`` (stored features are read on the CPU)."""
+        return VideoFeatures(self.pooled.to(device), self.frames.to(device),
+                             None if self.local is None else self.local.to(device),
+                             self.mask.to(device))
+
     def __len__(self) -> int:
         return self.pooled.shape[0]
 

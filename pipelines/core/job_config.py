@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
+import sys
 import textwrap
 import types
 import typing
@@ -23,8 +25,61 @@ T = TypeVar("T")
 
 
 def flag(help: str, **extra: Any) -> dict[str, Any]:
-    """Field metadata for a config flag: its ``--help`` text plus argparse extras (choices)."""
+    """Field metadata for a config flag: its ``--help`` text plus extras: argparse's
+    ``choices`` and ``metavar``, ``one_of`` (see ``build_parser``) and ``aliases``, the
+    flag's old names, still accepted with one deprecation line: ``"--output"`` takes
+    the flag's value, ``"--use-gpu=cuda"`` is a switch that sets the value given."""
     return {"help": help, **extra}
+
+
+def _setting(flag_name: str) -> str:
+    return flag_name.lstrip("-").replace("-", "_")
+
+
+def aliases(cls: type) -> dict[str, tuple[str, str | None]]:
+    """Each old setting name of ``cls``'s fields (``output``) -> the field's name, and the
+    value an old switch sets (None for an old name that takes a value)."""
+    found = {}
+    for field in dataclasses.fields(cls):
+        for old in field.metadata.get("aliases", ()):
+            name, _, value = old.partition("=")
+            found[_setting(name)] = (field.name, value or None)
+    return found
+
+
+def _renamed(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """A config file's settings with old names replaced by the new (a switch's
+    ``true`` by the value it sets; ``false`` by nothing)."""
+    old = aliases(cls)
+    renamed = {}
+    for key, value in values.items():
+        if key not in old:
+            renamed[key] = value
+        elif old[key][1] is None:
+            renamed[old[key][0]] = value
+        elif value:
+            renamed[old[key][0]] = old[key][1]
+    return renamed
+
+
+def deprecation_notes(cls: type, argv: list[str], file_keys: list[str], prog: str) -> list[str]:
+    """One line per old flag name used on the command line or as a config file key."""
+    old = aliases(cls)
+    used = {_setting(a.split("=", 1)[0]) for a in argv if a.startswith("--")}
+    used |= {k for k in file_keys if k in old}
+    notes = []
+    for name in sorted(used & set(old)):
+        field_name, value = old[name]
+        new = _flag(field_name) + (f" {value}" if value else "")
+        notes.append(f"{prog}: note: {_flag(name)} is deprecated; use {new}")
+    return notes
+
+
+def plain(text: str) -> str:
+    """Docstring prose as a terminal shows it: reStructuredText roles and literals
+    (``:class:`VideoSearch` ``, double backticks) reduced to their text."""
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    return text.replace("``", "")
 
 
 def _base_type(annotation: Any) -> type:
@@ -45,11 +100,14 @@ def build_parser(cls: type, doc: str) -> argparse.ArgumentParser:
     """An ``argparse`` parser with one flag per field of the dataclass ``cls``.
 
     ``doc`` is the job script's docstring: its first line describes the job in
-    ``--help``, the rest (usage examples) follows the flags unchanged.
+    ``--help``, the rest (usage examples) follows the flags as written, its markup
+    removed (``plain``). Fields whose metadata share a ``one_of`` name are
+    alternatives, exactly one of which is required: the usage line shows them as
+    ``(--a A | --b B)``; the config's own checks enforce it.
     """
     first, _, rest = doc.strip().partition("\n")
     parser = argparse.ArgumentParser(
-        description=first, epilog=textwrap.dedent(rest).strip() or None,
+        description=plain(first), epilog=plain(textwrap.dedent(rest).strip("\n").rstrip()) or None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     required = parser.add_argument_group(
@@ -83,9 +141,21 @@ def build_parser(cls: type, doc: str) -> argparse.ArgumentParser:
             group = required  # listed apart, so nobody takes them for optional
         elif default is not None:
             kwargs["help"] += f" (default: {default})"
-        group.add_argument(_flag(field.name), **kwargs)
-    needed = " ".join(f"{a.option_strings[0]} {a.metavar}" for a in required._group_actions)
-    parser.usage = f"%(prog)s {needed} [options]".replace("  ", " ")
+        renames = [a for a in field.metadata.get("aliases", ()) if "=" not in a]
+        group.add_argument(_flag(field.name), *renames, **kwargs)
+        for switch in field.metadata.get("aliases", ()):
+            if "=" in switch:  # an old on/off flag for one of the choices
+                name, _, value = switch.partition("=")
+                parser.add_argument(name, dest=field.name, action="store_const", const=value,
+                                    default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    needed = [f"{a.option_strings[0]} {a.metavar}" for a in required._group_actions]
+    alternatives: dict[str, list[str]] = {}
+    for field in dataclasses.fields(cls):
+        if "one_of" in field.metadata:
+            alternatives.setdefault(field.metadata["one_of"], []).append(
+                f"{_flag(field.name)} {field.metadata.get('metavar', field.name.upper())}")
+    needed += [f"({' | '.join(names)})" for names in alternatives.values()]
+    parser.usage = f"%(prog)s {' '.join(needed)} [options]".replace("  ", " ")
     return parser
 
 
@@ -135,14 +205,17 @@ def parse_config(cls: type[T], doc: str, argv: list[str] | None = None) -> T:
     """Parse ``argv`` into an instance of ``cls`` (a dataclass), exiting with one line
     on bad flags or a bad ``--config`` file; ``doc`` is the job's docstring."""
     parser = build_parser(cls, doc)
+    argv = sys.argv[1:] if argv is None else argv
     args = vars(parser.parse_args(argv))
     values: dict[str, Any] = {}
     config_file = args.pop("config", None)
+    file_keys: list[str] = []  # as written, old names included
     if config_file:
         try:
             from_file = load_config_file(config_file)
         except ValueError as exc:
             parser.error(str(exc))
+        file_keys, from_file = list(from_file), _renamed(cls, from_file)
         known = {f.name for f in dataclasses.fields(cls)}
         wrong = _type_errors(cls, {k: v for k, v in from_file.items() if k in known})
         if wrong:
@@ -156,6 +229,8 @@ def parse_config(cls: type[T], doc: str, argv: list[str] | None = None) -> T:
     required = [_flag(f.name) for f in fields if _is_required(f) and f.name not in values]
     if required:
         parser.error(f"the following arguments are required: {', '.join(required)}")
+    for note in deprecation_notes(cls, argv, file_keys, parser.prog):
+        print(note, file=sys.stderr)
     try:
         return cls(**values)
     except (TypeError, ValueError) as exc:

@@ -120,7 +120,8 @@ class VideoSearch:
     def __init__(self, db_uri: str, table: str, checkpoint: str,
                  keyword_model: str | None = None, nprobes: int = NPROBES,
                  refine_factor: int | None = None, storage_options: dict[str, str] | None = None,
-                 consistency_interval_s: float | None = 5.0, ef: int | None = None) -> None:
+                 consistency_interval_s: float | None = 5.0, ef: int | None = None,
+                 device: str = "cpu") -> None:
         import lancedb
 
         self.local = "://" not in db_uri  # a folder here, with a page cache to fill
@@ -134,7 +135,8 @@ class VideoSearch:
         db = lancedb.connect(db_uri, storage_options=storage_options,
                              read_consistency_interval=interval)
         self.table = db.open_table(table)  # before the models: a wrong --db fails fast
-        self.model, self.model_id = open_model(checkpoint)
+        self.device = torch.device(device)  # the model's; features are read on the CPU
+        self.model, self.model_id = open_model(checkpoint, device=device)
         self.nprobes = nprobes
         self.refine_factor = refine_factor  # None: the table's index's
         self.ef = ef  # None: EF_PER_CANDIDATE x the candidates
@@ -205,12 +207,12 @@ class VideoSearch:
         """The queries' text features, in one pass of the text tower (caption tokens and,
         when the model uses them, keywords): a service encodes concurrent queries together."""
         tokenizer = self.model.tokenizer
-        tokens = trim_padding(tokenizer.captions(texts))
+        tokens = trim_padding(tokenizer.captions(texts)).to(self.device)
         if self.keywords is None:
             return self.model.encode_text(tokens)
         kw_tokens, kw_mask = tokenizer.keywords(self.keywords(texts),
                                                 self.model.config.max_keywords)
-        return self.model.encode_text(tokens, kw_tokens, kw_mask)
+        return self.model.encode_text(tokens, kw_tokens.to(self.device), kw_mask.to(self.device))
 
     def checked_query(self, text: str, k: int, candidates: int) -> tuple[str, str | None]:
         """``text`` stripped, once the query is known to be one this search can answer,
@@ -263,7 +265,7 @@ class VideoSearch:
         (docs/benchmarks.md, "Stage one through Lance").
         """
         version = version or self.current_version()  # one for every text of a batch
-        vectors = self.model.text_embedding(features).float().numpy()
+        vectors = self.model.text_embedding(features).float().cpu().numpy()
         return [self.first_stage_scanner(vector, candidates, columns, where, with_row_id,
                                          version).to_table() for vector in vectors]
 
@@ -337,9 +339,9 @@ class VideoSearch:
         and IVF_PQ its quantised approximation)."""
         if not rows.num_rows:
             return {ROW_OFFSET: [], "score": [], "first_stage_score": []}
-        videos = video_features(rows, self.model.config)
-        scores = self.model.score(features, videos)[0]
-        first = self.model.first_stage_score(features, videos)[0]
+        videos = video_features(rows, self.model.config).to(self.device)
+        scores = self.model.score(features, videos)[0].cpu()
+        first = self.model.first_stage_score(features, videos)[0].cpu()
         top = torch.argsort(scores, descending=True)[:k].tolist()
         return {ROW_OFFSET: rows.column(ROW_OFFSET).take(top).to_pylist(),
                 "score": scores[top].tolist(), "first_stage_score": first[top].tolist()}

@@ -32,6 +32,7 @@ import pyarrow.dataset as pads
 
 from pipelines.core import storage
 from pipelines.core.sql import sql_in
+from pipelines.ingestion.splits import with_splits
 
 FORMAT_VERSION = 2
 PARTS = ("videos", "captions", "errors")
@@ -242,19 +243,21 @@ def open_part(data: str | IngestSnapshot, part: str) -> pads.Dataset:
 
 
 def read_captions(data: str | IngestSnapshot, split: str) -> pa.Table:
-    """Captions of one split (``video_id``, ``caption``, ``keywords``)."""
+    """Captions of one split (``video_id``, ``caption``, ``keywords``); with no split in
+    the manifest, the split by a hash of each video's id (``splits.with_splits``)."""
     snapshot = as_snapshot(data)
-    table = open_part(snapshot, "captions").to_table(
-        columns=["video_id", "caption", "keywords"], filter=pc.field("split") == split
-    )
+    captions = with_splits(open_part(snapshot, "captions").to_table(
+        columns=["video_id", "caption", "keywords", "split"]), snapshot.output)
+    table = captions.filter(pc.field("split") == split).drop_columns(["split"])
     if table.num_rows == 0:
         raise ValueError(f"{snapshot.output}: no captions in split {split!r}")
     return table
 
 
 def video_splits(snapshot: IngestSnapshot) -> dict[str, str]:
-    """The split of each captioned video (its first caption's)."""
-    captions = snapshot.dataset("captions").to_table(columns=["video_id", "split"])
+    """The split of each captioned video (its first caption's; by hash without any)."""
+    captions = with_splits(snapshot.dataset("captions").to_table(columns=["video_id", "split"]),
+                           snapshot.output)
     splits: dict[str, str] = {}
     for video_id, split in zip(captions.column("video_id").to_pylist(),
                                captions.column("split").to_pylist(), strict=True):

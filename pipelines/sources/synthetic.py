@@ -1,6 +1,6 @@
-"""A synthetic text-video benchmark that only temporal order can solve.
+r"""A synthetic text-video benchmark that only temporal order can solve.
 
-    python -m pipelines.sources.synthetic --output data/synth \
+    vtr synthetic --output data/synth \
         --train-groups 134 --val-groups 33 --test-groups 33 [--tier easy]
 
 Each clip shows two coloured shapes on black; first one moves, then the other.

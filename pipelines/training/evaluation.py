@@ -64,10 +64,14 @@ def load_split(model: RetrievalModel, data: str | IngestSnapshot, split: str,
 
 @torch.no_grad()
 def encode_split(model: RetrievalModel, inputs: SplitInputs) -> tuple[TextFeatures, VideoFeatures]:
-    """Text and video features of a preprocessed split (the model in eval mode)."""
+    """Text and video features of a preprocessed split (the model in eval mode), on the
+    model's device (a training run's validation on a GPU worker, ``evaluate --device``)."""
     model.eval()
-    video = _cat([model.encode_video(*batch) for batch in inputs.video_batches], VideoFeatures)
-    text = _cat([model.encode_text(*batch) for batch in inputs.text_batches], TextFeatures)
+    device = next(model.parameters()).device
+    video = _cat([model.encode_video(*(t.to(device) for t in batch))
+                  for batch in inputs.video_batches], VideoFeatures)
+    text = _cat([model.encode_text(*(t.to(device) for t in batch))
+                 for batch in inputs.text_batches], TextFeatures)
     return text, video
 
 
@@ -77,8 +81,8 @@ def evaluate_split(model: RetrievalModel, inputs: SplitInputs) -> dict:
     vector index gives before the rerank."""
     text, video = encode_split(model, inputs)
     with torch.no_grad():
-        scores = model.score(text, video)
-        first_stage = model.first_stage_score(text, video)
+        scores = model.score(text, video).cpu()
+        first_stage = model.first_stage_score(text, video).cpu()
     metrics = retrieval_metrics(scores, inputs.text_video_ids, inputs.video_ids)
     stage_one = retrieval_metrics(first_stage, inputs.text_video_ids, inputs.video_ids)["t2v"]
     return {**metrics, "first_stage": stage_one, "num_videos": len(inputs.video_ids),

@@ -1,0 +1,94 @@
+"""The ``vtr`` command, one name per setting across jobs (old names as aliases), and the
+``--device`` setting."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipelines import cli
+from pipelines.core.devices import resolve_device
+from pipelines.core.job_config import parse_config
+from pipelines.embed import EmbedConfig
+from pipelines.train import TrainConfig
+
+VTR = Path(sys.executable).parent / "vtr"  # installed by pip with the project
+
+
+def test_the_installed_command_lists_every_job_and_runs_one():
+    listing = subprocess.run([str(VTR), "--help"], capture_output=True, text=True, check=True)
+    for job in cli.JOBS:
+        assert f"\n  {job} " in listing.stdout, job
+    shown = subprocess.run([str(VTR), "query", "--help"], capture_output=True, text=True,
+                           check=True).stdout
+    assert shown.startswith("usage: vtr query --db DB --checkpoint CHECKPOINT --text TEXT")
+    wrong = subprocess.run([str(VTR), "ingets"], capture_output=True, text=True)
+    assert wrong.returncode == 2
+    assert wrong.stderr.strip().splitlines() == [
+        f"vtr: error: unknown job 'ingets'; choose from {', '.join(cli.JOBS)}"]
+
+
+@pytest.mark.parametrize("job", [j for j in cli.JOBS if j != "serve"])
+def test_each_subcommand_is_the_jobs_own_parser(job, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([job, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: vtr {job}")
+    module = __import__(cli.JOBS[job][0], fromlist=["main"])
+    with pytest.raises(SystemExit):  # the same flags as the script's own --help
+        module.main(["--help"])
+    assert capsys.readouterr().out.split("\n\n", 1)[1] == out.split("\n\n", 1)[1]
+
+
+def test_ingest_usage_shows_its_one_required_choice(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["ingest", "--help"])
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == ("usage: vtr ingest --data DATA (--manifest MANIFEST | --videos VIDEOS) "
+                     "[options]")
+
+
+def test_serve_help_lists_every_application_argument(capsys):
+    from pipelines.serve import SearchArgs
+
+    assert cli.main(["serve", "--help"]) == 0
+    out = capsys.readouterr().out
+    for name in SearchArgs.model_fields:
+        assert f"  {name}=" in out, name
+    assert "db=...  LanceDB database" in out and "(required)" in out
+
+
+def test_old_flag_names_still_work_with_one_deprecation_line(tmp_path, capsys):
+    config = parse_config(TrainConfig, "x", [
+        "--data", "d", "--output", str(tmp_path / "run"), "--num-workers", "2", "--use-gpu",
+        "--batch-size", "32"])
+    assert (config.checkpoint, config.workers, config.device) == (
+        str(tmp_path / "run"), 2, "cuda")
+    notes = [line.split(": ", 1)[1] for line in capsys.readouterr().err.splitlines()]
+    assert notes == ["note: --num-workers is deprecated; use --workers",
+                     "note: --output is deprecated; use --checkpoint",
+                     "note: --use-gpu is deprecated; use --device cuda"]
+    settings = tmp_path / "embed.json"
+    settings.write_text(json.dumps({"data": "d", "checkpoint": "c", "db": "db",
+                                    "concurrency": 3, "num_gpus_per_worker": 0.5}))
+    config = parse_config(EmbedConfig, "x", ["--config", str(settings)])
+    assert (config.workers, config.gpus_per_worker, config.device) == (3, 0.5, "cuda")
+    assert len(capsys.readouterr().err.splitlines()) == 2
+    config = parse_config(TrainConfig, "x", ["--data", "d", "--checkpoint", "c"])
+    assert config.device == "cpu" and capsys.readouterr().err == ""  # new names: no note
+
+
+def test_device_names_resolve_or_stop_with_one_line():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="--device 'tpu'"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA GPU"):
+            resolve_device("cuda")
