@@ -92,3 +92,14 @@ def test_device_names_resolve_or_stop_with_one_line():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="sees no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_vtr_serve_is_serve_run_of_the_search_app(monkeypatch):
+    from ray.serve import scripts
+
+    calls = []
+    monkeypatch.setattr(scripts.cli, "main", lambda args, prog_name: calls.append(args))
+    assert cli.main(["serve", "--non-blocking", "db=lancedb/", "checkpoint=ckpt/"]) == 0
+    assert cli.main(["serve", "cluster/serve-search.yaml"]) == 0
+    assert calls == [["run", "--non-blocking", cli.SERVE_APP, "db=lancedb/", "checkpoint=ckpt/"],
+                     ["run", "cluster/serve-search.yaml"]]

@@ -1,4 +1,4 @@
-"""METHOD.md's formulas, each recomputed in plain torch from the module's own weights.
+"""docs/method.md's formulas, each recomputed in plain torch from the module's own weights.
 
 Every reference below works one caption / one video at a time and keeps only the
 valid frames, words and keywords (``x[mask]``), so masking is checked by construction:

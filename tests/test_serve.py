@@ -1,4 +1,4 @@
-"""The search service on Ray Serve: started with ``serve run`` from the shipped config,
+"""The search service on Ray Serve: started with ``vtr serve`` from the shipped config,
 asked over real HTTP, answering what the Python API answers."""
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ def request(url: str, body: dict | bytes | None = None) -> tuple[int, dict]:
 
 @pytest.fixture(scope="module")
 def service(table, zero_shot_table, keyword_model, tmp_path_factory):
-    """``serve run cluster/serve-search.yaml``, with this table, checkpoint and a free port;
-    beside it, under ``/zero-shot``, the same app over a table embedded zero-shot."""
+    """``vtr serve cluster/serve-search.yaml`` (``serve run`` of it), with this table,
+    checkpoint and a free port; beside it, under ``/zero-shot``, the same app over a table
+    embedded zero-shot."""
     config = yaml.safe_load((REPO / "cluster" / "serve-search.yaml").read_text())
     port = free_port()
     config["http_options"] = {"host": "127.0.0.1", "port": port}
@@ -58,7 +59,7 @@ def service(table, zero_shot_table, keyword_model, tmp_path_factory):
     (folder / "serve.yaml").write_text(yaml.safe_dump(config))
     log = open(folder / "serve.log", "w")  # noqa: SIM115 - open for the process's life
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "serve"), "run",
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "vtr"), "serve",
                              str(folder / "serve.yaml")], cwd=REPO, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

@@ -1,4 +1,4 @@
-"""Modal interaction (METHOD.md S4): text-conditioned pooling of frames, as in X-Pool.
+"""Modal interaction (docs/method.md S4): text-conditioned pooling of frames, as in X-Pool.
 
 The text's global feature queries the video's temporal frame features:
 ``a = CrossAttn(Q = t W'q, K = F' W'k, V = F' W'v)``, with a LayerNorm on the

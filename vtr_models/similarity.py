@@ -1,4 +1,4 @@
-"""Multi-granularity matching (METHOD.md S5): fine-grained token-wise and coarse cosine scores.
+"""Multi-granularity matching (docs/method.md S5): fine-grained token-wise and coarse cosine scores.
 
 Fine-grained: every word finds its best frame and every frame its best word
 (max-similarity both ways, as DRL / X-CLIP token interaction), each averaged

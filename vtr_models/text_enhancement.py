@@ -1,10 +1,10 @@
-"""Text local feature enhancement (METHOD.md S3): word tokens attend to the caption's keywords.
+"""Text local feature enhancement (docs/method.md S3): word tokens attend to the caption's keywords.
 
 ``W_e = W + tanh(g) CrossAttn(Q = W Wq, K = Wk Wk', V = Wk Wv)``: keywords
 (encoded by the text encoder itself) tell which words matter. A caption
 without keywords keeps ``W`` unchanged.
 
-The gate ``g`` starts at zero (as Flamingo's gated cross-attention): METHOD.md's
+The gate ``g`` starts at zero (as Flamingo's gated cross-attention): docs/method.md's
 formula adds the attended keywords at full scale, and at initialisation that
 is one caption-wide offset on every word (each word attends to the same few
 keywords), which blurs the word-level detail that fine-grained matching needs

@@ -1,4 +1,4 @@
-"""Video local feature enhancement (METHOD.md S2).
+"""Video local feature enhancement (docs/method.md S2).
 
 Each temporal frame feature is concatenated with the video's mean-pooled
 feature, fused over time by an LSTM, then re-weighted by an adaptive weight
@@ -13,7 +13,7 @@ event order from random init did so) rather than against a random LSTM space:
     V_e = normalize(F' + Z(LSTM([F'_i ; mean F']))) * 2 sigmoid(FC2(...))
 
 with ``Z`` and ``FC2`` initialised to zero, so every weight starts at one.
-Deviations from METHOD.md: the residual on ``F'`` and its zero map, and the
+Deviations from docs/method.md: the residual on ``F'`` and its zero map, and the
 weights' range (0, 2) around a start of one rather than (0, 1) around one
 half. Each ``V_e`` row is a unit vector times its frame's weight, so a
 fine-grained score is a weighted cosine, as ``similarity.fine_grained``

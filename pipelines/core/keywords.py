@@ -1,6 +1,6 @@
 """Caption keywords: KeyBERT over a sentence-transformers model, lemmatised with simplemma.
 
-METHOD.md S1: K keywords of up to L words per caption, extracted with a
+docs/method.md S1: K keywords of up to L words per caption, extracted with a
 multilingual MiniLM by default, then lemmatised so that "dogs" and "dog" are one
 keyword. simplemma ships its dictionaries inside the package (no download) and
 covers the 50+ languages of the default model.

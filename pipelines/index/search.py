@@ -5,7 +5,7 @@
     search.search("a dog catches a frisbee on the beach", k=10, candidates=100)
 
 The full model's score depends on the text, so a video cannot be one stored
-vector (METHOD.md, "Why reranking"). Stage one asks LanceDB for the
+vector (docs/method.md). Stage one asks LanceDB for the
 ``candidates`` nearest neighbours of the text's global feature (optionally
 filtered by a SQL ``where`` on the metadata columns); stage two rescores those
 candidates with the full model from their stored features and keeps the top
@@ -42,11 +42,11 @@ NPROBES = 20  # IVF partitions searched per query
 REFINE_FACTORS = {"IVF_PQ": 10, "HNSW_SQ": 1, "HNSW_FLAT": 1}
 # an HNSW index's search breadth (ef) per candidate asked for. Lance's default, 1.5, held
 # 0.958 of the exhaustive 100 candidates at a million clustered rows; 3 held 0.979 with no
-# slower a vector search (docs/benchmarks.md, "HNSW's search breadth")
+# slower a vector search (docs/history.md, "HNSW's search breadth")
 EF_PER_CANDIDATE = 3
 # what a search answers with, fetched for the top k after the rerank rather than for every
 # candidate: a string costs Lance's take about as much per row as a row's whole features
-# (docs/benchmarks.md, "Answer columns after the rerank")
+# (docs/history.md, "answer columns after the rerank")
 ANSWER_COLUMNS = ["video_id", "uri"]
 # each candidate's offset in the table version searched, which Lance's public `take` reads
 ROW_OFFSET = "_rowoffset"
@@ -188,7 +188,7 @@ class VideoSearch:
         host's memory holds them: 15 GB at a million ViT-B-32 rows with int8 features).
         Seconds taken. A service calls it before its first request; straight after an
         index build, searches at a million rows took 20 to 34 ms at p50 instead of 16 to
-        20 (docs/benchmarks.md, "A million rows, served warm"). An object-store table
+        20 (docs/history.md, "a million rows served warm"). An object-store table
         has no page cache to fill: only its index is loaded."""
         started = time.perf_counter()
         version = self.current_version()
@@ -262,7 +262,7 @@ class VideoSearch:
         needs), nearest first.
 
         One Lance query per text: asked through LanceDB, the same query took 3 ms more
-        (docs/benchmarks.md, "Stage one through Lance").
+        (docs/history.md, "stage one through Lance").
         """
         version = version or self.current_version()  # one for every text of a batch
         vectors = self.model.text_embedding(features).float().cpu().numpy()
