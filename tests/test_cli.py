@@ -13,7 +13,7 @@ import torch
 
 from pipelines import cli
 from pipelines.core.devices import resolve_device
-from pipelines.core.job_config import parse_config
+from pipelines.core.job_config import build_parser, parse_config
 from pipelines.embed import EmbedConfig
 from pipelines.train import TrainConfig
 
@@ -82,6 +82,9 @@ def test_old_flag_names_still_work_with_one_deprecation_line(tmp_path, capsys):
     assert len(capsys.readouterr().err.splitlines()) == 2
     config = parse_config(TrainConfig, "x", ["--data", "d", "--checkpoint", "c"])
     assert config.device == "cpu" and capsys.readouterr().err == ""  # new names: no note
+    shown = build_parser(TrainConfig, "x").format_help()
+    assert "--workers" in shown and not {"--output", "--num-workers", "--use-gpu"} & set(
+        shown.split())  # --help teaches the new names only
 
 
 def test_device_names_resolve_or_stop_with_one_line():

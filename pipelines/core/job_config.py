@@ -141,13 +141,14 @@ def build_parser(cls: type, doc: str) -> argparse.ArgumentParser:
             group = required  # listed apart, so nobody takes them for optional
         elif default is not None:
             kwargs["help"] += f" (default: {default})"
-        renames = [a for a in field.metadata.get("aliases", ()) if "=" not in a]
-        group.add_argument(_flag(field.name), *renames, **kwargs)
-        for switch in field.metadata.get("aliases", ()):
-            if "=" in switch:  # an old on/off flag for one of the choices
-                name, _, value = switch.partition("=")
-                parser.add_argument(name, dest=field.name, action="store_const", const=value,
-                                    default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        group.add_argument(_flag(field.name), **kwargs)
+        for old in field.metadata.get("aliases", ()):  # accepted, not listed in --help
+            name, _, value = old.partition("=")
+            hidden = ({"action": "store_const", "const": value} if value  # an old switch
+                      else {k: v for k, v in kwargs.items() if k != "help"})
+            parser.add_argument(name, **{**hidden, "dest": field.name,
+                                         "default": argparse.SUPPRESS,
+                                         "help": argparse.SUPPRESS})
     needed = [f"{a.option_strings[0]} {a.metavar}" for a in required._group_actions]
     alternatives: dict[str, list[str]] = {}
     for field in dataclasses.fields(cls):
