@@ -1,7 +1,7 @@
 """The ``vtr`` command: one subcommand per job, each taking exactly that job's flags.
 
-    vtr ingest --manifest manifest.csv --output ingest_out/
-    vtr train --data ingest_out/ --output ckpt/
+    vtr ingest --manifest manifest.csv --data ingest_out/
+    vtr train --data ingest_out/ --checkpoint ckpt/
     vtr query --db lancedb/ --checkpoint ckpt/final --text "a dog catches a frisbee"
     vtr serve db=lancedb/ checkpoint=ckpt/final
 
@@ -23,7 +23,7 @@ JOBS: dict[str, tuple[str, str]] = {
     "embed": ("pipelines.embed", "write a model's vectors and rerank features to LanceDB"),
     "query": ("pipelines.query", "search a LanceDB table with a text"),
     "refresh": ("pipelines.refresh", "bring an ingest output and its table up to date"),
-    "serve": ("pipelines.cli", "search over HTTP on Ray Serve (serve run pipelines.serve:app)"),
+    "serve": ("pipelines.serve", "search over HTTP on Ray Serve (serve run pipelines.serve:app)"),
     "demo": ("pipelines.demo", "the end-to-end demo on bundled and generated videos"),
     "synthetic": ("pipelines.sources.synthetic", "generate the order-only synthetic benchmark"),
 }
@@ -55,16 +55,25 @@ def serve_help() -> str:
 
 
 def serve_main(argv: list[str]) -> int:
-    """``vtr serve``: ``serve run`` of the search application, or of a config file."""
+    """``vtr serve``: ``serve run`` of the search application, or of a config file.
+
+    The application's arguments are the trailing ``key=value`` words whose key is a
+    ``SearchArgs`` field; everything before them goes to ``serve run`` as written."""
     if not argv or argv[0] in ("-h", "--help"):
-        print(serve_help())
+        print(serve_help(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     from ray.serve.scripts import cli
 
-    configs = [a for a in argv if a.endswith((".yaml", ".yml"))]
-    run_args = argv if configs else [*[a for a in argv if "=" not in a or a.startswith("-")],
-                                     SERVE_APP, *[a for a in argv if "=" in a
-                                                  and not a.startswith("-")]]
+    from pipelines.serve import SearchArgs
+
+    start = len(argv)
+    while start and argv[start - 1].split("=", 1)[0] in SearchArgs.model_fields \
+            and "=" in argv[start - 1]:
+        start -= 1
+    if argv[-1].endswith((".yaml", ".yml")):
+        run_args = argv
+    else:
+        run_args = [*argv[:start], SERVE_APP, *argv[start:]]
     cli.main(args=["run", *run_args], prog_name="vtr serve")
     return 0
 
@@ -72,7 +81,7 @@ def serve_main(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
-        print(usage())
+        print(usage(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in JOBS:

@@ -17,6 +17,7 @@ vector index: retrained after a rebuild, updated after an update (``optimize``).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from pipelines.core import storage
+from pipelines.core.devices import DEVICES, cluster_device
 from pipelines.core.job_config import flag
 from pipelines.core.ray_job import start_job
 from pipelines.core.sql import sql_in
@@ -74,12 +76,12 @@ class EmbedConfig:
         "most embedding actors (default: no cap; the pool starts with as many as the "
         "cluster's GPUs or CPUs hold at the sizes below, and grows onto nodes that join "
         "while videos wait)", aliases=("--concurrency",)))
-    device: str = field(default="cpu", metadata=flag(
-        "where the embedding actors run: cpu, or cuda (each reserves --gpus-per-worker)",
-        choices=("cpu", "cuda")))
+    device: str = field(default="auto", metadata=flag(
+        "where the embedding actors run: cuda (each reserves --gpus-per-worker), cpu, or "
+        "auto (cuda when the Ray cluster has GPUs)", choices=DEVICES))
     gpus_per_worker: float = field(default=0.0, metadata=flag(
-        "GPUs per embedding actor, a fraction to share one (default: 1 with --device cuda; "
-        "more than 0 implies --device cuda)", aliases=("--num-gpus-per-worker",)))
+        "GPUs per embedding actor, a fraction to share one (default: 1 on cuda)",
+        aliases=("--num-gpus-per-worker",)))
     cpus_per_worker: float | None = field(default=None, metadata=flag(
         "CPUs each embedding actor reserves (default: on CPU, all but one CPU of the "
         "smallest node, since Ray Data's file listing and Parquet reads need one CPU free "
@@ -129,10 +131,16 @@ class EmbedConfig:
             raise ValueError("--threads-per-worker must be at least 1")
         if self.gpus_per_worker < 0:
             raise ValueError("--gpus-per-worker must not be negative")
-        if self.gpus_per_worker > 0:
-            self.device = "cuda"
-        elif self.device == "cuda":
-            self.gpus_per_worker = 1.0
+        if self.gpus_per_worker > 0 and self.device == "cpu":
+            raise ValueError("--gpus-per-worker needs --device cuda or auto, not cpu")
+
+    def on_cluster(self, cluster_gpus: float) -> EmbedConfig:
+        """These settings with ``--device`` resolved for a cluster with ``cluster_gpus``
+        (``cluster_device``) and ``--gpus-per-worker`` 1 on cuda unless given."""
+        gpus = self.gpus_per_worker or 1.0
+        device = cluster_device(self.device, cluster_gpus, gpus)
+        return dataclasses.replace(self, device=device,
+                                   gpus_per_worker=gpus if device == "cuda" else 0.0)
 
 
 @dataclass
@@ -202,6 +210,7 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
     import ray
 
     start = time.perf_counter()
+    config = config.on_cluster(ray.cluster_resources().get("GPU", 0))
     snapshot = open_ingest(config.data)
     model, model_id = open_model(config.checkpoint)  # fails here, not in every actor
     warn_untrained_first_stage(config.checkpoint)

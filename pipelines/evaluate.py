@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pipelines.core.devices import DEVICE_HELP, DEVICES, resolve_device
 from pipelines.core.job_config import flag, parse_config
 from pipelines.core.keywords import QUERY_KEYWORD_MODEL_HELP, KeywordModelError
+from pipelines.core.messages import first_line
 from pipelines.training.evaluation import evaluate_split, evaluate_via_index, load_split
 from vtr_models import open_model
 
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics = evaluate_split(
                 model, load_split(model, config.data, config.split, config.batch_size))
     except (FileNotFoundError, ValueError, KeywordModelError) as exc:
-        print(f"evaluate: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print(f"evaluate: error: {first_line(exc)}", file=sys.stderr)
         return 2
     print(format_table(metrics))
     if config.json:

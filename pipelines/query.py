@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pipelines.core.devices import DEVICE_HELP, DEVICES, resolve_device
 from pipelines.core.job_config import flag, parse_config
 from pipelines.core.keywords import QUERY_KEYWORD_MODEL_HELP, KeywordModelError
+from pipelines.core.messages import first_line
 
 
 @dataclass
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             results = search.search(config.text, k=config.k, candidates=config.candidates,
                                     where=config.where)
     except KeywordModelError as exc:
-        message = str(exc).splitlines()[0]
+        message = first_line(exc)
         if "--keyword-model" not in message:
             message += ("; pass --keyword-model with this machine's copy of the sentence "
                         "model the ingest used")

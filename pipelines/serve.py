@@ -36,11 +36,12 @@ import pandas as pd
 import pyarrow as pa
 import torch
 from fastapi import FastAPI, HTTPException
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from ray import serve
 
 from pipelines.core.devices import resolve_device
-from pipelines.core.sql import sql_equals
+from pipelines.core.messages import first_line
+from pipelines.core.sql import checked_where, sql_equals
 from pipelines.index.search import EF_PER_CANDIDATE, NPROBES, ModelMismatchError, VideoSearch
 
 api = FastAPI(title="video search", description="Natural-language search over a video table")
@@ -81,7 +82,16 @@ class SearchArgs(BaseModel):
         "runs on the GPU"))
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description=(
         "where each replica's model runs: auto (cuda when the replica reserves a GPU), "
-        "cpu, or cuda"))
+        "cpu, or cuda (which reserves one GPU per replica unless gpus_per_replica says)"))
+
+    @model_validator(mode="after")
+    def _gpus_for_cuda(self) -> "SearchArgs":
+        """A replica told to run on cuda reserves a GPU, so that Ray shows it one."""
+        if self.device == "cuda" and not self.gpus_per_replica:
+            self.gpus_per_replica = 1.0
+        if self.device == "cpu" and self.gpus_per_replica:
+            raise ValueError("gpus_per_replica needs device=cuda or auto, not cpu")
+        return self
 
 
 class SearchRequest(BaseModel):
@@ -199,14 +209,15 @@ class SearchService:
         try:
             text, note = self.search.checked_query(request.text, request.k, request.candidates)
             where = " AND ".join(f"({sql})" for sql in (
-                filter_sql(request.filter, self.filterable), request.where) if sql) or None
+                filter_sql(request.filter, self.filterable),
+                request.where and checked_where(request.where)) if sql) or None
         except ValueError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
         answer = await self.answer(Query(text, request.k, request.candidates, where))
         if isinstance(answer, ModelMismatchError):  # the table was re-embedded by another model
             raise HTTPException(status_code=409, detail=str(answer))
         if isinstance(answer, ValueError):  # e.g. a where that is not SQL over the columns
-            raise HTTPException(status_code=400, detail=str(answer).splitlines()[0])
+            raise HTTPException(status_code=400, detail=first_line(answer))
         if isinstance(answer, Exception):
             raise answer
         return {

@@ -7,10 +7,10 @@ Ray Data streams (video, caption) pairs of the ``train`` split from the ingest
 output, decoding JPEGs and tokenizing in its read tasks; a ``TorchTrainer`` runs
 ``training.loop.train_loop_per_worker`` on every worker. Each epoch reports a
 checkpoint (model, optimiser, scheduler, history); ``--resume`` continues the
-run under ``OUTPUT/ray/``, and a failed worker group restarts from the last
+run under ``CHECKPOINT/ray/``, and a failed worker group restarts from the last
 checkpoint. At the end the checkpoint best on the validation split is written
-to ``OUTPUT/final/`` in the vtr_models format, with ``OUTPUT/metrics.jsonl``
-and ``OUTPUT/curves.png``.
+to ``CHECKPOINT/final/`` in the vtr_models format, with ``CHECKPOINT/metrics.jsonl``
+and ``CHECKPOINT/curves.png``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.core import storage
+from pipelines.core.devices import DEVICES, cluster_device
 from pipelines.core.job_config import flag, parse_config
 from pipelines.core.ray_job import join_ray, quiet_ray_data
 from pipelines.ingestion.output import IngestSnapshot, open_ingest, read_captions
@@ -59,9 +60,10 @@ class TrainConfig:
         "global batch size (split evenly across workers)"))
     workers: int = field(default=1, metadata=flag("Ray Train workers",
                                                   aliases=("--num-workers",)))
-    device: str = field(default="cpu", metadata=flag(
-        "where each worker trains: cpu, or cuda (one GPU per worker, bf16 autocast)",
-        choices=("cpu", "cuda"), aliases=("--use-gpu=cuda",)))
+    device: str = field(default="auto", metadata=flag(
+        "where each worker trains: cuda (one GPU per worker, bf16 autocast), cpu, or auto "
+        "(cuda when the Ray cluster has a GPU for every worker)",
+        choices=DEVICES, aliases=("--use-gpu=cuda", "--no-use-gpu=cpu")))
     cpus_per_worker: float = field(default=1.0, metadata=flag(
         "CPUs reserved per training worker (and its torch threads); streamed data needs "
         "some left for Ray Data (e.g. 0.5 to run 2 workers on a 2-CPU machine), cached "
@@ -85,7 +87,7 @@ class TrainConfig:
         "candidates hold the right video. 0: off (the method as specified; embed then "
         "warns)"))
     resume: bool = field(default=False, metadata=flag(
-        "continue the run in OUTPUT from its latest checkpoint"))
+        "continue the run in --checkpoint from its latest checkpoint"))
     lr: float = field(default=5e-4, metadata=flag("learning rate of the new modules"))
     lr_clip: float | None = field(default=None, metadata=flag(
         "learning rate of the CLIP backbone (default: 1e-6 with pretrained weights, "
@@ -124,7 +126,7 @@ class TrainConfig:
         if self.checkpoint_every < 1:
             raise ValueError("--checkpoint-every must be at least 1")
         if self.batch_size % self.workers:
-            raise ValueError("--batch-size must be a multiple of --num-workers")
+            raise ValueError("--batch-size must be a multiple of --workers")
         if (Path(self.checkpoint) / "ray" / "train").exists() and not self.resume:
             raise ValueError(f"{self.checkpoint} already holds a training run; pass --resume "
                              "to continue it, or choose another --checkpoint")
@@ -224,10 +226,12 @@ def run_training(config: TrainConfig, snapshot: IngestSnapshot):
     ``snapshot`` is the committed ingest run of ``--data`` that ``main`` opened before
     starting Ray; every read of the job uses that one.
     """
+    import ray
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    config = resolve_max_frames(config, snapshot)
+    config = dataclasses.replace(resolve_max_frames(config, snapshot), device=cluster_device(
+        config.device, ray.cluster_resources().get("GPU", 0), config.workers))
     model_cfg = ModelConfig.from_dict({"name": config.model, **config.model_overrides})
     num_pairs = read_captions(snapshot, "train").num_rows
     read_captions(snapshot, config.val_split)  # fail now, not after the first epoch

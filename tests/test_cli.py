@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pipelines import cli
-from pipelines.core.devices import resolve_device
+from pipelines.core.devices import cluster_device, resolve_device
 from pipelines.core.job_config import build_parser, parse_config
 from pipelines.embed import EmbedConfig
 from pipelines.train import TrainConfig
@@ -78,13 +78,68 @@ def test_old_flag_names_still_work_with_one_deprecation_line(tmp_path, capsys):
     settings.write_text(json.dumps({"data": "d", "checkpoint": "c", "db": "db",
                                     "concurrency": 3, "num_gpus_per_worker": 0.5}))
     config = parse_config(EmbedConfig, "x", ["--config", str(settings)])
-    assert (config.workers, config.gpus_per_worker, config.device) == (3, 0.5, "cuda")
+    assert (config.workers, config.gpus_per_worker, config.device) == (3, 0.5, "auto")
     assert len(capsys.readouterr().err.splitlines()) == 2
     config = parse_config(TrainConfig, "x", ["--data", "d", "--checkpoint", "c"])
-    assert config.device == "cpu" and capsys.readouterr().err == ""  # new names: no note
+    assert config.device == "auto" and capsys.readouterr().err == ""  # new names: no note
+    config = parse_config(TrainConfig, "x", ["--data", "d", "--checkpoint", "c",
+                                             "--no-use-gpu"])
+    assert config.device == "cpu"
     shown = build_parser(TrainConfig, "x").format_help()
     assert "--workers" in shown and not {"--output", "--num-workers", "--use-gpu"} & set(
         shown.split())  # --help teaches the new names only
+
+
+@pytest.mark.parametrize("argv, error", [
+    (["--out", "o"], "unrecognized arguments: --out o"),  # no abbreviations, old or new
+    (["--checkpoint-e", "2"], "unrecognized arguments"),
+    (["--output", "o"], "given under two names: --checkpoint (--checkpoint and --output)"),
+    (["--use-gpu", "--device", "cpu"], "given under two names: --device"),
+])
+def test_abbreviations_and_one_setting_under_two_names_are_refused(argv, error, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(TrainConfig, "x", ["--data", "d", "--checkpoint", "c", *argv])
+    assert exit_info.value.code == 2
+    assert error in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("settings, error", [
+    ({"device": "gpu"}, "device: 'gpu' is not one of auto, cpu, cuda"),
+    ({"use_gpu": "no"}, "use_gpu: expected true or false, got 'no'"),
+])
+def test_a_config_files_values_are_checked_as_flags_are(settings, error, tmp_path, capsys):
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps({"data": "d", "checkpoint": "c", **settings}))
+    with pytest.raises(SystemExit):
+        parse_config(TrainConfig, "x", ["--config", str(path)])
+    assert error in capsys.readouterr().err
+
+
+def test_refresh_takes_the_old_names_of_both_steps(tmp_path, capsys):
+    from pipelines.refresh import RefreshConfig
+
+    config = parse_config(RefreshConfig, "x", [
+        "--videos", str(tmp_path), "--output", str(tmp_path / "ingest"), "--checkpoint", "c",
+        "--db", "db", "--concurrency", "2", "--decode-concurrency", "3"])
+    assert config.ingest.data == config.embed.data == str(tmp_path / "ingest")
+    assert (config.embed.workers, config.ingest.decode_workers) == (2, 3)
+    assert len(capsys.readouterr().err.splitlines()) == 3
+
+
+def test_ray_jobs_take_the_gpus_the_cluster_has_or_stop():
+    assert cluster_device("auto", cluster_gpus=0, gpus_needed=2) == "cpu"
+    assert cluster_device("auto", cluster_gpus=4, gpus_needed=2) == "cuda"
+    assert cluster_device("cpu", cluster_gpus=4, gpus_needed=2) == "cpu"
+    with pytest.raises(ValueError, match="need 2 GPU.*has 1"):
+        cluster_device("cuda", cluster_gpus=1, gpus_needed=2)
+    embed = EmbedConfig(data="d", checkpoint="c", db="db")
+    on_gpus = embed.on_cluster(cluster_gpus=4)
+    assert (on_gpus.device, on_gpus.gpus_per_worker) == ("cuda", 1.0)
+    assert embed.on_cluster(cluster_gpus=0).device == "cpu"
+    shared = EmbedConfig(data="d", checkpoint="c", db="db", gpus_per_worker=0.5)
+    assert shared.on_cluster(cluster_gpus=1).gpus_per_worker == 0.5
+    with pytest.raises(ValueError, match="needs --device cuda or auto"):
+        EmbedConfig(data="d", checkpoint="c", db="db", device="cpu", gpus_per_worker=1)
 
 
 def test_device_names_resolve_or_stop_with_one_line():
@@ -104,5 +159,9 @@ def test_vtr_serve_is_serve_run_of_the_search_app(monkeypatch):
     monkeypatch.setattr(scripts.cli, "main", lambda args, prog_name: calls.append(args))
     assert cli.main(["serve", "--non-blocking", "db=lancedb/", "checkpoint=ckpt/"]) == 0
     assert cli.main(["serve", "cluster/serve-search.yaml"]) == 0
+    assert cli.main(["serve", "--runtime-env-json", '{"env_vars": {"A": "x=y"}}',
+                     "db=s3://b/db?region=x", "device=cpu"]) == 0
     assert calls == [["run", "--non-blocking", cli.SERVE_APP, "db=lancedb/", "checkpoint=ckpt/"],
-                     ["run", "cluster/serve-search.yaml"]]
+                     ["run", "cluster/serve-search.yaml"],
+                     ["run", "--runtime-env-json", '{"env_vars": {"A": "x=y"}}', cli.SERVE_APP,
+                      "db=s3://b/db?region=x", "device=cpu"]]

@@ -91,7 +91,7 @@ def test_a_format_1_output_is_refused_and_left_alone(tmp_path):
     (legacy / "videos" / "part-0.parquet").write_bytes(b"PAR1")
     (legacy / "_SUCCESS").write_text("")
     before = sorted(p.relative_to(legacy) for p in legacy.rglob("*"))
-    with pytest.raises(IngestFormatError, match="format 1.*new --output.*--overwrite"):
+    with pytest.raises(IngestFormatError, match="format 1.*new --data.*--overwrite"):
         open_ingest(str(legacy))
     with pytest.raises(IngestFormatError, match="format 1"):
         IngestStore(str(legacy)).latest()

@@ -53,10 +53,17 @@ def test_captions_without_splits_are_split_by_hash_with_one_note(tmp_path, caplo
     assert by_video == {f"v{i}": hash_split(f"v{i}") for i in range(200)}
     notes = [r.getMessage() for r in caplog.records if "hash of its video_id" in r.getMessage()]
     assert len(notes) == 1 and "80% train, 10% val, 10% test" in notes[0]
+    assert "200 caption(s) have no split" in notes[0]
 
 
-def test_a_manifests_own_splits_are_kept(tmp_path):
-    output = output_with_captions(tmp_path, ["train", "test", None, "train"])
-    assert read_captions(output, "train").column("video_id").to_pylist() == ["v0", "v3"]
-    with pytest.raises(ValueError, match="no captions in split 'val'"):
-        read_captions(output, "val")
+def test_a_manifests_own_splits_are_kept_and_only_missing_ones_hashed(tmp_path):
+    given = ["test", "val", "test", "train"] * 25
+    output = output_with_captions(tmp_path, [*given, None, None])
+    expected = {split: [f"v{i}" for i, s in enumerate(given) if s == split]
+                for split in ("train", "val", "test")}
+    for i in (100, 101):
+        expected[hash_split(f"v{i}")].append(f"v{i}")
+    for split, ids in expected.items():
+        assert read_captions(output, split).column("video_id").to_pylist() == ids, split
+    with pytest.raises(ValueError, match="no captions in split 'holdout'"):
+        read_captions(output, "holdout")

@@ -73,6 +73,8 @@ def job(tmp_path, monkeypatch):
                         lambda snapshot, split: SimpleNamespace(num_rows=16))
     monkeypatch.setattr(train, "training_data", lambda *args: ("train pairs", True))
     monkeypatch.setattr(ray.train.torch, "TorchTrainer", Trainer)
+    cluster = {"CPU": 2.0}  # what ray.cluster_resources() answers; a test may add GPUs
+    monkeypatch.setattr(ray, "cluster_resources", lambda: dict(cluster))
 
     def run(*flags: str, error: Exception) -> int:
         fit_error.append(error)
@@ -83,7 +85,7 @@ def job(tmp_path, monkeypatch):
         run(*flags, error=worker_failure())
         return trainer["train_loop_config"]["settings"]
 
-    return SimpleNamespace(run=run, settings=settings, trainer=trainer)
+    return SimpleNamespace(run=run, settings=settings, trainer=trainer, cluster=cluster)
 
 
 # --lr-clip
@@ -103,6 +105,22 @@ def test_lr_clip_reaches_the_workers(job):
     assert job.settings("--lr", "3e-4").lr_clip == 3e-4
     assert job.settings("--backbone", "ViT-B-32:openai").lr_clip == 1e-6
     assert job.settings("--backbone", "ViT-B-32:openai", "--lr-clip", "2e-5").lr_clip == 2e-5
+
+
+def test_device_follows_the_clusters_gpus(job, capsys):
+    """auto trains on GPUs when the cluster has one per worker; cuda without them stops
+    with one line before Ray Train starts (it would wait for them for ever)."""
+    job.run("--workers", "2", error=worker_failure())
+    assert job.trainer["scaling_config"].use_gpu is False
+    assert job.run("--device", "cuda", error=worker_failure()) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "--device cuda: the workers need 1 GPU(s) and the Ray cluster has 0")
+    job.cluster["GPU"] = 2.0
+    job.run("--workers", "2", error=worker_failure())
+    scaling = job.trainer["scaling_config"]
+    assert scaling.use_gpu is True and scaling.resources_per_worker["GPU"] == 1
+    job.run("--workers", "2", "--device", "cpu", error=worker_failure())
+    assert job.trainer["scaling_config"].use_gpu is False
 
 
 # warm-up

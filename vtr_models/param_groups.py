@@ -41,7 +41,8 @@ def decays(name: str, parameter: nn.Parameter) -> bool:
 
 def optimizer_groups(model: nn.Module, backbone: nn.Module, lr_backbone: float, lr_new: float,
                      weight_decay: float) -> list[dict]:
-    """Up to five AdamW groups: (backbone | new modules) x (decayed | not decayed), and the gates.
+    """Up to five AdamW groups: (backbone | new modules) x (decayed | not decayed), and the gates;
+    each group's ``name`` is its kind (``backbone``, ``new``, ``gate``).
 
     ``backbone`` is the submodule that came from CLIP; frozen parameters are left out.
     """
@@ -54,6 +55,7 @@ def optimizer_groups(model: nn.Module, backbone: nn.Module, lr_backbone: float, 
             groups.setdefault((kind, decays(name, parameter)), []).append(parameter)
     rates = {"backbone": lr_backbone, "new": lr_new, "gate": lr_new * GATE_LR_SCALE}
     return [
-        {"params": params, "lr": rates[kind], "weight_decay": weight_decay if decay else 0.0}
+        {"params": params, "lr": rates[kind], "weight_decay": weight_decay if decay else 0.0,
+         "name": kind}
         for (kind, decay), params in sorted(groups.items())
     ]

@@ -1,15 +1,16 @@
 """The ``--device`` setting of every job that runs a model: one name, one meaning.
 
-``auto`` is a CUDA GPU when this process sees one, else the CPU; ``cuda`` insists
-on one and stops with one line when there is none, rather than running for hours
-on the CPU of a machine someone believed had a GPU.
+``auto`` is a CUDA GPU when there is one (in this process for evaluate and query, in
+the Ray cluster for train and embed), else the CPU; ``cuda`` insists on one and
+stops with one line when there is none, rather than running for hours on the CPU of
+a machine someone believed had a GPU, or waiting for ever for Ray to find one.
 """
 
 from __future__ import annotations
 
 import torch
 
-#: the values ``--device`` takes on jobs that run in one process (evaluate, query, serve)
+#: the values ``--device`` takes
 DEVICES = ("auto", "cpu", "cuda")
 DEVICE_HELP = ("where the model runs: auto (a CUDA GPU when this process sees one, else the "
                "CPU), cpu, or cuda")
@@ -25,4 +26,19 @@ def resolve_device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: this process sees no CUDA GPU (torch.cuda.is_available() "
                          "is False; a CPU-only torch build, or no driver)")
+    return name
+
+
+def cluster_device(name: str, cluster_gpus: float, gpus_needed: float) -> str:
+    """``cpu`` or ``cuda`` for a Ray job whose workers need ``gpus_needed`` GPUs in all on
+    a cluster that has ``cluster_gpus``: ``auto`` takes the GPUs when the cluster has
+    enough; ``cuda`` without enough stops with one line (Ray would otherwise wait for
+    them for ever)."""
+    if name not in DEVICES:
+        raise ValueError(f"--device {name!r}: choose one of {', '.join(DEVICES)}")
+    if name == "auto":
+        return "cuda" if 0 < gpus_needed <= cluster_gpus else "cpu"
+    if name == "cuda" and cluster_gpus < gpus_needed:
+        raise ValueError(f"--device cuda: the workers need {gpus_needed:g} GPU(s) and the Ray "
+                         f"cluster has {cluster_gpus:g}")
     return name

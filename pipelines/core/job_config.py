@@ -57,9 +57,26 @@ def _renamed(cls: type, values: dict[str, Any]) -> dict[str, Any]:
             renamed[key] = value
         elif old[key][1] is None:
             renamed[old[key][0]] = value
+        elif not isinstance(value, bool):
+            raise ValueError(f"{key}: expected true or false, got {value!r}")
         elif value:
             renamed[old[key][0]] = old[key][1]
     return renamed
+
+
+def given_twice(cls: type, argv: list[str], file_keys: list[str]) -> list[str]:
+    """The settings given under two names (an old and the new, or two old ones) on the
+    command line, or in the config file: which one wins would be an accident."""
+    old = aliases(cls)
+    twice = []
+    for names in (
+            [_setting(a.split("=", 1)[0]) for a in argv if a.startswith("--")], file_keys):
+        fields: dict[str, set[str]] = {}
+        for name in names:
+            fields.setdefault(old.get(name, (name, None))[0], set()).add(name)
+        twice += [f"{_flag(f)} ({' and '.join(sorted(map(_flag, n)))})"
+                  for f, n in fields.items() if len(n) > 1]
+    return twice
 
 
 def deprecation_notes(cls: type, argv: list[str], file_keys: list[str], prog: str) -> list[str]:
@@ -107,6 +124,7 @@ def build_parser(cls: type, doc: str) -> argparse.ArgumentParser:
     """
     first, _, rest = doc.strip().partition("\n")
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,  # --out must not reach --output-like names, old or new
         description=plain(first), epilog=plain(textwrap.dedent(rest).strip("\n").rstrip()) or None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -183,8 +201,9 @@ def load_config_file(path: str) -> dict[str, Any]:
 
 
 def _type_errors(cls: type, values: dict[str, Any]) -> list[str]:
-    """Settings from a file whose value is not of the field's type (flags are already
-    converted by argparse): ``"epochs: expected int, got str 'ten'"``."""
+    """Settings from a file whose value is not of the field's type or not one of its
+    choices (flags are already checked by argparse): ``"epochs: expected int, got str
+    'ten'"``."""
     hints = typing.get_type_hints(cls)
     errors = []
     for field in dataclasses.fields(cls):
@@ -196,9 +215,12 @@ def _type_errors(cls: type, values: dict[str, Any]) -> list[str]:
             continue
         fits = (isinstance(value, kind) and not (kind is int and isinstance(value, bool))
                 or kind is float and isinstance(value, int) and not isinstance(value, bool))
+        choices = field.metadata.get("choices")
         if not fits:
             errors.append(f"{field.name}: expected {kind.__name__}, got "
                           f"{type(value).__name__} {value!r}")
+        elif choices and value not in choices:
+            errors.append(f"{field.name}: {value!r} is not one of {', '.join(choices)}")
     return errors
 
 
@@ -216,7 +238,11 @@ def parse_config(cls: type[T], doc: str, argv: list[str] | None = None) -> T:
             from_file = load_config_file(config_file)
         except ValueError as exc:
             parser.error(str(exc))
-        file_keys, from_file = list(from_file), _renamed(cls, from_file)
+        file_keys = list(from_file)
+        try:
+            from_file = _renamed(cls, from_file)
+        except ValueError as exc:
+            parser.error(f"config file {config_file}: {exc}")
         known = {f.name for f in dataclasses.fields(cls)}
         wrong = _type_errors(cls, {k: v for k, v in from_file.items() if k in known})
         if wrong:
@@ -230,6 +256,9 @@ def parse_config(cls: type[T], doc: str, argv: list[str] | None = None) -> T:
     required = [_flag(f.name) for f in fields if _is_required(f) and f.name not in values]
     if required:
         parser.error(f"the following arguments are required: {', '.join(required)}")
+    twice = given_twice(cls, argv, file_keys)
+    if twice:
+        parser.error(f"given under two names: {'; '.join(twice)}")
     for note in deprecation_notes(cls, argv, file_keys, parser.prog):
         print(note, file=sys.stderr)
     try:

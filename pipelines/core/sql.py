@@ -23,3 +23,30 @@ def sql_equals(column: str, value: str | int | bool) -> str:
     if isinstance(value, int):
         return f"{column} = {value!r}"
     return f"{column} = {sql_string(value)}"
+
+
+def checked_where(where: str) -> str:
+    """``where`` once it is known to be one self-contained SQL condition, so that joined
+    to another with AND it cannot undo it: parentheses balanced outside string literals,
+    no comment and no statement separator. ValueError says what is wrong.
+
+    A request's ``where`` is joined to its ``filter`` as ``(filter) AND (where)``; a
+    ``where`` of ``true) OR (true`` would otherwise turn that into a filter of nothing.
+    """
+    depth, quoted = 0, False
+    for i, char in enumerate(where):
+        if char == "'":
+            quoted = not quoted  # a doubled quote inside a literal toggles twice
+        elif quoted:
+            continue
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"where: unbalanced ')' at character {i + 1}")
+        elif where.startswith(("--", "/*"), i) or char == ";":
+            raise ValueError("where: comments and ';' are not allowed")
+    if quoted or depth:
+        raise ValueError("where: an unclosed string literal or '('")
+    return where

@@ -1,9 +1,9 @@
 """The ingest output: three Delta Lake tables and a log of committed runs.
 
-    OUTPUT/videos/      Delta table: one row per decoded video (``schemas.VIDEOS``)
-    OUTPUT/captions/    Delta table: one row per caption of a decoded video
-    OUTPUT/errors/      Delta table: the videos that failed in the last run
-    OUTPUT/_ingest_log/00000000000000000001.json   one file per committed run
+    DATA/videos/      Delta table: one row per decoded video (``schemas.VIDEOS``)
+    DATA/captions/    Delta table: one row per caption of a decoded video
+    DATA/errors/      Delta table: the videos that failed in the last run
+    DATA/_ingest_log/00000000000000000001.json   one file per committed run
 
 Delta gives each table atomic commits, versions and time travel, but no
 transaction across tables. A run therefore commits each table at most once
@@ -102,7 +102,7 @@ class IngestStore:
                 raise IngestFormatError(
                     f"{self.output} holds an ingest output of format 1 (Parquet folders and "
                     "_SUCCESS, written before incremental refresh), which cannot be updated "
-                    "or read by this version: ingest into a new --output, or pass --overwrite "
+                    "or read by this version: ingest into a new --data, or pass --overwrite "
                     "to rebuild it in place")
             return None
         return self._read(files[-1])
@@ -120,7 +120,7 @@ class IngestStore:
             raise IngestFormatError(
                 f"{self.output} was written by ingest format {record.get('format')}, and this "
                 f"version reads format {FORMAT_VERSION}: use the matching version of the "
-                "project, or ingest into a new --output")
+                "project, or ingest into a new --data")
         return IngestVersion(record["version"], record["tables"], record.get("settings", {}),
                              record.get("changes", {}), record.get("committed_at", ""))
 
@@ -243,19 +243,22 @@ def open_part(data: str | IngestSnapshot, part: str) -> pads.Dataset:
 
 
 def read_captions(data: str | IngestSnapshot, split: str) -> pa.Table:
-    """Captions of one split (``video_id``, ``caption``, ``keywords``); with no split in
-    the manifest, the split by a hash of each video's id (``splits.with_splits``)."""
+    """Captions of one split (``video_id``, ``caption``, ``keywords``); a caption the
+    manifest gives no split is in the split a hash of its video's id picks
+    (``splits.with_splits``)."""
     snapshot = as_snapshot(data)
+    in_split = pc.field("split") == split
     captions = with_splits(open_part(snapshot, "captions").to_table(
-        columns=["video_id", "caption", "keywords", "split"]), snapshot.output)
-    table = captions.filter(pc.field("split") == split).drop_columns(["split"])
+        columns=["video_id", "caption", "keywords", "split"],
+        filter=in_split | pc.field("split").is_null()), snapshot.output)
+    table = captions.filter(in_split).drop_columns(["split"])
     if table.num_rows == 0:
         raise ValueError(f"{snapshot.output}: no captions in split {split!r}")
     return table
 
 
 def video_splits(snapshot: IngestSnapshot) -> dict[str, str]:
-    """The split of each captioned video (its first caption's; by hash without any)."""
+    """The split of each captioned video (its first caption's; by hash without one)."""
     captions = with_splits(snapshot.dataset("captions").to_table(columns=["video_id", "split"]),
                            snapshot.output)
     splits: dict[str, str] = {}

@@ -1,11 +1,11 @@
-"""Splits for an archive whose manifest gives none: a fixed share by a hash of ``video_id``.
+"""Splits for captions whose manifest gives none: a fixed share by a hash of ``video_id``.
 
-A manifest's ``split`` column is optional. Without it, training still needs a
-validation split and evaluation a test split, and the table's ``split`` column
-should say which videos were held out. Hashing the id (not drawing at random, not
-counting rows) gives every video the same split on every machine and in every
-run, and keeps each video's split when the archive grows: a video seen in
-training never moves into the test split.
+A manifest's ``split`` column is optional, and a row may leave it empty. Training
+still needs a validation split and evaluation a test split, and the table's
+``split`` column should say which videos were held out. Hashing the id (not drawing
+at random, not counting rows) gives every video the same split on every machine and
+in every run, and keeps it when the archive grows or other rows gain a split: a
+video seen in training never moves into the test split.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ log = logging.getLogger(__name__)
 #: the splits by hash, in order, with their shares of the videos
 HASH_SPLITS: tuple[tuple[str, float], ...] = (("train", 0.8), ("val", 0.1), ("test", 0.1))
 #: what a user reads when the hash split is used (once per ingest output and process)
-HASH_SPLIT_NOTE = ("{output}: the manifest gives no splits; each video's split is drawn from a "
-                   "hash of its video_id, {shares} (give the manifest a split column to "
-                   "choose them)")
+HASH_SPLIT_NOTE = ("{output}: {count} caption(s) have no split in the manifest; each of their "
+                   "videos' split is drawn from a hash of its video_id, {shares} (give the "
+                   "manifest's split column a value to choose)")
 _noted: set[str] = set()
 
 
@@ -38,15 +38,17 @@ def hash_split(video_id: str) -> str:
 
 
 def with_splits(captions: pa.Table, output: str) -> pa.Table:
-    """``captions`` with its ``split`` column filled by ``hash_split`` when no caption
-    has a split (a manifest with the column keeps its own, empty values included)."""
+    """``captions`` with each missing ``split`` filled by ``hash_split`` of its video
+    (the splits the manifest gives are kept)."""
     splits = captions.column("split")
-    if captions.num_rows == 0 or splits.null_count < captions.num_rows:
+    if not splits.null_count:
         return captions
     if output not in _noted:
         _noted.add(output)
         shares = ", ".join(f"{share:.0%} {split}" for split, share in HASH_SPLITS)
-        log.warning(HASH_SPLIT_NOTE.format(output=output, shares=shares))
-    filled = pa.array([hash_split(v) for v in captions.column("video_id").to_pylist()],
-                      pa.string())
+        log.warning(HASH_SPLIT_NOTE.format(output=output, count=splits.null_count,
+                                           shares=shares))
+    filled = pa.array([given if given is not None else hash_split(video_id)
+                       for video_id, given in zip(captions.column("video_id").to_pylist(),
+                                                  splits.to_pylist(), strict=True)], pa.string())
     return captions.set_column(captions.schema.get_field_index("split"), "split", filled)

@@ -154,7 +154,13 @@ def training_record(settings: LoopSettings) -> dict:
 def _restore(model: RetrievalModel, optimizer, scheduler, folder: Path) -> dict:
     load_weights(model, folder / MODEL_DIR)
     state = torch.load(folder / STATE_FILE, weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except ValueError as exc:  # another number or size of parameter groups
+        raise ValueError(f"checkpoint {folder} holds the optimiser state of another parameter "
+                         "grouping (a run begun before the gates had their own learning "
+                         "rate, or of another model): it cannot be resumed; start a new run "
+                         "from its final/ weights or from scratch") from exc
     scheduler.load_state_dict(state["scheduler"])
     return json.loads((folder / HISTORY_FILE).read_text())
 
@@ -264,8 +270,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())
+        new_rate = next(g["lr"] for g in optimizer.param_groups if g["name"] == "new")
         metrics = {"epoch": epoch + 1, "loss": sum(losses) / max(1, len(losses)),
-                   "steps": len(losses), "lr": scheduler.get_last_lr()[-1],
+                   "steps": len(losses), "lr": new_rate,  # the new modules' (--lr) rate
                    "train_s": time.perf_counter() - started, "data_s": data_s}
         if rank == 0:
             started = time.perf_counter()
