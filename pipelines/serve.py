@@ -19,8 +19,9 @@ the cluster's nodes. The arguments after the import path (``key=value``) are
 
 ``POST /search`` takes ``text``, ``k`` (10), ``candidates`` (100) and
 ``filter``, equalities on the table's scalar metadata columns
-(``{"split": "test"}``), and answers ``results`` (rank, video_id, uri, score,
-first_stage_score), ``notes`` (e.g. a query cut at the model's context),
+(``{"split": "test"}``), or ``where``, SQL over them, and answers ``results``
+(rank, video_id, uri, score, first_stage_score, and the best moment: start_s,
+end_s, moment_score), ``notes`` (e.g. a query cut at the model's context),
 ``model_id``, ``text_batch`` (queries searched with this one) and
 ``timings_ms`` (of the batch's steps). Bad requests get status 400 (422 for a
 malformed body) with a one-line ``detail``. ``GET /`` describes the table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import lancedb
@@ -157,8 +158,14 @@ def test_search_returns_the_exhaustive_top_10(table, keyword_model):
                          keyword_model=keyword_model)
     text = "a red circle moves left, then a blue square moves up"
     found = search.search(text, k=10, candidates=100)
-    assert list(found.columns) == ["rank", "video_id", "uri", "score", "first_stage_score"]
+    assert list(found.columns) == ["rank", "video_id", "uri", "score", "first_stage_score",
+                                   "start_s", "end_s", "moment_score"]
     assert found["rank"].tolist() == list(range(1, 11))
+    lengths = {r["video_id"]: r["duration_s"] for r in
+               search.table.to_arrow().select(["video_id", "duration_s"]).to_pylist()}
+    for row in found.itertuples():  # each result's moment lies inside its video
+        assert 0 <= row.start_s < row.end_s <= lengths[row.video_id] + 1e-6
+        assert math.isfinite(row.moment_score)
     model = search.model
     every = []
     for split in ("train", "val", "test"):
@@ -299,7 +306,7 @@ def test_query_cli_errors_are_one_line_and_create_nothing(table, keyword_model, 
                            "--where", where)
     assert code == 0, err
     header, *lines = out.strip().splitlines()
-    assert header.split() == ["rank", "video_id", "uri", "score", "first_stage_score"]
+    assert header.split() == RESULT_COLUMNS
     expected = VideoSearch(table["db"], "videos", str(table["checkpoint"]),
                            keyword_model=keyword_model).search(text, k=3, candidates=20,
                                                                where=where)

@@ -34,8 +34,10 @@ from pipelines.index.table import (
     video_features,
 )
 from vtr_models import TextFeatures, open_model, trim_padding
+from vtr_models.moments import best_moment, frame_evidence, frame_times
 
-RESULT_COLUMNS = ["rank", "video_id", "uri", "score", "first_stage_score"]
+RESULT_COLUMNS = ["rank", "video_id", "uri", "score", "first_stage_score", "start_s", "end_s",
+                  "moment_score"]
 NPROBES = 20  # IVF partitions searched per query
 # candidates x this re-ranked by exact distance, by the vector index's type (see
 # VideoSearch): product quantisation needs it, 8-bit scalar quantisation does not
@@ -48,6 +50,8 @@ EF_PER_CANDIDATE = 3
 # candidate: a string costs Lance's take about as much per row as a row's whole features
 # (docs/history.md, "answer columns after the rerank")
 ANSWER_COLUMNS = ["video_id", "uri"]
+# what the moments need of the top k: each stored frame's time, the video's length
+MOMENT_COLUMNS = ["timestamps_s", "duration_s"]
 # each candidate's offset in the table version searched, which Lance's public `take` reads
 ROW_OFFSET = "_rowoffset"
 
@@ -236,7 +240,9 @@ class VideoSearch:
     def search(self, text: str, k: int = 10, candidates: int = 100,
                where: str | None = None) -> pd.DataFrame:
         """The top ``k`` videos for ``text``: ``rank``, ``video_id``, ``uri``, ``score``
-        (full model), ``first_stage_score`` (cosine of the vectors).
+        (full model), ``first_stage_score`` (cosine of the vectors), and the moment that
+        matches best: ``start_s``, ``end_s`` and ``moment_score``, its frames' mean
+        evidence (``vtr_models.moments``).
 
         ``where`` is a LanceDB SQL filter over the table's metadata columns,
         applied before the vector search (e.g. ``"duration_s < 30"``).
@@ -318,14 +324,22 @@ class VideoSearch:
                   for i, (k, rows) in enumerate(zip(ks, found, strict=True))]
         reranked = time.perf_counter()
         offsets = [offset for top in ranked for offset in top[ROW_OFFSET]]
-        answers = version.dataset.take(offsets, columns=ANSWER_COLUMNS).to_pydict()
+        answers = version.dataset.take(offsets, columns=ANSWER_COLUMNS + MOMENT_COLUMNS
+                                       ).to_pydict()
         results, start = [], 0
         for top in ranked:
             end = start + len(top[ROW_OFFSET])
+            moments = [best_moment(evidence, frame_times(stored, int(count),
+                                                         self.model.config.max_frames), length)
+                       for evidence, count, stored, length in zip(
+                           top["evidence"], top["frames"], answers["timestamps_s"][start:end],
+                           answers["duration_s"][start:end], strict=True)]
             results.append(pd.DataFrame({
                 "rank": range(1, end - start + 1),
                 **{name: answers[name][start:end] for name in ANSWER_COLUMNS},
                 "score": top["score"], "first_stage_score": top["first_stage_score"],
+                "start_s": [m.start_s for m in moments], "end_s": [m.end_s for m in moments],
+                "moment_score": [m.score for m in moments],
             }, columns=RESULT_COLUMNS))
             start = end
         return results, {"search_s": fetched - started, "rerank_s": reranked - fetched,
@@ -333,15 +347,20 @@ class VideoSearch:
 
     def _ranked(self, features: TextFeatures, rows: pa.Table, k: int) -> dict[str, list]:
         """One text's top ``k`` of its candidates ``rows`` by the full model's score, best
-        first: each one's table offset, score and first-stage cosine, from the same
-        features (the index's ``_distance`` is not a cosine distance without refinement:
-        HNSW_SQ gives the squared distance of the unit vectors, twice the cosine distance,
-        and IVF_PQ its quantised approximation)."""
+        first: each one's table offset, score, first-stage cosine, per-frame evidence
+        (``vtr_models.moments``) and number of frames, from the same features (the
+        index's ``_distance`` is not a cosine distance without refinement: HNSW_SQ
+        gives the squared distance of the unit vectors, twice the cosine distance, and
+        IVF_PQ its quantised approximation)."""
         if not rows.num_rows:
-            return {ROW_OFFSET: [], "score": [], "first_stage_score": []}
+            return {ROW_OFFSET: [], "score": [], "first_stage_score": [], "evidence": [],
+                    "frames": []}
         videos = video_features(rows, self.model.config).to(self.device)
         scores = self.model.score(features, videos)[0].cpu()
         first = self.model.first_stage_score(features, videos)[0].cpu()
-        top = torch.argsort(scores, descending=True)[:k].tolist()
-        return {ROW_OFFSET: rows.column(ROW_OFFSET).take(top).to_pylist(),
-                "score": scores[top].tolist(), "first_stage_score": first[top].tolist()}
+        top = torch.argsort(scores, descending=True)[:k]
+        kept = videos[top.to(self.device)]
+        return {ROW_OFFSET: rows.column(ROW_OFFSET).take(top.tolist()).to_pylist(),
+                "score": scores[top].tolist(), "first_stage_score": first[top].tolist(),
+                "evidence": frame_evidence(self.model, features, kept)[0].cpu(),
+                "frames": kept.mask.sum(dim=1).tolist()}
