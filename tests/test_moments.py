@@ -27,6 +27,8 @@ def test_the_span_is_the_run_of_strong_frames_around_the_best():
         best_moment(padded[:2], [0.0, 5.0], duration_s=9.0))
     one = best_moment(torch.tensor([0.3]), [0.0], duration_s=0.5)
     assert (one.start_s, one.end_s, one.score) == (0.0, 0.5, pytest.approx(0.3))
+    with pytest.raises(ValueError, match="at least one frame"):
+        best_moment(torch.tensor([-math.inf]), [], duration_s=1.0)
 
 
 def test_frame_times_follow_the_models_thinning_of_stored_frames():

@@ -68,8 +68,8 @@ def best_moment(evidence: torch.Tensor, times: list[float], duration_s: float) -
     """
     count = len(times)
     values = evidence[:count].float()
-    if count == 0 or not torch.isfinite(values).any():
-        return Moment(0.0, float(duration_s), float("nan"))
+    if count == 0 or not torch.isfinite(values).all():
+        raise ValueError("a moment needs the evidence of at least one frame, every one finite")
     best = int(values.argmax())
     level = values.mean() + SPAN_LEVEL * (values[best] - values.mean())
     first = last = best
