@@ -94,8 +94,8 @@ def search_shapes(root: Path, keyword_model: str) -> Path | None:
         return None
     row = test.iloc[len(test) // 2]
     print(f"\nquery: {row['caption']!r}, a test caption; its clip is {row['video_id']}, whose "
-          "two group-mates show the same frames in another order. As\n  python "
-          f"pipelines/query.py --db {db} --table shapes --checkpoint {checkpoint} --text "
+          "two group-mates show the same frames in another order. As\n  vtr query "
+          f"--db {db} --table shapes --checkpoint {checkpoint} --text "
           f"\"{row['caption']}\" --k 3 --candidates 10")
     search = VideoSearch(str(db), "shapes", str(checkpoint), keyword_model=keyword_model)
     results = search.search(row["caption"], k=3, candidates=10)
