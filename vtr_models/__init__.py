@@ -39,6 +39,9 @@ _EXPORTS = {
     "even_indices": "vtr_models.frame_thinning",
     "rank_metrics": "vtr_models.metrics",
     "trim_padding": "vtr_models.text_inputs",
+    "best_moment": "vtr_models.moments",
+    "frame_evidence": "vtr_models.moments",
+    "frame_times": "vtr_models.moments",
 }
 __all__ = sorted(_EXPORTS)
 

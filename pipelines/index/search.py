@@ -33,8 +33,14 @@ from pipelines.index.table import (
     vector_index_type,
     video_features,
 )
-from vtr_models import TextFeatures, open_model, trim_padding
-from vtr_models.moments import best_moment, frame_evidence, frame_times
+from vtr_models import (
+    TextFeatures,
+    best_moment,
+    frame_evidence,
+    frame_times,
+    open_model,
+    trim_padding,
+)
 
 RESULT_COLUMNS = ["rank", "video_id", "uri", "score", "first_stage_score", "start_s", "end_s",
                   "moment_score"]
