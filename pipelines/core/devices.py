@@ -16,11 +16,15 @@ DEVICE_HELP = ("where the model runs: auto (a CUDA GPU when this process sees on
                "CPU), cpu, or cuda")
 
 
+def _known(name: str) -> None:
+    if name not in DEVICES:
+        raise ValueError(f"--device {name!r}: choose one of {', '.join(DEVICES)}")
+
+
 def resolve_device(name: str) -> str:
     """``cpu`` or ``cuda`` for a ``--device`` value; ValueError for ``cuda`` without a GPU
     or an unknown name."""
-    if name not in DEVICES:
-        raise ValueError(f"--device {name!r}: choose one of {', '.join(DEVICES)}")
+    _known(name)
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
@@ -34,8 +38,7 @@ def cluster_device(name: str, cluster_gpus: float, gpus_needed: float) -> str:
     a cluster that has ``cluster_gpus``: ``auto`` takes the GPUs when the cluster has
     enough; ``cuda`` without enough stops with one line (Ray would otherwise wait for
     them for ever)."""
-    if name not in DEVICES:
-        raise ValueError(f"--device {name!r}: choose one of {', '.join(DEVICES)}")
+    _known(name)
     if name == "auto":
         return "cuda" if 0 < gpus_needed <= cluster_gpus else "cpu"
     if name == "cuda" and cluster_gpus < gpus_needed:

@@ -36,6 +36,12 @@ def _setting(flag_name: str) -> str:
     return flag_name.lstrip("-").replace("-", "_")
 
 
+def _given(argv: list[str]) -> list[str]:
+    """The setting names of the long flags on a command line (``--num-workers=2`` ->
+    ``num_workers``)."""
+    return [_setting(a.split("=", 1)[0]) for a in argv if a.startswith("--")]
+
+
 def aliases(cls: type) -> dict[str, tuple[str, str | None]]:
     """Each old setting name of ``cls``'s fields (``output``) -> the field's name, and the
     value an old switch sets (None for an old name that takes a value)."""
@@ -69,8 +75,7 @@ def given_twice(cls: type, argv: list[str], file_keys: list[str]) -> list[str]:
     command line, or in the config file: which one wins would be an accident."""
     old = aliases(cls)
     twice = []
-    for names in (
-            [_setting(a.split("=", 1)[0]) for a in argv if a.startswith("--")], file_keys):
+    for names in (_given(argv), file_keys):
         fields: dict[str, set[str]] = {}
         for name in names:
             fields.setdefault(old.get(name, (name, None))[0], set()).add(name)
@@ -82,7 +87,7 @@ def given_twice(cls: type, argv: list[str], file_keys: list[str]) -> list[str]:
 def deprecation_notes(cls: type, argv: list[str], file_keys: list[str], prog: str) -> list[str]:
     """One line per old flag name used on the command line or as a config file key."""
     old = aliases(cls)
-    used = {_setting(a.split("=", 1)[0]) for a in argv if a.startswith("--")}
+    used = set(_given(argv))
     used |= {k for k in file_keys if k in old}
     notes = []
     for name in sorted(used & set(old)):
