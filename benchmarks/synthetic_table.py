@@ -47,6 +47,8 @@ RUNS = {
     # the recipe before the reference's: learning rate 1e-4, weight decay 0.2
     "lfemi old-recipe": ["--model", "lfemi", "--lr", "1e-4", "--weight-decay", "0.2"],
     "lfemi vtr-tiny": ["--model", "lfemi", "--backbone", "vtr-tiny"],
+    # batches of each caption's nearest captions, so that group-mates meet
+    "lfemi +hard_negatives": ["--model", "lfemi", "--hard-negatives", "5"],
 }
 CANDIDATES = 10  # searched through the index, of the 99 test videos
 COLUMNS = {  # column title -> where the figure is in a seed's result

@@ -37,6 +37,7 @@ from pipelines.index.rerank_features import PRECISIONS, FeatureLayout, precision
 from pipelines.index.table import (
     FILE_VERSION,
     INDEX_TYPES,
+    ROW_KEY,
     TableChanges,
     TableState,
     another_model,
@@ -212,6 +213,9 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
     start = time.perf_counter()
     config = config.on_cluster(ray.cluster_resources().get("GPU", 0))
     snapshot = open_ingest(config.data)
+    if "window_start_s" not in snapshot.dataset("videos").schema.names:
+        raise ValueError(f"ingest output {config.data} was written before videos had "
+                         "windows; rebuild it with vtr ingest --overwrite")
     model, model_id = open_model(config.checkpoint)  # fails here, not in every actor
     warn_untrained_first_stage(config.checkpoint)
     wanted = TableState(config.data, snapshot.version, model_id, config.split)
@@ -283,11 +287,12 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
                             data_storage_version=FILE_VERSION,
                             transaction_properties=wanted.properties(), storage_options=options)
     elif changes.embed or changes.remove or changes.resplit:  # else: nothing to commit
-        merge = (dataset.merge_insert("video_id").when_matched_update_all()
+        merge = (dataset.merge_insert(ROW_KEY).when_matched_update_all()
                  .when_not_matched_insert_all())
         if changes.remove or changes.embed:
-            # a video to embed whose frames fail is absent from the source: its old row
-            # goes too, and the next run, finding it missing, tries it again
+            # a video to embed whose frames fail is absent from the source: its old rows
+            # go too, and the next run, finding it missing, tries it again; so do the
+            # windows a changed video no longer has (all of one video's go in this commit)
             merge = merge.when_not_matched_by_source_delete(
                 sql_in("video_id", changes.remove | changes.embed))
         moved = resplit_rows(dataset, changes.resplit, splits, schema)

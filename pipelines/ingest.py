@@ -87,7 +87,16 @@ class IngestConfig:
         "(otherwise refused, since an empty listing is more often a wrong path)"))
     fps: float = field(default=1.0, metadata=flag("frames sampled per second of video"))
     max_frames: int = field(default=12, metadata=flag(
-        "cap on frames per video; longer videos are subsampled uniformly"))
+        "cap on frames per window (a clip no longer than --segment-seconds is one window); "
+        "a window's frames beyond it are thinned evenly"))
+    segment_seconds: float = field(default=12.0, metadata=flag(
+        "a video longer than this becomes overlapping windows of this many seconds, one "
+        "row each (12: the 12 frames of --max-frames at 1 fps, the frames a model sees; "
+        "0: every video is one row, thinned to --max-frames)"))
+    segment_stride: float = field(default=4.0, metadata=flag(
+        "seconds between window starts: a moment up to --segment-seconds minus this "
+        "long is whole in at least one window (8 s at the defaults); each frame is "
+        "stored in up to --segment-seconds / --segment-stride windows"))
     frame_size: int = field(default=224, metadata=flag("short side of stored frames, pixels"))
     jpeg_quality: int = field(default=90, metadata=flag("JPEG quality of stored frames (1-95)"))
     decode_threads: int = field(default=1, metadata=flag(
@@ -136,13 +145,18 @@ class IngestConfig:
             raise ValueError("give at most one of --update and --overwrite")
         if self.fps <= 0 or self.max_frames < 1 or self.frame_size < 8:
             raise ValueError("--fps must be > 0, --max-frames >= 1 and --frame-size >= 8")
+        if self.segment_seconds < 0 or (self.segment_seconds
+                                        and not 0 < self.segment_stride <= self.segment_seconds):
+            raise ValueError("--segment-seconds must be >= 0, and --segment-stride between 0 "
+                             "(exclusive) and --segment-seconds")
         if not 0.0 <= self.max_error_rate <= 1.0:
             raise ValueError("--max-error-rate must be between 0 and 1")
 
     @property
     def sampling(self) -> SamplingOptions:
         return SamplingOptions(self.fps, self.max_frames, self.frame_size, self.jpeg_quality,
-                               self.decode_threads)
+                               self.decode_threads, self.segment_seconds,
+                               self.segment_stride)
 
     @property
     def keywords(self) -> KeywordOptions:
@@ -222,6 +236,10 @@ def _check_output(store: IngestStore, config: IngestConfig) -> IngestVersion | N
             f"output {config.data} already holds ingest version {latest.version}; pass "
             "--update to bring it up to date with the source, --overwrite to rebuild it, "
             "or choose another --data")
+    if "segment_seconds" not in latest.settings.get("sampling", {}):
+        raise IngestFormatError(
+            f"output {config.data} was written before videos had windows (ingest version "
+            f"{latest.version}); rebuild it with --overwrite")
     if latest.settings != config.output_settings:
         raise IngestFormatError(
             f"output {config.data} was built with other sampling or keyword settings "

@@ -10,13 +10,18 @@ their actors run (same code, same results); larger work goes to Ray Data.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import pyarrow as pa
 
 
-def map_batches_here(udf: Callable[[pa.Table], pa.Table], rows: pa.Table,
-                     batch_size: int) -> Iterator[pa.Table]:
-    """``udf`` over ``rows`` in batches of ``batch_size``, in this process, lazily."""
+def map_batches_here(udf: Callable[[pa.Table], pa.Table | Iterable[pa.Table]],
+                     rows: pa.Table, batch_size: int) -> Iterator[pa.Table]:
+    """``udf`` over ``rows`` in batches of ``batch_size``, in this process, lazily; a
+    ``udf`` that yields several tables per batch (as Ray Data allows) yields each."""
     for start in range(0, rows.num_rows, batch_size):
-        yield udf(rows.slice(start, batch_size))
+        out = udf(rows.slice(start, batch_size))
+        if isinstance(out, pa.Table):
+            yield out
+        else:
+            yield from out

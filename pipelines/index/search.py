@@ -9,7 +9,11 @@ vector (docs/method.md). Stage one asks LanceDB for the
 ``candidates`` nearest neighbours of the text's global feature (optionally
 filtered by a SQL ``where`` on the metadata columns); stage two rescores those
 candidates with the full model from their stored features and keeps the top
-``k``. The query text is only ever a model input, never part of a SQL string.
+``k`` videos. A table's rows are windows of its videos (one for a clip, several
+overlapping ones for a long video, ``pipelines.index.table``), so the rerank
+groups them: each video is answered once, by its best window, and where in
+that window the text matches (``vtr_models.moments``). The query text is only
+ever a model input, never part of a SQL string.
 """
 
 from __future__ import annotations
@@ -56,8 +60,12 @@ EF_PER_CANDIDATE = 3
 # candidate: a string costs Lance's take about as much per row as a row's whole features
 # (docs/history.md, "answer columns after the rerank")
 ANSWER_COLUMNS = ["video_id", "uri"]
-# what the moments need of the top k: each stored frame's time, the video's length
-MOMENT_COLUMNS = ["timestamps_s", "duration_s"]
+# what the moments need of the top k: each stored frame's time, and where its window ends
+MOMENT_COLUMNS = ["timestamps_s", "window_end_s"]
+# what a table written before windows holds instead (a row is a whole video)
+LEGACY_MOMENT_COLUMNS = ["timestamps_s", "duration_s"]
+# fetched per candidate from a table of windows, so that the rerank keeps one per video
+GROUP_COLUMN = "video_id"
 # each candidate's offset in the table version searched, which Lance's public `take` reads
 ROW_OFFSET = "_rowoffset"
 
@@ -68,8 +76,32 @@ def fetched_columns(schema) -> list[str]:
     precision and the frame count. No other metadata (the model is checked once per
     table version, not per row; each column costs a search 0.4 to 2 ms to fetch), and
     not ``_distance``: the first stage's score is recomputed from the features (see
-    VideoSearch._ranked)."""
-    return ["feature_frames", *rerank_features.stored_columns(schema)]
+    VideoSearch._ranked). A table of windows adds ``video_id``, to group them by video."""
+    group = [GROUP_COLUMN] if windowed(schema) else []
+    return ["feature_frames", *rerank_features.stored_columns(schema), *group]
+
+
+def windowed(schema) -> bool:
+    """Whether a table of ``schema`` holds windows (else: written before them, a row per
+    video)."""
+    return "window_start_s" in schema.names
+
+
+def best_per_video(order: list[int], video_ids: list[str] | None, k: int) -> list[int]:
+    """The first ``k`` of the candidate positions ``order`` (best first) whose video has
+    not come before: a video's windows after its best are dropped. With no
+    ``video_ids`` (a table of one row per video), the first ``k``."""
+    if video_ids is None:
+        return order[:k]
+    seen: set[str] = set()
+    kept = []
+    for position in order:
+        if video_ids[position] not in seen:
+            seen.add(video_ids[position])
+            kept.append(position)
+            if len(kept) == k:
+                break
+    return kept
 
 
 def index_refine_factor(dataset) -> int:
@@ -88,6 +120,7 @@ class TableVersion:
     dataset: object  # lance.LanceDataset
     columns: list[str]
     refine_factor: int
+    moment_columns: list[str]
 
 
 class ModelMismatchError(ValueError):
@@ -174,7 +207,8 @@ class VideoSearch:
                 "or query with the checkpoint that wrote the table")
         factor = (self.refine_factor if self.refine_factor is not None
                   else index_refine_factor(dataset))
-        return TableVersion(dataset, fetched_columns(dataset.schema), factor)
+        return TableVersion(dataset, fetched_columns(dataset.schema), factor,
+                            MOMENT_COLUMNS if windowed(dataset.schema) else LEGACY_MOMENT_COLUMNS)
 
     def current_version(self) -> TableVersion:
         """The table version to search: the newest one when ``consistency_interval_s``
@@ -208,7 +242,8 @@ class VideoSearch:
             if index["fields"] == ["vector"] and len(index["fragment_ids"]):
                 version.dataset.prewarm_index(index["name"])
         if self.local:
-            for _ in version.dataset.to_batches(columns=[*version.columns, *ANSWER_COLUMNS]):
+            read = list(dict.fromkeys([*version.columns, *ANSWER_COLUMNS]))
+            for _ in version.dataset.to_batches(columns=read):
                 pass
         return time.perf_counter() - started
 
@@ -248,7 +283,9 @@ class VideoSearch:
         """The top ``k`` videos for ``text``: ``rank``, ``video_id``, ``uri``, ``score``
         (full model), ``first_stage_score`` (cosine of the vectors), and the moment that
         matches best: ``start_s``, ``end_s`` and ``moment_score``, its frames' mean
-        evidence (``vtr_models.moments``).
+        evidence (``vtr_models.moments``). A video with several windows among the
+        ``candidates`` is answered by its best-scoring one, so ``k`` videos need at
+        least ``k`` candidate videos, not windows.
 
         ``where`` is a LanceDB SQL filter over the table's metadata columns,
         applied before the vector search (e.g. ``"duration_s < 30"``).
@@ -330,7 +367,8 @@ class VideoSearch:
                   for i, (k, rows) in enumerate(zip(ks, found, strict=True))]
         reranked = time.perf_counter()
         offsets = [offset for top in ranked for offset in top[ROW_OFFSET]]
-        answers = version.dataset.take(offsets, columns=ANSWER_COLUMNS + MOMENT_COLUMNS
+        stored_times, window_end = version.moment_columns
+        answers = version.dataset.take(offsets, columns=ANSWER_COLUMNS + version.moment_columns
                                        ).to_pydict()
         results, start = [], 0
         for top in ranked:
@@ -338,8 +376,8 @@ class VideoSearch:
             moments = [best_moment(evidence, frame_times(stored, int(count),
                                                          self.model.config.max_frames), length)
                        for evidence, count, stored, length in zip(
-                           top["evidence"], top["frames"], answers["timestamps_s"][start:end],
-                           answers["duration_s"][start:end], strict=True)]
+                           top["evidence"], top["frames"], answers[stored_times][start:end],
+                           answers[window_end][start:end], strict=True)]
             results.append(pd.DataFrame({
                 "rank": range(1, end - start + 1),
                 **{name: answers[name][start:end] for name in ANSWER_COLUMNS},
@@ -353,18 +391,21 @@ class VideoSearch:
 
     def _ranked(self, features: TextFeatures, rows: pa.Table, k: int) -> dict[str, list]:
         """One text's top ``k`` of its candidates ``rows`` by the full model's score, best
-        first: each one's table offset, score, first-stage cosine, per-frame evidence
-        (``vtr_models.moments``) and number of frames, from the same features (the
-        index's ``_distance`` is not a cosine distance without refinement: HNSW_SQ
-        gives the squared distance of the unit vectors, twice the cosine distance, and
-        IVF_PQ its quantised approximation)."""
+        first, one per video (``best_per_video``): each one's table offset, score,
+        first-stage cosine, per-frame evidence (``vtr_models.moments``) and number of
+        frames, from the same features (the index's ``_distance`` is not a cosine
+        distance without refinement: HNSW_SQ gives the squared distance of the unit
+        vectors, twice the cosine distance, and IVF_PQ its quantised approximation)."""
         if not rows.num_rows:
             return {ROW_OFFSET: [], "score": [], "first_stage_score": [], "evidence": [],
                     "frames": []}
         videos = video_features(rows, self.model.config).to(self.device)
         scores = self.model.score(features, videos)[0].cpu()
         first = self.model.first_stage_score(features, videos)[0].cpu()
-        top = torch.argsort(scores, descending=True)[:k]
+        order = torch.argsort(scores, descending=True)
+        top = torch.as_tensor(best_per_video(
+            order.tolist(), rows.column(GROUP_COLUMN).to_pylist()
+            if GROUP_COLUMN in rows.column_names else None, k), dtype=torch.long)
         kept = videos[top.to(self.device)]
         return {ROW_OFFSET: rows.column(ROW_OFFSET).take(top.tolist()).to_pylist(),
                 "score": scores[top].tolist(), "first_stage_score": first[top].tolist(),

@@ -1,6 +1,10 @@
-"""The LanceDB video table: one row per video, its search vector and its rerank features.
+"""The LanceDB video table: one row per window of a video, its search vector and its rerank
+features.
 
-Columns (see :func:`table_schema`): the video's ingest metadata, ``split``,
+A video no longer than the ingest's window is one row, as it is one ``videos/`` row; a
+longer one is a row per window, keyed by ``video_id`` and ``window_start_s``.
+Columns (see :func:`table_schema`): the video's ingest metadata and its window's span,
+``split``,
 ``vector`` (the query-independent first-stage embedding, float32, unit
 length), ``rerank_features`` (the model's per-frame features that the full
 score needs, its frame and local features each ``[max_frames, dim]``, packed
@@ -34,7 +38,10 @@ from pipelines.ingestion.output import IngestSnapshot, changes_since
 from vtr_models import ModelConfig, VideoFeatures
 
 METADATA_COLUMNS = ("video_id", "uri", "duration_s", "native_fps", "width", "height",
-                    "num_frames", "timestamps_s", "size_bytes", "mtime", "etag")
+                    "num_frames", "timestamps_s", "size_bytes", "mtime", "etag",
+                    "window_start_s", "window_end_s")
+#: what identifies a row: a video, and which of its windows
+ROW_KEY = ["video_id", "window_start_s"]
 KEYWORD_OPTIONS_KEY = "vtr.keyword_options"  # on the vector field: the ingest's KeyBERT setup
 STATE_PREFIX = "vtr."  # of the transaction properties that record a TableState
 # vector index types the embed job builds: product-quantised partitions, or an HNSW graph

@@ -21,6 +21,10 @@ VIDEOS = pa.schema(
         ("mtime", pa.float64()),
         ("etag", pa.string()),
         ("ingest_version", pa.int64()),  # the run that wrote this row (see ingestion.output)
+        # the window of the video the row holds (video_decode.window_spans): a clip no
+        # longer than a window is one row from 0 to its duration
+        ("window_start_s", pa.float64()),
+        ("window_end_s", pa.float64()),
     ]
 )
 

@@ -8,7 +8,7 @@ to a collector actor while a test collects them in a list.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 
@@ -17,9 +17,12 @@ from pipelines.core.failpoints import failpoint
 from pipelines.core.keywords import KeywordExtractor, KeywordOptions
 from pipelines.ingestion import schemas
 from pipelines.ingestion.isolated import IsolatedRunner
-from pipelines.ingestion.video_decode import SamplingOptions, decode_video
+from pipelines.ingestion.video_decode import SamplingOptions, decode_video, window_rows
 
 ErrorSink = Callable[[list[dict]], None]
+#: most ``videos/`` rows (windows) per table the decode stage yields, so that no Ray Data
+#: block grows with a video's length (a window of 12 frames at 224 px is about 0.2 MB)
+WINDOWS_PER_BLOCK = 64
 
 
 class VideoReadError(OSError):
@@ -39,8 +42,9 @@ def error_row(video_id: str, uri: str, stage: str, exc: BaseException) -> dict:
 
 def sample_video(
     video_id: str, uri: str, options: SamplingOptions, decode: Callable[..., dict]
-) -> dict:
-    """The ``videos/`` row of one video; raises with ``.stage`` set on failure.
+) -> list[dict]:
+    """The ``videos/`` rows of one video, one per window; raises with ``.stage`` set on
+    failure.
 
     Reading (stat, download) happens here; ``decode(path, options)`` runs the
     native decoder, in a child process when the job calls it.
@@ -61,18 +65,14 @@ def sample_video(
     except Exception as exc:
         exc.stage = stage  # type: ignore[attr-defined]
         raise
-    return {
-        "video_id": video_id,
-        "uri": uri,
-        **sampled,
-        "size_bytes": fingerprint.size_bytes,
-        "mtime": fingerprint.mtime,
-        "etag": fingerprint.etag,
-    }
+    source = {"video_id": video_id, "uri": uri, "size_bytes": fingerprint.size_bytes,
+              "mtime": fingerprint.mtime, "etag": fingerprint.etag}
+    return [{**source, **row} for row in window_rows(sampled)]
 
 
 class VideoSampler:
-    """Ray Data UDF: ``video_id``/``uri`` batch -> ``videos/`` rows; failures to ``on_error``."""
+    """Ray Data UDF: ``video_id``/``uri`` batch -> ``videos/`` rows (one per window), as
+    tables of at most ``WINDOWS_PER_BLOCK`` rows; failures to ``on_error``."""
 
     def __init__(
         self,
@@ -85,19 +85,23 @@ class VideoSampler:
         self.on_error = on_error
         self.decode = IsolatedRunner(decode, timeout_s)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         failpoint("decode.video")
         rows, errors = [], []
         for video_id, uri in zip(
             batch.column("video_id").to_pylist(), batch.column("uri").to_pylist(), strict=True
         ):
             try:
-                rows.append(sample_video(video_id, uri, self.options, self.decode))
+                rows.extend(sample_video(video_id, uri, self.options, self.decode))
             except Exception as exc:  # noqa: BLE001 - every failure becomes an errors/ row
                 errors.append(error_row(video_id, uri, getattr(exc, "stage", "decode"), exc))
         if errors:
             self.on_error(errors)
-        return pa.Table.from_pylist(rows, schema=schemas.VIDEOS)
+        if not rows:
+            yield schemas.VIDEOS.empty_table()
+        for start in range(0, len(rows), WINDOWS_PER_BLOCK):
+            yield pa.Table.from_pylist(rows[start:start + WINDOWS_PER_BLOCK],
+                                       schema=schemas.VIDEOS)
 
 
 class CaptionKeywords:

@@ -17,7 +17,7 @@ import open_clip
 import pyarrow as pa
 
 from pipelines.core import storage
-from pipelines.ingestion.output import IngestSnapshot, as_snapshot, read_captions
+from pipelines.ingestion.output import IngestSnapshot, as_snapshot, first_windows, read_captions
 from vtr_models import BackboneSpec, ModelConfig, create_inputs
 
 
@@ -87,12 +87,15 @@ def pair_nbytes(config: ModelConfig) -> int:
 def pair_dataset(data: str | IngestSnapshot, split: str, config: ModelConfig):
     """A Ray Dataset of preprocessed pairs of one split, streamed from the ingest output."""
     import ray
+    from ray.data.expressions import col
 
     snapshot = as_snapshot(data)
     grouped = captions_by_video(read_captions(snapshot, split))
     fs, _ = storage.arrow_filesystem(snapshot.output)
-    videos = ray.data.read_parquet(snapshot.files("videos"),
-                                   filesystem=fs).select_columns(["video_id", "frames"])
+    videos = ray.data.read_parquet(snapshot.files("videos"), filesystem=fs)
+    if first_windows(snapshot.dataset("videos")) is not None:
+        videos = videos.filter(expr=col("window_start_s") == 0)  # first_windows' rows
+    videos = videos.select_columns(["video_id", "frames"])
     return videos.map_batches(
         encode_pairs,
         fn_kwargs={"config": config, "captions": grouped},

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 import pyarrow.compute as pc
 import torch
 
-from pipelines.ingestion.output import IngestSnapshot, as_snapshot, open_part, read_captions
+from pipelines.ingestion.output import (
+    IngestSnapshot,
+    as_snapshot,
+    first_windows,
+    open_part,
+    read_captions,
+)
 from vtr_models import RetrievalModel, TextFeatures, VideoFeatures, rank_metrics, retrieval_metrics
 
 
@@ -39,9 +45,11 @@ def load_split(model: RetrievalModel, data: str | IngestSnapshot, split: str,
     snapshot = as_snapshot(data)
     captions = read_captions(snapshot, split)
     wanted = sorted(set(captions.column("video_id").to_pylist()))
-    videos = open_part(snapshot, "videos").to_table(
-        columns=["video_id", "frames"], filter=pc.field("video_id").isin(wanted)
-    )
+    part = open_part(snapshot, "videos")
+    wanted_rows = pc.field("video_id").isin(wanted)
+    first = first_windows(part)
+    videos = part.to_table(columns=["video_id", "frames"],
+                           filter=wanted_rows if first is None else wanted_rows & first)
     video_ids = videos.column("video_id").to_pylist()
     known = set(video_ids)
     keep = [i for i, v in enumerate(captions.column("video_id").to_pylist()) if v in known]
