@@ -1,0 +1,109 @@
+"""Long videos as windows: ingest's rows, the table's rows, search by video, and refresh."""
+
+from __future__ import annotations
+
+import lancedb
+import pytest
+from conftest import make_checkpoint, run
+
+from pipelines.index.search import VideoSearch, best_per_video
+from pipelines.ingestion.output import open_ingest
+from pipelines.ingestion.video_decode import window_spans
+from pipelines.sources.samples import write_clip
+
+WINDOW = ["--segment-seconds", "8", "--segment-stride", "4"]
+
+
+def test_best_per_video_keeps_each_videos_best_window():
+    ids = ["a", "a", "b", "c", "b"]
+    assert best_per_video([1, 0, 4, 2, 3], ids, 2) == [1, 4]  # a's second-best window dropped
+    assert best_per_video([1, 0, 4, 2, 3], ids, 5) == [1, 4, 3]  # fewer videos than k
+    assert best_per_video([3, 1, 0], None, 2) == [3, 1]  # a table of one row per video
+
+
+@pytest.fixture(scope="module")
+def windowed(tmp_path_factory, keyword_model) -> dict:
+    """Two videos (a 26 s one and a 6 s clip) ingested with 8 s windows every 4 s, and
+    embedded with a tiny random model."""
+    root = tmp_path_factory.mktemp("windows")
+    videos = root / "videos"
+    videos.mkdir()
+    write_clip(videos / "long.mp4", num_frames=26 * 4, fps=4, seed=1)
+    write_clip(videos / "short.mp4", num_frames=6 * 4, fps=4, seed=2)
+    data, db = root / "ingest", root / "db"
+    checkpoint = make_checkpoint(root / "ckpt", 0)
+    ingest = run(["pipelines/ingest.py", "--videos", str(videos), "--data", str(data),
+                  "--frame-size", "64", "--keyword-model", keyword_model, *WINDOW])
+    assert ingest.returncode == 0, ingest.stderr[-3000:]
+    embed = run(["pipelines/embed.py", "--data", str(data), "--checkpoint", str(checkpoint),
+                 "--db", str(db), "--table", "videos"])
+    assert embed.returncode == 0, embed.stderr[-3000:]
+    return {"root": root, "videos": videos, "data": data, "db": db, "checkpoint": checkpoint,
+            "keyword_model": keyword_model}
+
+
+def spans_of(rows: list[dict], video: str) -> list[tuple[float, float]]:
+    return sorted((r["window_start_s"], r["window_end_s"]) for r in rows
+                  if r["video_id"].startswith(video))
+
+
+def test_a_long_video_is_a_row_per_window_and_a_clip_one_row(windowed):
+    rows = open_ingest(str(windowed["data"])).dataset("videos").to_table(columns=[
+        "video_id", "window_start_s", "window_end_s", "duration_s", "timestamps_s"]).to_pylist()
+    long = [r for r in rows if r["video_id"].startswith("long")]
+    assert spans_of(rows, "long") == window_spans(long[0]["duration_s"], 8.0, 4.0)
+    assert len(long) == 6  # 0, 4, 8, 12, 16 and the last one ending with the video
+    assert spans_of(rows, "short") == [(0.0, pytest.approx(6.0, abs=0.3))]
+    for row in rows:  # each row holds its window's frames, at most 8 at 1 fps
+        assert all(row["window_start_s"] - 0.05 <= t < row["window_end_s"]
+                   for t in row["timestamps_s"])
+        assert len(row["timestamps_s"]) <= 8
+    table = lancedb.connect(str(windowed["db"])).open_table("videos").to_arrow().to_pylist()
+    assert spans_of(table, "long") == spans_of(rows, "long")  # a table row per window
+
+
+def test_search_answers_each_video_once_with_a_moment_in_its_window(windowed):
+    search = VideoSearch(str(windowed["db"]), "videos", str(windowed["checkpoint"]),
+                         keyword_model=windowed["keyword_model"])
+    ids = set(open_ingest(str(windowed["data"])).dataset("videos").to_table(
+        columns=["video_id"]).column(0).to_pylist())
+    assert len(ids) == 2
+    # every row is a candidate: the long video's six windows and the clip
+    result = search.search("a bar moves across a coloured background", k=2, candidates=7)
+    assert set(result["video_id"]) == ids and len(result) == 2
+    for row in result.itertuples():
+        assert 0.0 <= row.start_s < row.end_s
+    short = result[result["video_id"].str.startswith("short")].iloc[0]
+    assert short.end_s <= 6.5
+
+
+def test_a_changed_long_video_replaces_all_its_windows(windowed):
+    """The long video shortened to 14 s: ingest --update and embed --update leave exactly
+    its new windows (3), none of the old ones; the clip's row is untouched."""
+    write_clip(windowed["videos"] / "long.mp4", num_frames=14 * 4, fps=4, seed=3)
+    ingest = run(["pipelines/ingest.py", "--videos", str(windowed["videos"]), "--data",
+                  str(windowed["data"]), "--frame-size", "64", "--keyword-model",
+                  windowed["keyword_model"], "--update", *WINDOW])
+    assert ingest.returncode == 0, ingest.stderr[-3000:]
+    table = lancedb.connect(str(windowed["db"])).open_table("videos")
+    before = table.to_arrow().to_pylist()
+    short_before = [r["vector"] for r in before if r["video_id"].startswith("short")]
+    old, version = spans_of(before, "long"), table.version
+    embed = run(["pipelines/embed.py", "--data", str(windowed["data"]), "--checkpoint",
+                 str(windowed["checkpoint"]), "--db", str(windowed["db"]), "--table", "videos",
+                 "--update"])
+    assert embed.returncode == 0, embed.stderr[-3000:]
+    new = [(0.0, 8.0), (4.0, 12.0), (pytest.approx(6.0, abs=0.3), pytest.approx(14.0, abs=0.3))]
+    ingested = open_ingest(str(windowed["data"])).dataset("videos").to_table(
+        columns=["video_id", "window_start_s", "window_end_s"]).to_pylist()
+    assert spans_of(ingested, "long") == new
+    table = lancedb.connect(str(windowed["db"])).open_table("videos")
+    latest = table.version
+    # every version a reader can open holds all of the old windows or all of the new
+    for number in range(version, latest + 1):
+        table.checkout(number)
+        assert spans_of(table.to_arrow().to_pylist(), "long") in (old, new), number
+    table.checkout_latest()
+    rows = table.to_arrow().to_pylist()
+    assert spans_of(rows, "long") == new
+    assert [r["vector"] for r in rows if r["video_id"].startswith("short")] == short_before
