@@ -12,6 +12,12 @@ from pipelines.sources.synthetic import generate
 REPO = Path(__file__).resolve().parents[1]
 
 
+def script(args: list[str]) -> str:
+    """Run a repository script; its stdout."""
+    return subprocess.run([sys.executable, *args], cwd=REPO, check=True, capture_output=True,
+                          text=True).stdout
+
+
 def make_data(folder: Path, groups: int) -> str:
     """Synthetic clips (``groups`` of 3 to train on, 4 to validate), ingested at 64 px."""
     manifest = generate(folder / "synthetic", train_groups=groups, test_groups=0, val_groups=4)

@@ -24,12 +24,10 @@ import argparse
 import json
 import shlex
 import statistics
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench_data import REPO
+from bench_data import script
 
 from pipelines.sources.samples import bundled_minilm
 from pipelines.sources.synthetic import TIERS, generate
@@ -60,12 +58,6 @@ COLUMNS = {  # column title -> where the figure is in a seed's result
     "R@1 via index (10 cand.)": ("via_index", "t2v", "R@1"),
     "train min": ("train_minutes",),
 }
-
-
-def script(args: list[str]) -> str:
-    """Run a repository script; its stdout."""
-    return subprocess.run([sys.executable, *args], cwd=REPO, check=True, capture_output=True,
-                          text=True).stdout
 
 
 def prepare(workdir: Path, train_groups: int, tier: str) -> Path:

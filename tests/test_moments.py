@@ -14,13 +14,13 @@ from vtr_models.moments import best_moment, frame_evidence, frame_times
 
 def test_the_span_is_the_run_of_strong_frames_around_the_best():
     times = [float(t) for t in range(10)]  # 1 fps, a 10.4 s video
-    evidence = torch.tensor([0.1, 0.1, 0.2, 0.8, 0.9, 0.7, 0.1, 0.6, 0.1, 0.1])
+    evidence = torch.tensor([0.1, 0.1, 0.3, 0.8, 0.9, 0.7, 0.1, 0.6, 0.1, 0.1])
     moment = best_moment(evidence, times, duration_s=10.4)
-    # mean 0.37, level 0.37 + 0.5 * (0.9 - 0.37) = 0.635: frames 3..5; frame 7 (0.6) is
-    # below it and apart from the run anyway
-    assert (moment.start_s, moment.end_s) == (3.0, 6.0)
-    assert moment.score == pytest.approx(0.8)
-    last = best_moment(torch.tensor([0.0, 0.1, 1.0]), [0.0, 1.0, 2.0], duration_s=2.6)
+    # worst 0.1, level 0.1 + 0.1 * (0.9 - 0.1) = 0.18: frames 2..5; frame 7 (0.6) is
+    # above it but apart from the run
+    assert (moment.start_s, moment.end_s) == (2.0, 6.0)
+    assert moment.score == pytest.approx(0.675)
+    last = best_moment(torch.tensor([0.0, 0.05, 1.0]), [0.0, 1.0, 2.0], duration_s=2.6)
     assert (last.start_s, last.end_s) == (2.0, 2.6)  # the last frame lasts to the end
     padded = torch.tensor([0.2, 0.9, -math.inf, -math.inf])
     assert best_moment(padded, [0.0, 5.0], duration_s=9.0) == pytest.approx(
