@@ -47,6 +47,8 @@ RUNS = {
     "lfemi vtr-tiny": ["--model", "lfemi", "--backbone", "vtr-tiny"],
     # batches of each caption's nearest captions, so that group-mates meet
     "lfemi +hard_negatives": ["--model", "lfemi", "--hard-negatives", "5"],
+    # each frame's difference to the one before, through the image tower (vtr_models.motion)
+    "lfemi +motion": ["--model", "lfemi", "--enable", "motion"],
 }
 CANDIDATES = 10  # searched through the index, of the 99 test videos
 COLUMNS = {  # column title -> where the figure is in a seed's result

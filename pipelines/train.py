@@ -34,6 +34,8 @@ from vtr_models import FINAL_FOLDER, MODEL_CONFIGS, BackboneSpec, ModelConfig
 
 log = logging.getLogger("train")
 PARTS = ("temporal", "video_enhance", "text_enhance", "interaction", "fine_grained")
+# parts no model has by default, for experiments
+EXTRA_PARTS = ("motion",)
 
 
 @dataclass
@@ -51,6 +53,10 @@ class TrainConfig:
         "open_clip NAME[:PRETRAINED], e.g. ViT-B-32:openai, or vtr-tiny (random init)"))
     disable: str = field(default="", metadata=flag(
         f"comma-separated parts of lfemi to switch off for ablations: {', '.join(PARTS)}"))
+    enable: str = field(default="", metadata=flag(
+        "comma-separated parts no model has by default, to switch on: motion (each "
+        "frame's difference to the one before, through the image tower: twice its work)",
+        choices=("", *EXTRA_PARTS)))
     max_frames: int | None = field(default=None, metadata=flag(
         "frames per video the model sees (default: the --max-frames the ingest output was "
         "built with, read from its run log); a video with more stored frames is thinned "
@@ -142,7 +148,8 @@ class TrainConfig:
     def model_overrides(self) -> dict:
         frames = {} if self.max_frames is None else {"max_frames": self.max_frames}
         return {"backbone": self.backbone, **frames,
-                **dict.fromkeys(self.disabled_parts, False)}
+                **dict.fromkeys(self.disabled_parts, False),
+                **dict.fromkeys([p for p in self.enable.split(",") if p], True)}
 
 
 def resolve_max_frames(config: TrainConfig, snapshot: IngestSnapshot) -> TrainConfig:

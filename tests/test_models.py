@@ -20,6 +20,7 @@ from vtr_models.frame_thinning import even_indices
 from vtr_models.frames import FramePreprocessor
 from vtr_models.modal_interaction import TextConditionedPooling
 from vtr_models.model_config import MODEL_CONFIGS
+from vtr_models.motion import frame_differences
 from vtr_models.param_groups import GATE_LR_SCALE, optimizer_groups
 from vtr_models.text_inputs import trim_padding
 
@@ -141,7 +142,7 @@ def test_score_is_coarse_plus_gated_fine_and_chunk_invariant():
 
 
 ABLATIONS = [{}, {"temporal": False}, {"video_enhance": False}, {"text_enhance": False},
-             {"interaction": False}, {"fine_grained": False}]
+             {"interaction": False}, {"fine_grained": False}, {"motion": True}]
 
 
 @pytest.mark.parametrize("overrides", ABLATIONS, ids=lambda o: ",".join(o) or "lfemi")
@@ -183,6 +184,16 @@ def test_every_new_parameter_learns_within_a_few_steps(overrides):
         optimizer.step()
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable - learnt == set()
+
+
+def test_motion_frames_are_the_change_between_frames():
+    frames = torch.arange(2 * 4 * 3, dtype=torch.float).reshape(2, 4, 3, 1, 1)
+    mask = torch.tensor([[True, True, True, True], [True, True, False, False]])
+    diff = frame_differences(frames, mask)
+    assert diff[:, 0].abs().sum() == 0  # nothing before the first frame
+    torch.testing.assert_close(diff[0, 1:], frames[0, 1:] - frames[0, :-1])
+    torch.testing.assert_close(diff[1, 1], frames[1, 1] - frames[1, 0])
+    assert diff[1, 2:].abs().sum() == 0  # padding
 
 
 @pytest.mark.parametrize("part", ["video_enhance", "text_enhance", "interaction", "fine_grained"])

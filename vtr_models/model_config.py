@@ -23,6 +23,7 @@ class ModelConfig:
     name: str = "lfemi"
     backbone: str = "vtr-tiny"  # open_clip NAME[:PRETRAINED]
     max_frames: int = 12
+    motion: bool = False  # motion frames added to the frame features (vtr_models.motion)
     temporal: bool = True  # S2 temporal encoder (else F' = F)
     temporal_layers: int = 2
     heads: int = 4  # attention heads of the temporal encoder and the enhancement layers

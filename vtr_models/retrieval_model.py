@@ -33,6 +33,7 @@ from vtr_models.loss import ContrastiveLoss
 from vtr_models.masking import masked_mean
 from vtr_models.modal_interaction import TextConditionedPooling
 from vtr_models.model_config import ModelConfig
+from vtr_models.motion import MotionFrames, frame_differences
 from vtr_models.similarity import conditioned_cosine, fine_grained, pairwise_cosine
 from vtr_models.temporal_encoder import TemporalEncoder
 from vtr_models.text_enhancement import TextLocalEnhancement
@@ -94,6 +95,7 @@ class RetrievalModel(nn.Module):
         self.config = config
         self.backbone = backbone
         dim = backbone.embed_dim
+        self.motion = MotionFrames(dim) if config.motion else None
         self.temporal = (
             TemporalEncoder(dim, config.max_frames, config.temporal_layers, config.heads,
                             config.dropout)
@@ -120,6 +122,9 @@ class RetrievalModel(nn.Module):
         """``[B, T, 3, H, W]`` frames with a ``[B, T]`` mask (padding at the end)."""
         mask = frame_mask.bool()
         features = self.backbone.encode_frames(frames, mask)
+        if self.motion is not None:
+            features = self.motion(features, self.backbone.encode_frames(
+                frame_differences(frames, mask), mask))
         if self.temporal is not None:
             features = self.temporal(features, mask)
         local = None
