@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from bench_data import REPO, make_data
 
-from pipelines.ingestion.output import open_part, read_captions
-from pipelines.training.data import captions_by_video, encode_pairs
+from pipelines.ingestion.output import as_snapshot, open_part
+from pipelines.training.data import encode_pairs, split_captions
 from pipelines.training.loop import contrastive_step
 from vtr_models.factory import create_model
 from vtr_models.model_config import ModelConfig, model_config
@@ -41,7 +41,7 @@ from vtr_models.model_config import ModelConfig, model_config
 def load_pairs(data: str, config: ModelConfig) -> dict[str, torch.Tensor]:
     """The train split's pairs, preprocessed by the job's own UDF, as in-memory tensors."""
     videos = open_part(data, "videos").to_table(columns=["video_id", "frames"])
-    grouped = captions_by_video(read_captions(data, "train"))
+    grouped = split_captions(as_snapshot(data), "train")
     parts = [encode_pairs(videos.slice(i, 8), config, grouped)
              for i in range(0, videos.num_rows, 8)]
     parts = [p for p in parts if p]

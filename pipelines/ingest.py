@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.core import storage
 from pipelines.core.failpoints import failpoint
@@ -54,6 +56,8 @@ from pipelines.ingestion.output import (
 from pipelines.ingestion.pools import decode_videos, extract_keywords
 from pipelines.ingestion.video_decode import SamplingOptions
 from pipelines.sources.msrvtt import read_msrvtt
+
+log = logging.getLogger("ingest")
 
 
 @dataclass
@@ -263,6 +267,31 @@ def _source_rows(config: IngestConfig, manifest: Manifest, committed_videos: int
     return [{**v, "fingerprint": fingerprints.get(v["uri"])} for v in manifest.videos]
 
 
+def spans_inside(captions: list[dict], store: IngestStore, videos: set[str],
+                 config: IngestConfig) -> list[dict]:
+    """The manifest's ``captions`` less those whose time span ends after their video
+    does (by more than a sampling period), each refused with a warning that names its
+    manifest row: a span outside the video would train on frames it does not have."""
+    spanned = {c["video_id"] for c in captions if c.get("end_s") is not None} & videos
+    if not spanned:
+        return captions
+    rows = store.delta("videos").to_pyarrow_dataset().to_table(
+        columns=["video_id", "duration_s"], filter=pc.field("video_id").isin(sorted(spanned)))
+    duration = dict(zip(rows.column("video_id").to_pylist(),
+                        rows.column("duration_s").to_pylist(), strict=True))
+    kept = []
+    for caption in captions:
+        length = duration.get(caption["video_id"])
+        if caption.get("end_s") is not None and length is not None \
+                and caption["end_s"] > length + 1 / config.fps:
+            log.warning("manifest row %d: the span %g-%g s of video %s's caption ends after the "
+                        "video (%.2f s); caption refused", caption["row"], caption["start_s"],
+                        caption["end_s"], caption["video_id"], length)
+            continue
+        kept.append(caption)
+    return kept
+
+
 def run_ingest(config: IngestConfig) -> IngestSummary:
     """Run the job on the connected Ray cluster and commit its outputs.
 
@@ -320,9 +349,12 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
             must_write("videos"), replace)
         wrote.add("videos")
     failpoint("ingest.captions")  # videos/ committed, captions/ and errors/ not
-    current = state("captions", ["video_id", "caption", "keywords", "split"], schemas.CAPTIONS)
-    captions = plan_captions(manifest.captions or None, current.to_pylist(),
-                             set(plan.unchanged) | written)
+    current = state("captions", ["video_id", "caption", "keywords", "split", "start_s",
+                                 "end_s"], schemas.CAPTIONS)
+    kept = set(plan.unchanged) | written
+    desired = (spans_inside(manifest.captions, store, kept, config)
+               if manifest.captions else None)  # None: a folder, no captions to compare
+    captions = plan_captions(desired, current.to_pylist(), kept)
     caption_rows = 0
     if captions.rewrite or must_write("captions"):
         new = pa.concat_tables([pa.Table.from_pylist(captions.known, schema=schemas.CAPTIONS),

@@ -69,7 +69,7 @@ def test_captions_edited_in_the_manifest_keep_known_keywords():
     plan = plan_captions(desired, current, videos={"a", "b", "c"})
     assert plan.rewrite == {"a", "c", "gone"}
     assert plan.known == [{"video_id": "a", "caption": "a dog runs", "split": "train",
-                           "keywords": ["dog"]}]
+                           "start_s": None, "end_s": None, "keywords": ["dog"]}]
     assert sorted(r["caption"] for r in plan.to_extract) == ["a bird flies", "a dog jumps"]
 
 
@@ -77,6 +77,17 @@ def test_a_split_change_alone_rewrites_the_video_captions():
     current = [{"video_id": "a", "caption": "x", "keywords": ["x"], "split": "train"}]
     plan = plan_captions([{"video_id": "a", "caption": "x", "split": "test"}], current, {"a"})
     assert plan.rewrite == {"a"} and plan.known[0]["split"] == "test" and not plan.to_extract
+
+
+def test_a_span_change_alone_rewrites_the_caption_and_keeps_its_keywords():
+    current = [{"video_id": "a", "caption": "x", "keywords": ["x"], "split": "train",
+                "start_s": 1.0, "end_s": 4.0}]
+    desired = [{"video_id": "a", "caption": "x", "split": "train", "start_s": 2.0,
+                "end_s": 4.0}]
+    plan = plan_captions(desired, current, {"a"})
+    assert plan.rewrite == {"a"} and not plan.to_extract
+    assert (plan.known[0]["start_s"], plan.known[0]["keywords"]) == (2.0, ["x"])
+    assert not plan_captions(current, current, {"a"}).rewrite  # unchanged: nothing to do
 
 
 def test_a_folder_source_keeps_the_captions_of_remaining_videos():

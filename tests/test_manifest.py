@@ -151,7 +151,8 @@ def test_msrvtt_adapter(tmp_path):
     train = [c for c in manifest.captions if c["split"] == "train"]
     test = [c for c in manifest.captions if c["split"] == "test"]
     assert len(train) == 6 and {c["video_id"] for c in train} == {"video0", "video1"}
-    assert test == [{"video_id": "video2", "caption": "a test one", "split": "test"}]
+    assert test == [{"video_id": "video2", "caption": "a test one", "split": "test",
+                     "start_s": None, "end_s": None, "row": 7}]
 
 
 @pytest.mark.parametrize("missing", [DATA_JSON, TRAIN_CSV, TEST_CSV])
@@ -186,3 +187,29 @@ def test_text_that_is_not_utf8_is_named(tmp_path, ext):
     path.write_bytes(rows.encode("latin-1"))
     with pytest.raises(ManifestError, match=f"manifest {path}: not UTF-8 text"):
         read_manifest(str(path))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_a_caption_may_give_the_span_it_tells_of(tmp_path, fmt):
+    rows = [{**ROWS[0], "start_s": 12.5, "end_s": 20.0},
+            {**ROWS[2], "start_s": None, "end_s": None}]
+    manifest = read_manifest(_write(tmp_path / f"m.{fmt}", rows, fmt))
+    assert [(c["start_s"], c["end_s"]) for c in manifest.captions] == [(12.5, 20.0),
+                                                                       (None, None)]
+
+
+@pytest.mark.parametrize(("start", "end", "message"), [
+    (5.0, 5.0, "row 1's span 5-5 s is not a span"),
+    (-1.0, 3.0, "row 1's span -1-3 s is not a span"),
+    (2.0, None, "row 1 has start_s '2.0' and end_s '': give both"),
+])
+def test_a_span_that_is_not_one_is_refused_with_its_row(tmp_path, start, end, message):
+    rows = [{**ROWS[0], "start_s": start, "end_s": end}]
+    with pytest.raises(ManifestError, match=message):
+        read_manifest(_write(tmp_path / "m.csv", rows, "csv"))
+
+
+def test_a_span_needs_both_columns(tmp_path):
+    rows = [{**ROWS[0], "start_s": 1.0}]
+    with pytest.raises(ManifestError, match="needs both start_s and end_s"):
+        read_manifest(_write(tmp_path / "m.csv", rows, "csv"))

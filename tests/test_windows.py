@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import lancedb
+import pandas as pd
+import pyarrow as pa
 import pytest
+import torch
 from conftest import make_checkpoint, run
 
 from pipelines.index.search import VideoSearch, best_per_video
 from pipelines.ingestion.output import open_ingest
 from pipelines.ingestion.video_decode import window_spans
 from pipelines.sources.samples import write_clip
+from pipelines.training.data import best_window, captions_by_window, frames_in_span
+from pipelines.training.evaluation import load_split
+from vtr_models.checkpoint import load_checkpoint
 
 WINDOW = ["--segment-seconds", "8", "--segment-stride", "4"]
 
@@ -107,3 +113,55 @@ def test_a_changed_long_video_replaces_all_its_windows(windowed):
     rows = table.to_arrow().to_pylist()
     assert spans_of(rows, "long") == new
     assert [r["vector"] for r in rows if r["video_id"].startswith("short")] == short_before
+
+
+def test_a_caption_trains_on_its_span_from_the_window_that_holds_most_of_it():
+    windows = [(0.0, 8.0), (4.0, 12.0), (8.0, 16.0), (10.0, 18.0)]
+    assert best_window(None, windows) == 0.0  # the whole video: its first window
+    assert best_window((9.0, 15.0), windows) == 8.0  # 6 s of 6 in [8, 16), 5 in [10, 18)
+    assert best_window((5.0, 7.0), windows) == 0.0  # whole in two: the earlier
+    captions = pa.table({"video_id": ["v", "v", "w"], "caption": ["all of v", "late", "w"],
+                         "keywords": [None, ["k"], None], "start_s": [None, 9.0, None],
+                         "end_s": [None, 15.0, None]})
+    table = pa.table({"video_id": ["v"] * 4, "window_start_s": [w[0] for w in windows],
+                      "window_end_s": [w[1] for w in windows]})
+    grouped = captions_by_window(captions, table)
+    assert grouped == {("v", 0.0): [("v", "all of v", [], None)],
+                       ("v", 8.0): [("v@9-15", "late", ["k"], (9.0, 15.0))],
+                       ("w", 0.0): [("w", "w", [], None)]}
+    jpegs = [bytes([i]) for i in range(8, 16)]
+    times = [float(t) for t in range(8, 16)]
+    assert frames_in_span(jpegs, times, (9.0, 15.0)) == jpegs[1:7]
+    assert frames_in_span(jpegs, times, None) == jpegs
+    assert frames_in_span(jpegs, times, (12.2, 12.6)) == [jpegs[4]]  # none inside: nearest
+
+
+def test_spans_in_a_manifest_reach_captions_and_evaluation(windowed, tmp_path):
+    """A manifest of the long video with spans: ingest keeps them (and refuses, naming
+    the row, a span past the video's end); evaluation scores each span as a clip of
+    the frames inside it."""
+    long = str(windowed["videos"] / "long.mp4")
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame([
+        {"video_id": "long", "uri": long, "caption": "the start", "split": "test",
+         "start_s": 0.0, "end_s": 5.0},
+        {"video_id": "long", "uri": long, "caption": "later on", "split": "test",
+         "start_s": 7.0, "end_s": 12.0},
+        {"video_id": "long", "uri": long, "caption": "after the end", "split": "test",
+         "start_s": 30.0, "end_s": 40.0},
+    ]).to_csv(manifest, index=False)
+    data = tmp_path / "ingest"
+    result = run(["pipelines/ingest.py", "--manifest", str(manifest), "--data", str(data),
+                  "--frame-size", "64", "--keyword-model", windowed["keyword_model"], *WINDOW])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "manifest row 3: the span 30-40 s of video long's caption ends after the video" \
+        in result.stderr
+    captions = open_ingest(str(data)).dataset("captions").to_table().to_pylist()
+    assert sorted((c["caption"], c["start_s"], c["end_s"]) for c in captions) == [
+        ("later on", 7.0, 12.0), ("the start", 0.0, 5.0)]
+    model = load_checkpoint(windowed["checkpoint"])
+    inputs = load_split(model, str(data), "test")
+    assert sorted(inputs.video_ids) == ["long@0-5", "long@7-12"]
+    masks = {clip: int(mask.sum()) for clip, mask in zip(
+        inputs.video_ids, torch.cat([m for _, m in inputs.video_batches]), strict=True)}
+    assert masks == {"long@0-5": 5, "long@7-12": 5}  # 1 fps frames inside each span

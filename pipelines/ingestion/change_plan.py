@@ -82,8 +82,9 @@ def _group(rows: list[dict]) -> dict[str, list[dict]]:
     return grouped
 
 
-def _texts(rows: list[dict]) -> list[tuple[str, str | None]]:
-    return sorted(((r["caption"], r["split"]) for r in rows), key=str)
+def _texts(rows: list[dict]) -> list[tuple]:
+    return sorted(((r["caption"], r["split"], r.get("start_s"), r.get("end_s")) for r in rows),
+                  key=str)
 
 
 def plan_captions(desired: list[dict] | None, current: list[dict],
@@ -91,9 +92,10 @@ def plan_captions(desired: list[dict] | None, current: list[dict],
     """Bring the committed captions (``current``) to ``desired`` for the ``videos`` kept.
 
     ``desired`` is the manifest's captions (``video_id``, ``caption``,
-    ``split``), or None for a source without captions (a folder), which keeps
-    the committed captions of the videos that remain. A caption text that a
-    video already has keeps its keywords; only new texts are sent to KeyBERT.
+    ``split``, optional ``start_s`` and ``end_s``), or None for a source without
+    captions (a folder), which keeps the committed captions of the videos that
+    remain. A caption text that a video already has keeps its keywords; only new
+    texts are sent to KeyBERT.
     """
     have = _group(current)
     want = _group([r for r in (current if desired is None else desired)
@@ -105,7 +107,8 @@ def plan_captions(desired: list[dict] | None, current: list[dict],
         plan.rewrite.add(video_id)
         keywords = {r["caption"]: r["keywords"] for r in have.get(video_id, [])}
         for row in want.get(video_id, []):
-            new = {"video_id": video_id, "caption": row["caption"], "split": row["split"]}
+            new = {"video_id": video_id, "caption": row["caption"], "split": row["split"],
+                   "start_s": row.get("start_s"), "end_s": row.get("end_s")}
             if row["caption"] in keywords:
                 plan.known.append({**new, "keywords": keywords[row["caption"]]})
             else:

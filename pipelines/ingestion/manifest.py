@@ -1,7 +1,9 @@
 """Read and validate the ingest manifest before any work starts.
 
 A manifest has one row per caption (``video_id``, ``uri``, ``caption``, optional
-``split``); several captions may share a video. It is checked whole up front so
+``split``, and an optional time span ``start_s``, ``end_s`` in seconds for a
+caption that tells of part of its video, as ActivityNet Captions and
+QVHighlights give); several captions may share a video. It is checked whole up front so
 that a malformed file fails in seconds, naming the problem and the row, rather
 than hours into a job.
 """
@@ -33,7 +35,8 @@ class Manifest:
     """Distinct videos and their captions, in manifest order."""
 
     videos: list[dict] = field(default_factory=list)  # {"video_id", "uri"}
-    captions: list[dict] = field(default_factory=list)  # {"video_id", "caption", "split"}
+    # {"video_id", "caption", "split", "start_s", "end_s", "row"}: the span None without one
+    captions: list[dict] = field(default_factory=list)
     # by uri, when the listing already gave them (a folder); else looked up per file
     fingerprints: dict[str, storage.Fingerprint | None] | None = None
 
@@ -74,6 +77,24 @@ def _text(value: object) -> str:
     return str(value).strip()
 
 
+def _span(row, has_span: bool, source: str, row_number: int) -> tuple[float | None, ...]:
+    """A caption's ``(start_s, end_s)``: both None when the row gives neither."""
+    if not has_span:
+        return None, None
+    texts = (_text(row.start_s), _text(row.end_s))
+    if not any(texts):
+        return None, None
+    try:
+        start, end = (float(t) for t in texts)
+    except ValueError:
+        raise ManifestError(f"manifest {source}: row {row_number} has start_s {texts[0]!r} "
+                            f"and end_s {texts[1]!r}: give both, in seconds") from None
+    if not 0 <= start < end:
+        raise ManifestError(f"manifest {source}: row {row_number}'s span {start:g}-{end:g} s "
+                            "is not a span of a video (0 <= start_s < end_s)")
+    return start, end
+
+
 def validate(df: pd.DataFrame, source: str) -> Manifest:
     """Check a manifest frame and split it into videos and captions.
 
@@ -88,6 +109,9 @@ def validate(df: pd.DataFrame, source: str) -> Manifest:
             f"found {', '.join(map(str, df.columns))}"
         )
     has_split = "split" in df.columns
+    has_span = {"start_s", "end_s"} <= set(df.columns)
+    if not has_span and {"start_s", "end_s"} & set(df.columns):
+        raise ManifestError(f"manifest {source}: a caption span needs both start_s and end_s")
     manifest = Manifest()
     uri_of: dict[str, tuple[str, int]] = {}
     for row_number, row in enumerate(df.itertuples(index=False), start=1):
@@ -107,9 +131,10 @@ def validate(df: pd.DataFrame, source: str) -> Manifest:
             uri_of[video_id] = (uri, row_number)
             manifest.videos.append({"video_id": video_id, "uri": uri})
         split = _text(row.split) if has_split else ""
-        manifest.captions.append(
-            {"video_id": video_id, "caption": caption, "split": split or None}
-        )
+        start, end = _span(row, has_span, source, row_number)
+        manifest.captions.append({"video_id": video_id, "caption": caption,
+                                  "split": split or None, "start_s": start, "end_s": end,
+                                  "row": row_number})
     return manifest
 
 

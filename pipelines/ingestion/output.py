@@ -253,15 +253,21 @@ def first_windows(videos: pads.Dataset) -> pc.Expression | None:
 
 
 def read_captions(data: str | IngestSnapshot, split: str) -> pa.Table:
-    """Captions of one split (``video_id``, ``caption``, ``keywords``); a caption the
-    manifest gives no split is in the split a hash of its video's id picks
-    (``splits.with_splits``)."""
+    """Captions of one split (``video_id``, ``caption``, ``keywords``, and the span
+    ``start_s``, ``end_s``, null for a caption of the whole video and in an output
+    written before spans); a caption the manifest gives no split is in the split a
+    hash of its video's id picks (``splits.with_splits``)."""
     snapshot = as_snapshot(data)
     in_split = pc.field("split") == split
-    captions = with_splits(open_part(snapshot, "captions").to_table(
-        columns=["video_id", "caption", "keywords", "split"],
+    part = open_part(snapshot, "captions")
+    spans = [c for c in ("start_s", "end_s") if c in part.schema.names]
+    captions = with_splits(part.to_table(
+        columns=["video_id", "caption", "keywords", "split", *spans],
         filter=in_split | pc.field("split").is_null()), snapshot.output)
     table = captions.filter(in_split).drop_columns(["split"])
+    for name in ("start_s", "end_s"):
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, pa.float64()))
     if table.num_rows == 0:
         raise ValueError(f"{snapshot.output}: no captions in split {split!r}")
     return table

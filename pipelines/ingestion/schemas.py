@@ -34,6 +34,9 @@ CAPTIONS = pa.schema(
         ("caption", pa.string()),
         ("keywords", pa.list_(pa.string())),
         ("split", pa.string()),
+        # the part of the video the caption tells of (seconds); null: the whole video
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),
     ]
 )
 

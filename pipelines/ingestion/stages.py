@@ -118,6 +118,9 @@ class CaptionKeywords:
                 "caption": batch.column("caption"),
                 "keywords": pa.array(keywords, type=pa.list_(pa.string())),
                 "split": batch.column("split").cast(pa.string()),
+                **{name: (batch.column(name).cast(pa.float64())
+                          if name in batch.column_names else pa.nulls(batch.num_rows, pa.float64()))
+                   for name in ("start_s", "end_s")},
             },
             schema=schemas.CAPTIONS,
         )

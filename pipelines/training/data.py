@@ -2,8 +2,11 @@
 
 JPEG decoding, frame preprocessing and tokenization happen here, in Ray Data
 actors (or in-process for evaluation), never in the training loop. Videos are
-keyed by a stable 63-bit hash of ``video_id`` so that the contrastive loss can
-recognise captions of the same video across workers.
+keyed by a stable 63-bit hash of their clip (``clip_id``: the video, or the
+span of it a caption tells of) so that the contrastive loss can recognise
+captions of the same clip across workers. A caption of the whole video trains
+on its video's first window (a clip's one row); a caption with a span, on the
+frames inside the span, from the window that holds most of it.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections import defaultdict
+from collections.abc import Iterator
 
 import numpy as np
 import open_clip
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.core import storage
 from pipelines.ingestion.output import IngestSnapshot, as_snapshot, first_windows, read_captions
@@ -26,12 +31,77 @@ def video_key(video_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(video_id.encode(), digest_size=8).digest(), "big") >> 1
 
 
-def captions_by_video(captions: pa.Table) -> dict[str, list[tuple[str, list[str]]]]:
-    grouped: dict[str, list[tuple[str, list[str]]]] = defaultdict(list)
-    for vid, caption, keywords in zip(*(captions.column(c).to_pylist() for c in
-                                        ("video_id", "caption", "keywords")), strict=True):
-        grouped[vid].append((caption, keywords or []))
+def clip_id(video_id: str, start_s: float | None, end_s: float | None) -> str:
+    """The id of what a caption tells of: its video, or the span of it the manifest gave."""
+    return video_id if start_s is None else f"{video_id}@{start_s:g}-{end_s:g}"
+
+
+#: a caption as training reads it: (clip id, caption, keywords, span or None)
+Caption = tuple[str, str, list[str], tuple[float, float] | None]
+
+
+def best_window(span: tuple[float, float] | None, windows: list[tuple[float, float]]) -> float:
+    """The start of the window a caption trains on, of its video's ``windows`` (``(start_s,
+    end_s)``): the first one for a caption of the whole video (a clip's one row), else
+    the one that holds most of the span (the earliest of equals)."""
+    if span is None or not windows:
+        return 0.0
+    overlap = [(min(end, span[1]) - max(start, span[0]), -start) for start, end in windows]
+    return -max(overlap)[1]
+
+
+def captions_by_window(captions: pa.Table, windows: pa.Table | None
+                       ) -> dict[tuple[str, float], list[Caption]]:
+    """The captions each ``videos/`` row trains on, by ``(video_id, window_start_s)``.
+
+    ``windows`` holds ``video_id``, ``window_start_s`` and ``window_end_s`` of the
+    videos' rows (None for an output written before windows: every row starts at 0).
+    """
+    spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    if windows is not None:
+        for vid, start, end in zip(*(windows.column(c).to_pylist() for c in
+                                     ("video_id", "window_start_s", "window_end_s")),
+                                   strict=True):
+            spans[vid].append((start, end))
+    grouped: dict[tuple[str, float], list[Caption]] = defaultdict(list)
+    for vid, caption, keywords, start, end in zip(*(captions.column(c).to_pylist() for c in (
+            "video_id", "caption", "keywords", "start_s", "end_s")), strict=True):
+        span = None if start is None else (start, end)
+        grouped[(vid, best_window(span, spans.get(vid, [])))].append(
+            (clip_id(vid, start, end), caption, keywords or [], span))
     return dict(grouped)
+
+
+def frames_in_span(jpegs: list[bytes], times: list[float] | None,
+                   span: tuple[float, float] | None) -> list[bytes]:
+    """A row's frames inside a caption's ``span`` (all of them without one); the frame
+    nearest the span's start when none lies inside (a span shorter than a sampling
+    period)."""
+    if span is None or not times:
+        return jpegs
+    inside = [j for j, t in zip(jpegs, times, strict=True) if span[0] - 1e-6 <= t < span[1]]
+    if inside:
+        return inside
+    nearest = min(range(len(times)), key=lambda i: abs(times[i] - span[0]))
+    return [jpegs[nearest]]
+
+
+def row_clips(batch: pa.Table, captions: dict[tuple[str, float], list[Caption]]
+              ) -> Iterator[tuple[str, list[bytes], list[Caption]]]:
+    """For each ``videos/`` row of ``batch`` that captions train on: each of its clips'
+    id, frames and captions (a row's whole-video captions share one clip)."""
+    starts = (batch.column("window_start_s").to_pylist() if "window_start_s" in
+              batch.column_names else [0.0] * batch.num_rows)
+    times = (batch.column("timestamps_s").to_pylist() if "timestamps_s" in batch.column_names
+             else [None] * batch.num_rows)
+    for vid, start, jpegs, stamps in zip(batch.column("video_id").to_pylist(), starts,
+                                         batch.column("frames").to_pylist(), times,
+                                         strict=True):
+        by_clip: dict[str, list[Caption]] = defaultdict(list)
+        for caption in captions.get((vid, start), []):
+            by_clip[caption[0]].append(caption)
+        for clip, items in by_clip.items():
+            yield clip, frames_in_span(jpegs, stamps, items[0][3]), items
 
 
 @functools.lru_cache(maxsize=4)
@@ -41,9 +111,9 @@ def _inputs(config: ModelConfig):
 
 
 def encode_pairs(
-    batch: pa.Table, config: ModelConfig, captions: dict[str, list[tuple[str, list[str]]]]
+    batch: pa.Table, config: ModelConfig, captions: dict[tuple[str, float], list[Caption]]
 ) -> dict[str, np.ndarray]:
-    """Ray Data UDF: ``videos/`` rows -> one preprocessed row per (video, caption) pair.
+    """Ray Data UDF: ``videos/`` rows -> one preprocessed row per (clip, caption) pair.
 
     A plain function (tasks, not actors), so Ray Data fuses it with the Parquet
     read: on a small machine whose CPUs the training workers hold, the data
@@ -51,18 +121,14 @@ def encode_pairs(
     """
     preprocess, tokenizer = _inputs(config)
     frames, masks, texts, keywords, keys = [], [], [], [], []
-    for vid, jpegs in zip(batch.column("video_id").to_pylist(),
-                          batch.column("frames").to_pylist(), strict=True):
-        pairs = captions.get(vid)
-        if not pairs:
-            continue
+    for clip, jpegs, items in row_clips(batch, captions):
         video, mask = preprocess(jpegs)
-        for caption, kws in pairs:
+        for _, caption, kws, _ in items:
             frames.append(video)
             masks.append(mask)
             texts.append(caption)
             keywords.append(kws)
-            keys.append(video_key(vid))
+            keys.append(video_key(clip))
     if not texts:
         return {}
     kw_tokens, kw_mask = tokenizer.keywords(keywords, config.max_keywords)
@@ -74,6 +140,20 @@ def encode_pairs(
         "keyword_mask": kw_mask.numpy(),
         "video_key": np.asarray(keys, dtype=np.int64),
     }
+
+
+def split_captions(snapshot: IngestSnapshot, split: str
+                   ) -> dict[tuple[str, float], list[Caption]]:
+    """A split's captions by the ``videos/`` row each trains on (``captions_by_window``)."""
+    captions = read_captions(snapshot, split)
+    videos = snapshot.dataset("videos")
+    windows = None
+    if first_windows(videos) is not None:
+        spanned = pc.is_valid(captions.column("start_s"))
+        ids = sorted(set(captions.filter(spanned).column("video_id").to_pylist()))
+        windows = videos.to_table(columns=["video_id", "window_start_s", "window_end_s"],
+                                  filter=pc.field("video_id").isin(ids))
+    return captions_by_window(captions, windows)
 
 
 def pair_nbytes(config: ModelConfig) -> int:
@@ -90,12 +170,15 @@ def pair_dataset(data: str | IngestSnapshot, split: str, config: ModelConfig):
     from ray.data.expressions import col
 
     snapshot = as_snapshot(data)
-    grouped = captions_by_video(read_captions(snapshot, split))
+    grouped = split_captions(snapshot, split)
     fs, _ = storage.arrow_filesystem(snapshot.output)
     videos = ray.data.read_parquet(snapshot.files("videos"), filesystem=fs)
+    columns = ["video_id", "frames"]
     if first_windows(snapshot.dataset("videos")) is not None:
-        videos = videos.filter(expr=col("window_start_s") == 0)  # first_windows' rows
-    videos = videos.select_columns(["video_id", "frames"])
+        columns += ["window_start_s", "timestamps_s"]
+        rows = sorted({start for _, start in grouped})  # the window starts captions need
+        videos = videos.filter(expr=col("window_start_s").is_in(rows))
+    videos = videos.select_columns(columns)
     return videos.map_batches(
         encode_pairs,
         fn_kwargs={"config": config, "captions": grouped},

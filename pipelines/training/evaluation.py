@@ -20,6 +20,7 @@ from pipelines.ingestion.output import (
     open_part,
     read_captions,
 )
+from pipelines.training.data import row_clips, split_captions
 from vtr_models import RetrievalModel, TextFeatures, VideoFeatures, rank_metrics, retrieval_metrics
 
 
@@ -43,31 +44,30 @@ def load_split(model: RetrievalModel, data: str | IngestSnapshot, split: str,
     """Read a split's captions and the frames of their videos, preprocessed for ``model``
     (both from one committed ingest run)."""
     snapshot = as_snapshot(data)
-    captions = read_captions(snapshot, split)
-    wanted = sorted(set(captions.column("video_id").to_pylist()))
+    grouped = split_captions(snapshot, split)
     part = open_part(snapshot, "videos")
-    wanted_rows = pc.field("video_id").isin(wanted)
-    first = first_windows(part)
-    videos = part.to_table(columns=["video_id", "frames"],
-                           filter=wanted_rows if first is None else wanted_rows & first)
-    video_ids = videos.column("video_id").to_pylist()
-    known = set(video_ids)
-    keep = [i for i, v in enumerate(captions.column("video_id").to_pylist()) if v in known]
-    captions = captions.take(keep)
-    video_batches = [
-        model.preprocess.batch(videos.column("frames").slice(start, batch_size).to_pylist())
-        for start in range(0, videos.num_rows, batch_size)
-    ]
-    texts = captions.column("caption").to_pylist()
-    keywords = [k or [] for k in captions.column("keywords").to_pylist()]
+    wanted = pc.field("video_id").isin(sorted({vid for vid, _ in grouped}))
+    columns = ["video_id", "frames"]
+    if first_windows(part) is not None:
+        columns += ["window_start_s", "timestamps_s"]
+        wanted &= pc.field("window_start_s").isin(sorted({start for _, start in grouped}))
+    video_ids, frames, texts, keywords, text_video_ids = [], [], [], [], []
+    for clip, jpegs, items in row_clips(part.to_table(columns=columns, filter=wanted), grouped):
+        video_ids.append(clip)
+        frames.append(jpegs)
+        for _, caption, kws, _ in items:
+            texts.append(caption)
+            keywords.append(kws)
+            text_video_ids.append(clip)
+    video_batches = [model.preprocess.batch(frames[start:start + batch_size])
+                     for start in range(0, len(frames), batch_size)]
     text_batches = [
         (model.tokenizer.captions(texts[start : start + batch_size]),
          *model.tokenizer.keywords(keywords[start : start + batch_size],
                                    model.config.max_keywords))
         for start in range(0, len(texts), batch_size)
     ]
-    return SplitInputs(video_batches, text_batches, captions.column("video_id").to_pylist(),
-                       video_ids)
+    return SplitInputs(video_batches, text_batches, text_video_ids, video_ids)
 
 
 @torch.no_grad()
