@@ -35,6 +35,9 @@ class QueryConfig:
     where: str | None = field(default=None, metadata=flag(
         "SQL filter on metadata columns applied before the vector search, "
         "e.g. \"duration_s < 30\""))
+    moments: int = field(default=1, metadata=flag(
+        "moments per video: above 1, each result also lists the moments of up to this "
+        "many of its video's best windows among the candidates"))
     keyword_model: str | None = field(default=None, metadata=flag(QUERY_KEYWORD_MODEL_HELP))
     json: bool = field(default=False, metadata=flag("print JSON records instead of a table"))
     device: str = field(default="auto", metadata=flag(DEVICE_HELP, choices=DEVICES))
@@ -46,6 +49,8 @@ class QueryConfig:
         if self.k < 1 or self.candidates < self.k:
             raise ValueError(f"--k ({self.k}) must be at least 1 and at most candidates "
                              f"(--candidates {self.candidates})")
+        if self.moments < 1:
+            raise ValueError("--moments must be at least 1")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                              device=resolve_device(config.device))
         with warnings.catch_warnings(record=True, category=QueryTruncatedWarning) as caught:
             results = search.search(config.text, k=config.k, candidates=config.candidates,
-                                    where=config.where)
+                                    where=config.where, moments=config.moments)
     except KeywordModelError as exc:
         message = first_line(exc)
         if "--keyword-model" not in message:

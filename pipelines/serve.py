@@ -104,6 +104,9 @@ class SearchRequest(BaseModel):
     where: str | None = Field(None, description=(
         "SQL filter on metadata columns, as query.py's --where (\"duration_s < 30\"); "
         "joined to filter with AND"))
+    moments: int = Field(1, ge=1, le=100, description=(
+        "moments per video: above 1, each result lists the moments of up to this many of "
+        "its video's best windows among the candidates"))
 
 
 def filterable_columns(schema: pa.Schema) -> frozenset[str]:
@@ -139,6 +142,7 @@ class Query(NamedTuple):
     k: int
     candidates: int
     where: str | None
+    moments: int
 
 
 class Answer(NamedTuple):
@@ -174,9 +178,9 @@ class SearchService:
     @serve.batch
     async def answer(self, queries: list[Query]) -> list[Answer | Exception]:
         """The answers to the queries of one batch: the texts in one pass of the text
-        tower, then for each distinct ``candidates`` and filter its queries' searches
-        (``VideoSearch.search_encoded_many``). A query whose search fails gets its
-        exception, the others their answers.
+        tower, then for each distinct ``candidates``, filter and ``moments`` its queries'
+        searches (``VideoSearch.search_encoded_many``). A query whose search fails gets
+        its exception, the others their answers.
 
         It works on the replica's event loop, not in a thread, as Serve's batching
         examples do: Serve forms the next batch as soon as this one starts, so while a
@@ -187,15 +191,15 @@ class SearchService:
         started = time.perf_counter()
         features = self.search.encode_texts([q.text for q in queries])
         text_ms = 1e3 * (time.perf_counter() - started)
-        groups: dict[tuple[int, str | None], list[int]] = {}
+        groups: dict[tuple[int, str | None, int], list[int]] = {}
         for i, q in enumerate(queries):
-            groups.setdefault((q.candidates, q.where), []).append(i)
+            groups.setdefault((q.candidates, q.where, q.moments), []).append(i)
         answers: dict[int, Answer | Exception] = {}
-        for (candidates, where), members in groups.items():
+        for (candidates, where, moments), members in groups.items():
             try:
                 results, timings = self.search.search_encoded_many(
                     features[torch.tensor(members)], [queries[i].k for i in members],
-                    candidates, where)
+                    candidates, where, moments)
             except Exception as exc:  # answered to this group's requests alone
                 results, timings = [exc] * len(members), {}
             ms = {"text": text_ms, **{step.removesuffix("_s"): 1e3 * seconds
@@ -214,7 +218,8 @@ class SearchService:
                 request.where and checked_where(request.where)) if sql) or None
         except ValueError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
-        answer = await self.answer(Query(text, request.k, request.candidates, where))
+        answer = await self.answer(Query(text, request.k, request.candidates, where,
+                                         request.moments))
         if isinstance(answer, ModelMismatchError):  # the table was re-embedded by another model
             raise HTTPException(status_code=409, detail=str(answer))
         if isinstance(answer, ValueError):  # e.g. a where that is not SQL over the columns

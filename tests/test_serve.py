@@ -110,6 +110,14 @@ def test_search_over_http_answers_what_the_api_answers(service, api, table):
     assert [r["score"] for r in body["results"]] == pytest.approx(list(expected["score"]),
                                                                    abs=1e-4)
     assert set(body["timings_ms"]) == {"text", "search", "rerank", "answer"} and body["notes"] == []
+    assert all(r["start_s"] < r["end_s"] for r in body["results"])  # each video's moment
+    status, more = request(service + "/search", {"text": TEXTS[0], "k": 3, "candidates": 10,
+                                                 "moments": 2})
+    assert status == 200 and [r["video_id"] for r in more["results"]] == list(
+        expected["video_id"])
+    # a clip is one window: its one moment, as the result's own
+    assert [[(m["start_s"], m["end_s"]) for m in r["moments"]] for r in more["results"]] == [
+        [(r["start_s"], r["end_s"])] for r in more["results"]]
     splits = dict(lancedb.connect(table["db"]).open_table("videos").to_pandas()[
         ["video_id", "split"]].itertuples(index=False))
     status, body = request(service + "/search", {"text": TEXTS[0], "k": 5,

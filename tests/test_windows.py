@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import lancedb
 import pandas as pd
 import pyarrow as pa
@@ -22,9 +24,10 @@ WINDOW = ["--segment-seconds", "8", "--segment-stride", "4"]
 
 def test_best_per_video_keeps_each_videos_best_window():
     ids = ["a", "a", "b", "c", "b"]
-    assert best_per_video([1, 0, 4, 2, 3], ids, 2) == [1, 4]  # a's second-best window dropped
-    assert best_per_video([1, 0, 4, 2, 3], ids, 5) == [1, 4, 3]  # fewer videos than k
-    assert best_per_video([3, 1, 0], None, 2) == [3, 1]  # a table of one row per video
+    assert best_per_video([1, 0, 4, 2, 3], ids, 2) == [[1], [4]]  # a's second window dropped
+    assert best_per_video([1, 0, 4, 2, 3], ids, 5) == [[1], [4], [3]]  # fewer videos than k
+    assert best_per_video([1, 0, 4, 2, 3], ids, 2, per_video=2) == [[1, 0], [4, 2]]
+    assert best_per_video([3, 1, 0], None, 2) == [[3], [1]]  # a table of one row per video
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +84,18 @@ def test_search_answers_each_video_once_with_a_moment_in_its_window(windowed):
         assert 0.0 <= row.start_s < row.end_s
     short = result[result["video_id"].str.startswith("short")].iloc[0]
     assert short.end_s <= 6.5
+    # on request, each video's other windows' moments too, best first, none overlapping
+    more = search.search("a bar moves across a coloured background", k=2, candidates=7,
+                         moments=3)
+    assert list(more["video_id"]) == list(result["video_id"])
+    for row in more.itertuples():
+        first = row.moments[0]
+        assert (first["start_s"], first["end_s"]) == (row.start_s, row.end_s)
+        assert [m["score"] for m in row.moments] == sorted(
+            (m["score"] for m in row.moments), reverse=True)
+        spans = sorted((m["start_s"], m["end_s"]) for m in row.moments)
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
+        assert len(row.moments) <= (3 if row.video_id.startswith("long") else 1)
 
 
 def test_a_changed_long_video_replaces_all_its_windows(windowed):

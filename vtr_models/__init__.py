@@ -39,6 +39,7 @@ _EXPORTS = {
     "even_indices": "vtr_models.frame_thinning",
     "rank_metrics": "vtr_models.metrics",
     "trim_padding": "vtr_models.text_inputs",
+    "Moment": "vtr_models.moments",
     "best_moment": "vtr_models.moments",
     "frame_evidence": "vtr_models.moments",
     "frame_times": "vtr_models.moments",

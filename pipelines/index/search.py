@@ -19,6 +19,7 @@ ever a model input, never part of a SQL string.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import time
 import warnings
@@ -38,6 +39,7 @@ from pipelines.index.table import (
     video_features,
 )
 from vtr_models import (
+    Moment,
     TextFeatures,
     best_moment,
     frame_evidence,
@@ -87,20 +89,31 @@ def windowed(schema) -> bool:
     return "window_start_s" in schema.names
 
 
-def best_per_video(order: list[int], video_ids: list[str] | None, k: int) -> list[int]:
-    """The first ``k`` of the candidate positions ``order`` (best first) whose video has
-    not come before: a video's windows after its best are dropped. With no
-    ``video_ids`` (a table of one row per video), the first ``k``."""
+def best_per_video(order: list[int], video_ids: list[str] | None, k: int,
+                   per_video: int = 1) -> list[list[int]]:
+    """The candidate positions ``order`` (best first) grouped by video: the first ``k``
+    videos to come, each with its best ``per_video`` windows in that order. With no
+    ``video_ids`` (a table of one row per video), each of the first ``k`` alone."""
     if video_ids is None:
-        return order[:k]
-    seen: set[str] = set()
-    kept = []
+        return [[position] for position in order[:k]]
+    kept: dict[str, list[int]] = {}
     for position in order:
-        if video_ids[position] not in seen:
-            seen.add(video_ids[position])
-            kept.append(position)
-            if len(kept) == k:
-                break
+        windows = kept.get(video_ids[position])
+        if windows is None:
+            if len(kept) < k:
+                kept[video_ids[position]] = [position]
+        elif len(windows) < per_video:
+            windows.append(position)
+    return list(kept.values())
+
+
+def distinct_moments(moments: list[Moment]) -> list[Moment]:
+    """``moments`` (best first) less each one that overlaps one before it: a video's
+    neighbouring windows often find the same seconds."""
+    kept: list[Moment] = []
+    for moment in moments:
+        if all(moment.end_s <= m.start_s or moment.start_s >= m.end_s for m in kept):
+            kept.append(moment)
     return kept
 
 
@@ -279,13 +292,16 @@ class VideoSearch:
         return text, note
 
     def search(self, text: str, k: int = 10, candidates: int = 100,
-               where: str | None = None) -> pd.DataFrame:
+               where: str | None = None, moments: int = 1) -> pd.DataFrame:
         """The top ``k`` videos for ``text``: ``rank``, ``video_id``, ``uri``, ``score``
         (full model), ``first_stage_score`` (cosine of the vectors), and the moment that
         matches best: ``start_s``, ``end_s`` and ``moment_score``, its frames' mean
         evidence (``vtr_models.moments``). A video with several windows among the
         ``candidates`` is answered by its best-scoring one, so ``k`` videos need at
-        least ``k`` candidate videos, not windows.
+        least ``k`` candidate videos, not windows. ``moments`` above 1 adds a column
+        ``moments``: for each video, the moments of up to that many of its best
+        windows among the candidates (``start_s``, ``end_s``, ``moment_score``,
+        ``score``), best first, less those overlapping one before.
 
         ``where`` is a LanceDB SQL filter over the table's metadata columns,
         applied before the vector search (e.g. ``"duration_s < 30"``).
@@ -297,7 +313,7 @@ class VideoSearch:
         started = time.perf_counter()
         features = self.encode_texts([text])
         text_s = time.perf_counter() - started
-        result, timings = self.search_encoded(features, k, candidates, where)
+        result, timings = self.search_encoded(features, k, candidates, where, moments)
         self.timings = {"text_s": text_s, **timings}
         return result
 
@@ -345,25 +361,26 @@ class VideoSearch:
                    candidates * version.refine_factor)
 
     def search_encoded(self, features: TextFeatures, k: int, candidates: int,
-                       where: str | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
+                       where: str | None = None, moments: int = 1
+                       ) -> tuple[pd.DataFrame, dict[str, float]]:
         """:meth:`search` for one query already encoded (``features`` of one text):
         the results, and the seconds of its steps (:meth:`search_encoded_many`)."""
-        results, timings = self.search_encoded_many(features, [k], candidates, where)
+        results, timings = self.search_encoded_many(features, [k], candidates, where, moments)
         return results[0], timings
 
     @torch.no_grad()
     def search_encoded_many(self, features: TextFeatures, ks: list[int], candidates: int,
-                            where: str | None = None
+                            where: str | None = None, moments: int = 1
                             ) -> tuple[list[pd.DataFrame], dict[str, float]]:
-        """:meth:`search_encoded` for several encoded texts with the same ``candidates``
-        and ``where`` (``ks[i]`` results for text ``i``): each text's results, and the
-        seconds of the vector searches (with the fetch of the candidates' features), of
-        the reranks, and of the one fetch of every text's answer columns."""
+        """:meth:`search_encoded` for several encoded texts with the same ``candidates``,
+        ``where`` and ``moments`` (``ks[i]`` results for text ``i``): each text's results,
+        and the seconds of the vector searches (with the fetch of the candidates'
+        features), of the reranks, and of the one fetch of every text's answer columns."""
         started = time.perf_counter()
         version = self.current_version()
         found = self.first_stage(features, candidates, where=where, version=version)
         fetched = time.perf_counter()
-        ranked = [self._ranked(features[i:i + 1], rows, k)
+        ranked = [self._ranked(features[i:i + 1], rows, k, moments)
                   for i, (k, rows) in enumerate(zip(ks, found, strict=True))]
         reranked = time.perf_counter()
         offsets = [offset for top in ranked for offset in top[ROW_OFFSET]]
@@ -373,41 +390,57 @@ class VideoSearch:
         results, start = [], 0
         for top in ranked:
             end = start + len(top[ROW_OFFSET])
-            moments = [best_moment(evidence, frame_times(stored, int(count),
-                                                         self.model.config.max_frames), length)
-                       for evidence, count, stored, length in zip(
-                           top["evidence"], top["frames"], answers[stored_times][start:end],
-                           answers[window_end][start:end], strict=True)]
-            results.append(pd.DataFrame({
-                "rank": range(1, end - start + 1),
-                **{name: answers[name][start:end] for name in ANSWER_COLUMNS},
-                "score": top["score"], "first_stage_score": top["first_stage_score"],
-                "start_s": [m.start_s for m in moments], "end_s": [m.end_s for m in moments],
-                "moment_score": [m.score for m in moments],
-            }, columns=RESULT_COLUMNS))
+            found_moments = [
+                best_moment(evidence, frame_times(stored, int(count),
+                                                  self.model.config.max_frames), length)
+                for evidence, count, stored, length in zip(
+                    top["evidence"], top["frames"], answers[stored_times][start:end],
+                    answers[window_end][start:end], strict=True)]
+            # where each video's windows start in the lists: its best window
+            firsts = list(itertools.accumulate([0, *top["windows"][:-1]])) if top["windows"] else []
+            best = [found_moments[i] for i in firsts]
+            result = pd.DataFrame({
+                "rank": range(1, len(firsts) + 1),
+                **{name: [answers[name][start + i] for i in firsts] for name in ANSWER_COLUMNS},
+                "score": [top["score"][i] for i in firsts],
+                "first_stage_score": [top["first_stage_score"][i] for i in firsts],
+                "start_s": [m.start_s for m in best], "end_s": [m.end_s for m in best],
+                "moment_score": [m.score for m in best],
+            }, columns=RESULT_COLUMNS)
+            if moments > 1:
+                result["moments"] = [
+                    [{"start_s": m.start_s, "end_s": m.end_s, "moment_score": m.score,
+                      "score": top["score"][first + found_moments[first:first + n].index(m)]}
+                     for m in distinct_moments(found_moments[first:first + n])]
+                    for first, n in zip(firsts, top["windows"], strict=True)]
+            results.append(result)
             start = end
         return results, {"search_s": fetched - started, "rerank_s": reranked - fetched,
                          "answer_s": time.perf_counter() - reranked}
 
-    def _ranked(self, features: TextFeatures, rows: pa.Table, k: int) -> dict[str, list]:
-        """One text's top ``k`` of its candidates ``rows`` by the full model's score, best
-        first, one per video (``best_per_video``): each one's table offset, score,
-        first-stage cosine, per-frame evidence (``vtr_models.moments``) and number of
-        frames, from the same features (the index's ``_distance`` is not a cosine
-        distance without refinement: HNSW_SQ gives the squared distance of the unit
-        vectors, twice the cosine distance, and IVF_PQ its quantised approximation)."""
+    def _ranked(self, features: TextFeatures, rows: pa.Table, k: int,
+                moments: int = 1) -> dict[str, list]:
+        """One text's top ``k`` videos of its candidates ``rows`` by the full model's
+        score, best first (``best_per_video``), each with its best ``moments`` windows:
+        for every window kept, in that order, its table offset, score, first-stage
+        cosine, per-frame evidence (``vtr_models.moments``) and number of frames, and
+        ``windows``, how many each video has. From the same features (the index's
+        ``_distance`` is not a cosine distance without refinement: HNSW_SQ gives the
+        squared distance of the unit vectors, twice the cosine distance, and IVF_PQ its
+        quantised approximation)."""
         if not rows.num_rows:
             return {ROW_OFFSET: [], "score": [], "first_stage_score": [], "evidence": [],
-                    "frames": []}
+                    "frames": [], "windows": []}
         videos = video_features(rows, self.model.config).to(self.device)
         scores = self.model.score(features, videos)[0].cpu()
         first = self.model.first_stage_score(features, videos)[0].cpu()
         order = torch.argsort(scores, descending=True)
-        top = torch.as_tensor(best_per_video(
-            order.tolist(), rows.column(GROUP_COLUMN).to_pylist()
-            if GROUP_COLUMN in rows.column_names else None, k), dtype=torch.long)
+        groups = best_per_video(order.tolist(), rows.column(GROUP_COLUMN).to_pylist()
+                                if GROUP_COLUMN in rows.column_names else None, k, moments)
+        top = torch.as_tensor([p for group in groups for p in group], dtype=torch.long)
         kept = videos[top.to(self.device)]
         return {ROW_OFFSET: rows.column(ROW_OFFSET).take(top.tolist()).to_pylist(),
                 "score": scores[top].tolist(), "first_stage_score": first[top].tolist(),
                 "evidence": frame_evidence(self.model, features, kept)[0].cpu(),
-                "frames": kept.mask.sum(dim=1).tolist()}
+                "frames": kept.mask.sum(dim=1).tolist(),
+                "windows": [len(group) for group in groups]}
