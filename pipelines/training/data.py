@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import operator
 from collections import defaultdict
 from collections.abc import Iterator
 
@@ -147,10 +148,10 @@ def split_captions(snapshot: IngestSnapshot, split: str
     """A split's captions by the ``videos/`` row each trains on (``captions_by_window``)."""
     captions = read_captions(snapshot, split)
     videos = snapshot.dataset("videos")
-    windows = None
-    if first_windows(videos) is not None:
-        spanned = pc.is_valid(captions.column("start_s"))
-        ids = sorted(set(captions.filter(spanned).column("video_id").to_pylist()))
+    spanned = pc.is_valid(captions.column("start_s"))
+    ids = sorted(set(captions.filter(spanned).column("video_id").to_pylist()))
+    windows = None  # without spans, every caption trains on its video's first window
+    if ids and first_windows(videos) is not None:
         windows = videos.to_table(columns=["video_id", "window_start_s", "window_end_s"],
                                   filter=pc.field("video_id").isin(ids))
     return captions_by_window(captions, windows)
@@ -176,8 +177,10 @@ def pair_dataset(data: str | IngestSnapshot, split: str, config: ModelConfig):
     columns = ["video_id", "frames"]
     if first_windows(snapshot.dataset("videos")) is not None:
         columns += ["window_start_s", "timestamps_s"]
-        rows = sorted({start for _, start in grouped})  # the window starts captions need
-        videos = videos.filter(expr=col("window_start_s").is_in(rows))
+        # the windows captions train on (equalities: is_in over a float column matched
+        # no row, in Ray Data and in pyarrow alike)
+        videos = videos.filter(expr=functools.reduce(operator.or_, (
+            col("window_start_s") == start for start in sorted({s for _, s in grouped}))))
     videos = videos.select_columns(columns)
     return videos.map_batches(
         encode_pairs,

@@ -8,6 +8,8 @@ split once and only re-encodes it after each epoch.
 
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass
 
 import pyarrow.compute as pc
@@ -50,7 +52,8 @@ def load_split(model: RetrievalModel, data: str | IngestSnapshot, split: str,
     columns = ["video_id", "frames"]
     if first_windows(part) is not None:
         columns += ["window_start_s", "timestamps_s"]
-        wanted &= pc.field("window_start_s").isin(sorted({start for _, start in grouped}))
+        wanted &= functools.reduce(operator.or_, (  # not isin: over floats it matched none
+            pc.field("window_start_s") == start for start in sorted({s for _, s in grouped})))
     video_ids, frames, texts, keywords, text_video_ids = [], [], [], [], []
     for clip, jpegs, items in row_clips(part.to_table(columns=columns, filter=wanted), grouped):
         video_ids.append(clip)
