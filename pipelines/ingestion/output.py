@@ -149,8 +149,9 @@ class IngestStore:
 
         uri = self.table_uri(part)
         options = delta_storage_options(uri)
-        if whole:
-            write_deltalake(uri, data, mode="overwrite", storage_options=options)
+        if whole:  # a rebuild may change the columns (an output written before windows)
+            write_deltalake(uri, data, mode="overwrite", schema_mode="overwrite",
+                            storage_options=options)
         else:
             write_deltalake(uri, data, mode="overwrite", predicate=sql_in("video_id", replace),
                             storage_options=options)
