@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+import shutil
 
 import lancedb
 import pandas as pd
@@ -10,6 +12,7 @@ import pyarrow as pa
 import pytest
 import torch
 from conftest import make_checkpoint, run
+from deltalake import DeltaTable, write_deltalake
 
 from pipelines.index.search import VideoSearch, best_per_video
 from pipelines.ingestion.output import open_ingest
@@ -180,3 +183,30 @@ def test_spans_in_a_manifest_reach_captions_and_evaluation(windowed, tmp_path):
     masks = {clip: int(mask.sum()) for clip, mask in zip(
         inputs.video_ids, torch.cat([m for _, m in inputs.video_batches]), strict=True)}
     assert masks == {"long@0-5": 5, "long@7-12": 5}  # 1 fps frames inside each span
+
+
+def test_an_output_written_before_windows_is_rebuilt_not_mixed(windowed, tmp_path):
+    """An output as the ingest wrote it before windows (no window columns, no window
+    settings): --update and embed refuse it in one line; --overwrite rebuilds it."""
+    data = tmp_path / "ingest"
+    shutil.copytree(windowed["data"], data)
+    videos = DeltaTable(str(data / "videos")).to_pyarrow_table()
+    write_deltalake(str(data / "videos"), videos.drop_columns(["window_start_s", "window_end_s"]),
+                    mode="overwrite", schema_mode="overwrite")
+    for log in (data / "_ingest_log").glob("*.json"):
+        record = json.loads(log.read_text())
+        for name in ("segment_seconds", "segment_stride"):
+            record["settings"]["sampling"].pop(name)
+        record["tables"]["videos"] = DeltaTable(str(data / "videos")).version()
+        log.write_text(json.dumps(record))
+    source = ["pipelines/ingest.py", "--videos", str(windowed["videos"]), "--data", str(data),
+              "--frame-size", "64", "--keyword-model", windowed["keyword_model"], *WINDOW]
+    update = run([*source, "--update"])
+    assert update.returncode == 2
+    assert "written before videos had windows" in update.stderr and "--overwrite" in update.stderr
+    embed = run(["pipelines/embed.py", "--data", str(data), "--checkpoint",
+                 str(windowed["checkpoint"]), "--db", str(tmp_path / "db")])
+    assert embed.returncode == 2 and "written before videos had windows" in embed.stderr
+    rebuilt = run([*source, "--overwrite"])
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    assert "window_start_s" in open_ingest(str(data)).dataset("videos").schema.names
