@@ -10,7 +10,7 @@ import torch
 
 from pipelines.index import rerank_features
 from pipelines.index.rerank_features import FeatureLayout, decode_features
-from pipelines.index.search import ANSWER_COLUMNS, ROW_OFFSET, fetched_columns
+from pipelines.index.search import ANSWER_COLUMNS, GROUP_COLUMN, ROW_OFFSET, fetched_columns
 from pipelines.index.table import table_schema
 from pipelines.ingestion.schemas import VIDEOS
 
@@ -80,9 +80,12 @@ def test_the_schema_says_the_layout_and_what_a_search_fetches():
         assert FeatureLayout.of(schema) == layout
         assert rerank_features.precision_of(schema) == layout.precision
         assert set(fetched_columns(schema)) <= set(schema.names) | {ROW_OFFSET}
-        assert not set(fetched_columns(schema)) & set(ANSWER_COLUMNS)  # the top k's only
+        # the answer columns are the top k's only, but for the video id that groups a
+        # table's windows by video (search.GROUP_COLUMN)
+        assert set(fetched_columns(schema)) & set(ANSWER_COLUMNS) == {GROUP_COLUMN}
     assert table_schema(VIDEOS, DIM, FRAMES) == schemas[FeatureLayout("float16", True)]
-    fetched = {layout: set(fetched_columns(schema)) - {"feature_frames", ROW_OFFSET}
+    fetched = {layout: set(fetched_columns(schema)) - {"feature_frames", ROW_OFFSET,
+                                                       GROUP_COLUMN}
                for layout, schema in schemas.items()}
     assert fetched[FeatureLayout("int8", True)] == {"rerank_features"}
     assert fetched[FeatureLayout("int8", False)] == {

@@ -49,7 +49,7 @@ def test_captions_without_splits_are_split_by_hash_with_one_note(tmp_path, caplo
         t.num_rows for t in parts.values())
     for split, table in parts.items():
         assert {hash_split(v) for v in table.column("video_id").to_pylist()} == {split}
-        assert table.column_names == ["video_id", "caption", "keywords"]
+        assert table.column_names == ["video_id", "caption", "keywords", "start_s", "end_s"]
     assert by_video == {f"v{i}": hash_split(f"v{i}") for i in range(200)}
     notes = [r.getMessage() for r in caplog.records if "hash of its video_id" in r.getMessage()]
     assert len(notes) == 1 and "80% train, 10% val, 10% test" in notes[0]
