@@ -55,9 +55,14 @@ def sample_times(duration_s: float, fps: float, max_frames: int) -> list[float]:
     """
     if fps <= 0 or max_frames < 1:
         raise ValueError("fps must be > 0 and max_frames >= 1")
-    count = max(1, math.ceil(duration_s * fps - 1e-9))
-    times = np.arange(count) / fps
-    return times[even_indices(count, max_frames)].tolist()
+    times = sampling_grid(duration_s, fps)
+    return times[even_indices(len(times), max_frames)].tolist()
+
+
+def sampling_grid(duration_s: float, fps: float) -> np.ndarray:
+    """Times (s) every ``1/fps`` from 0 inside a video of ``duration_s`` seconds (at least
+    the one at 0 s): the frames a video's windows choose from."""
+    return np.arange(max(1, math.ceil(duration_s * fps - 1e-9))) / fps
 
 
 def window_spans(duration_s: float, segment_seconds: float,
@@ -94,8 +99,8 @@ def window_times(duration_s: float, options: SamplingOptions
     if len(spans) == 1:
         times = sample_times(duration_s, options.fps, options.max_frames)
         return times, [(0.0, duration_s, list(range(len(times))))]
-    count = max(1, math.ceil(duration_s * options.fps - 1e-9))
-    grid = np.arange(count) / options.fps
+    grid = sampling_grid(duration_s, options.fps)
+    count = len(grid)
     windows, used = [], set()
     for start, end in spans:
         inside = np.flatnonzero((grid >= start - 1e-9) & (grid < end - 1e-9))
