@@ -213,7 +213,7 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
     start = time.perf_counter()
     config = config.on_cluster(ray.cluster_resources().get("GPU", 0))
     snapshot = open_ingest(config.data)
-    if "window_start_s" not in snapshot.dataset("videos").schema.names:
+    if not schemas.has_windows(snapshot.dataset("videos").schema):
         raise ValueError(f"ingest output {config.data} was written before videos had "
                          "windows; rebuild it with vtr ingest --overwrite")
     model, model_id = open_model(config.checkpoint)  # fails here, not in every actor

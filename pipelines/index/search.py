@@ -23,6 +23,7 @@ import itertools
 import os
 import time
 import warnings
+from collections.abc import Iterable
 from datetime import timedelta
 
 import pandas as pd
@@ -38,6 +39,7 @@ from pipelines.index.table import (
     vector_index_type,
     video_features,
 )
+from pipelines.ingestion.schemas import has_windows
 from vtr_models import (
     Moment,
     TextFeatures,
@@ -79,14 +81,8 @@ def fetched_columns(schema) -> list[str]:
     table version, not per row; each column costs a search 0.4 to 2 ms to fetch), and
     not ``_distance``: the first stage's score is recomputed from the features (see
     VideoSearch._ranked). A table of windows adds ``video_id``, to group them by video."""
-    group = [GROUP_COLUMN] if windowed(schema) else []
+    group = [GROUP_COLUMN] if has_windows(schema) else []
     return ["feature_frames", *rerank_features.stored_columns(schema), *group]
-
-
-def windowed(schema) -> bool:
-    """Whether a table of ``schema`` holds windows (else: written before them, a row per
-    video)."""
-    return "window_start_s" in schema.names
 
 
 def best_per_video(order: list[int], video_ids: list[str] | None, k: int,
@@ -107,13 +103,14 @@ def best_per_video(order: list[int], video_ids: list[str] | None, k: int,
     return list(kept.values())
 
 
-def distinct_moments(moments: list[Moment]) -> list[Moment]:
-    """``moments`` (best first) less each one that overlaps one before it: a video's
-    neighbouring windows often find the same seconds."""
-    kept: list[Moment] = []
-    for moment in moments:
-        if all(moment.end_s <= m.start_s or moment.start_s >= m.end_s for m in kept):
-            kept.append(moment)
+def distinct_moments(moments: list[Moment], positions: Iterable[int]) -> list[int]:
+    """The ``positions`` of ``moments`` (best first) whose moment overlaps none kept
+    before it: a video's neighbouring windows often find the same seconds."""
+    kept: list[int] = []
+    for i in positions:
+        if all(moments[i].end_s <= moments[j].start_s or moments[i].start_s >= moments[j].end_s
+               for j in kept):
+            kept.append(i)
     return kept
 
 
@@ -221,7 +218,8 @@ class VideoSearch:
         factor = (self.refine_factor if self.refine_factor is not None
                   else index_refine_factor(dataset))
         return TableVersion(dataset, fetched_columns(dataset.schema), factor,
-                            MOMENT_COLUMNS if windowed(dataset.schema) else LEGACY_MOMENT_COLUMNS)
+                            MOMENT_COLUMNS if has_windows(dataset.schema)
+                            else LEGACY_MOMENT_COLUMNS)
 
     def current_version(self) -> TableVersion:
         """The table version to search: the newest one when ``consistency_interval_s``
@@ -409,9 +407,9 @@ class VideoSearch:
             }, columns=RESULT_COLUMNS)
             if moments > 1:
                 result["moments"] = [
-                    [{"start_s": m.start_s, "end_s": m.end_s, "moment_score": m.score,
-                      "score": top["score"][first + found_moments[first:first + n].index(m)]}
-                     for m in distinct_moments(found_moments[first:first + n])]
+                    [{"start_s": found_moments[i].start_s, "end_s": found_moments[i].end_s,
+                      "moment_score": found_moments[i].score, "score": top["score"][i]}
+                     for i in distinct_moments(found_moments, range(first, first + n))]
                     for first, n in zip(firsts, top["windows"], strict=True)]
             results.append(result)
             start = end

@@ -243,16 +243,6 @@ def open_part(data: str | IngestSnapshot, part: str) -> pads.Dataset:
     return as_snapshot(data).dataset(part)
 
 
-def first_windows(videos: pads.Dataset) -> pc.Expression | None:
-    """The ``videos/`` rows a caption trains and is evaluated on: its video's first
-    window (a clip's one row). A caption describes its video from the start; a long
-    video's later windows are for search, not training. None for an output written
-    before windows, where every row is a whole video."""
-    if "window_start_s" not in videos.schema.names:
-        return None
-    return pc.field("window_start_s") == 0
-
-
 def read_captions(data: str | IngestSnapshot, split: str) -> pa.Table:
     """Captions of one split (``video_id``, ``caption``, ``keywords``, and the span
     ``start_s``, ``end_s``, null for a caption of the whole video and in an output

@@ -40,6 +40,15 @@ CAPTIONS = pa.schema(
     ]
 )
 
+
+
+def has_windows(schema: pa.Schema) -> bool:
+    """Whether rows of ``schema`` (``videos/``, or a LanceDB table embedded from it) are
+    windows of their videos; an output or table written before windows has a row per
+    video."""
+    return "window_start_s" in schema.names
+
+
 ERRORS = pa.schema(
     [
         ("video_id", pa.string()),

@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.core import storage
-from pipelines.ingestion.output import IngestSnapshot, as_snapshot, first_windows, read_captions
+from pipelines.ingestion.output import IngestSnapshot, as_snapshot, read_captions
+from pipelines.ingestion.schemas import has_windows
 from vtr_models import BackboneSpec, ModelConfig, create_inputs
 
 
@@ -151,7 +152,7 @@ def split_captions(snapshot: IngestSnapshot, split: str
     spanned = pc.is_valid(captions.column("start_s"))
     ids = sorted(set(captions.filter(spanned).column("video_id").to_pylist()))
     windows = None  # without spans, every caption trains on its video's first window
-    if ids and first_windows(videos) is not None:
+    if ids and has_windows(videos.schema):
         windows = videos.to_table(columns=["video_id", "window_start_s", "window_end_s"],
                                   filter=pc.field("video_id").isin(ids))
     return captions_by_window(captions, windows)
@@ -175,7 +176,7 @@ def pair_dataset(data: str | IngestSnapshot, split: str, config: ModelConfig):
     fs, _ = storage.arrow_filesystem(snapshot.output)
     videos = ray.data.read_parquet(snapshot.files("videos"), filesystem=fs)
     columns = ["video_id", "frames"]
-    if first_windows(snapshot.dataset("videos")) is not None:
+    if has_windows(snapshot.dataset("videos").schema):
         columns += ["window_start_s", "timestamps_s"]
         # the windows captions train on (equalities: is_in over a float column matched
         # no row, in Ray Data and in pyarrow alike)

@@ -18,10 +18,10 @@ import torch
 from pipelines.ingestion.output import (
     IngestSnapshot,
     as_snapshot,
-    first_windows,
     open_part,
     read_captions,
 )
+from pipelines.ingestion.schemas import has_windows
 from pipelines.training.data import row_clips, split_captions
 from vtr_models import RetrievalModel, TextFeatures, VideoFeatures, rank_metrics, retrieval_metrics
 
@@ -50,7 +50,7 @@ def load_split(model: RetrievalModel, data: str | IngestSnapshot, split: str,
     part = open_part(snapshot, "videos")
     wanted = pc.field("video_id").isin(sorted({vid for vid, _ in grouped}))
     columns = ["video_id", "frames"]
-    if first_windows(part) is not None:
+    if has_windows(part.schema):
         columns += ["window_start_s", "timestamps_s"]
         wanted &= functools.reduce(operator.or_, (  # not isin: over floats it matched none
             pc.field("window_start_s") == start for start in sorted({s for _, s in grouped})))
