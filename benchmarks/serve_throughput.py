@@ -2,7 +2,7 @@
 
     python benchmarks/serve_throughput.py [--rows 100000] [--index-type IVF_PQ|HNSW_SQ]
         [--requests 100] [--clients 8] [--rounds 3] [--replicas 2] [--cpus-per-replica 1]
-        [--max-batch-size 16] [--batch-wait-timeout-s 0.005]
+        [--max-batch-size 16] [--batch-wait-timeout-s 0.005] [--page]
 
 Prints one JSON object. It writes one LanceDB table of ``--rows`` random rows
 with a vector index of ``--index-type`` (``build_table`` of
@@ -10,9 +10,11 @@ with a vector index of ``--index-type`` (``build_table`` of
 starts Ray and Serve here, with the HTTP proxy on a free local port, and
 deploys ``pipelines.serve:app`` over it (``lfemi`` over a random-init
 ``ViT-B-32``, no keywords; by default two replicas of one CPU each, one per
-core of a 2-core machine). Once ``GET /`` answers and a few warm-up queries
+core of a 2-core machine). Once the page (``GET /``) answers and a few warm-up queries
 have run, it measures ``--rounds`` rounds, each ``--requests`` ``POST
-/search`` (``k=10``, ``candidates=100``, a distinct text each) from one
+/search`` (``k=10``, ``candidates=100``, a distinct text each; with ``--page``, what
+the search page asks for a query: the search with the app's token, then the
+thumbnail of each of its 10 results) from one
 client, one after the other, then as many from ``--clients`` concurrent
 clients (threads over ``urllib``): rounds in turn, so that a drift of the
 machine's speed reaches both sides of a ratio. For each phase:
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import itertools
 import json
 import os
@@ -46,17 +49,67 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+import pyarrow as pa
 from query_latency import build_table, lfemi_checkpoint, query_texts
 
 from pipelines.index.table import INDEX_TYPES
 from vtr_models.checkpoint import checkpoint_id
 
+#: the token the service is started with under --page, as a team's would be
+PAGE_TOKEN = "benchmark-token"
 
-def post(url: str, body: dict) -> dict:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(),
-                                     headers={"content-type": "application/json"})
+
+def post(url: str, body: dict, token: str | None = None) -> dict:
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)
     with urllib.request.urlopen(request, timeout=120) as response:
         return json.load(response)
+
+
+def get(url: str, token: str) -> bytes:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return response.read()
+
+
+def page_search(base: str, text: str) -> dict:
+    """What the search page does for one query: ``POST /search`` with its token, then
+    ``GET`` of each result's thumbnail (one after the other; a browser loads up to six
+    at once). The search's answer."""
+    answer = post(base + "/search", {"text": text, "k": 10, "candidates": 100}, PAGE_TOKEN)
+    for result in answer["results"]:
+        get(base + result["thumbnail"], PAGE_TOKEN)
+    return answer
+
+
+def write_frames_source(output: Path, table, model_id: str) -> None:
+    """An ingest output whose ``videos/`` holds one small JPEG for each row of ``table``
+    (a 64 x 36 frame at 0 s; the random rows have no video), committed as run 0 and
+    recorded as the table's source, so that ``GET /thumbnails`` reads its frames as it
+    reads a real ingest's: filtered by ``video_id`` out of the whole ``videos/``."""
+    from deltalake import write_deltalake
+    from PIL import Image
+
+    from pipelines.index.table import TableState, keep_state
+    from pipelines.ingestion.output import IngestStore, IngestVersion
+    from pipelines.ingestion.schemas import VIDEOS
+
+    jpeg = io.BytesIO()
+    Image.new("RGB", (64, 36), (90, 120, 200)).save(jpeg, "JPEG")
+    ids = table.to_lance().to_table(columns=["video_id"]).column("video_id").to_pylist()
+    fill = {"uri": "", "duration_s": 1.0, "native_fps": 1.0, "width": 64, "height": 36,
+            "num_frames": 1, "timestamps_s": [0.0], "frames": [jpeg.getvalue()],
+            "size_bytes": 0, "mtime": 0.0, "etag": "", "ingest_version": 0,
+            "window_start_s": 0.0, "window_end_s": 1.0}
+    for start in range(0, len(ids), 10_000):
+        rows = [{"video_id": v, **fill} for v in ids[start:start + 10_000]]
+        write_deltalake(str(output / "videos"), pa.Table.from_pylist(rows, schema=VIDEOS),
+                        mode="append")
+    store = IngestStore(str(output))
+    store.commit(IngestVersion(0, {"videos": store.delta("videos").version()}))
+    keep_state(table.to_lance(), TableState(str(output), 0, model_id))
 
 
 def wait_ready(url: str, timeout_s: float = 300) -> None:
@@ -105,10 +158,11 @@ def role_of(pid: int, cmdline: list[str]) -> str:
     return next((role for key, role in RAY_PROCESSES.items() if key in line), "other")
 
 
-def measure(url: str, texts: list[str], clients: int) -> dict:
-    """``texts`` searched by ``clients`` threads taking the next text in turn: throughput,
-    latency p50/p95 (ms), the mean batch the texts were searched in, and the CPU
-    milliseconds per request of each role (:func:`cpu_seconds`)."""
+def measure(url: str, texts: list[str], clients: int, page: bool = False) -> dict:
+    """``texts`` searched by ``clients`` threads taking the next text in turn (each a
+    ``POST /search``, or with ``page`` a :func:`page_search` under the app's ``url``):
+    throughput, latency p50/p95 (ms), the mean batch the texts were searched in, and the
+    CPU milliseconds per request of each role (:func:`cpu_seconds`)."""
     latencies: list[float] = []
     batches: list[int] = []
     pending = iter(texts)
@@ -121,7 +175,8 @@ def measure(url: str, texts: list[str], clients: int) -> dict:
             if text is None:
                 return
             started = time.perf_counter()
-            answer = post(url, {"text": text, "k": 10, "candidates": 100})
+            answer = (page_search(url, text) if page
+                      else post(url + "/search", {"text": text, "k": 10, "candidates": 100}))
             with lock:
                 latencies.append(time.perf_counter() - started)
                 batches.append(answer["text_batch"])
@@ -152,12 +207,12 @@ def measure_rounds(url: str, texts: list[str], args: argparse.Namespace) -> dict
     """After a warm-up with the last 16 ``texts``, ``args.rounds`` rounds of
     ``args.requests`` sequential then as many concurrent requests, each round its own
     texts: each round's phases and speedup, and the speedups' mean, spread and range."""
-    measure(url, texts[-16:], args.clients)
+    measure(url, texts[-16:], args.clients, args.page)
     rounds = []
     for r in range(args.rounds):
         own = texts[2 * r * args.requests:2 * (r + 1) * args.requests]
-        one = measure(url, own[:args.requests], 1)
-        many = measure(url, own[args.requests:], args.clients)
+        one = measure(url, own[:args.requests], 1, args.page)
+        many = measure(url, own[args.requests:], args.clients, args.page)
         rounds.append({"sequential": one, "concurrent": many,
                        "speedup": round(many["requests_per_s"] / one["requests_per_s"], 2)})
     speedups = [r["speedup"] for r in rounds]
@@ -194,6 +249,9 @@ def main() -> None:
     parser.add_argument("--index-type", choices=INDEX_TYPES, default="IVF_PQ",
                         help="the table's vector index (default: IVF_PQ, the embed job's)")
     parser.add_argument("--backbone", default="ViT-B-32", help="open_clip name, random init")
+    parser.add_argument("--page", action="store_true",
+                        help="measure what the search page asks for a query: the search "
+                             "with a token, then each result's thumbnail")
     args = parser.parse_args()
     import ray
     from ray import serve
@@ -204,8 +262,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint, dim, frames = lfemi_checkpoint(Path(tmp), args.backbone, keywords=False)
         started = time.perf_counter()
-        build_table(Path(tmp) / "db", args.rows, dim, frames, checkpoint_id(checkpoint),
-                    index_type=args.index_type)
+        table = build_table(Path(tmp) / "db", args.rows, dim, frames,
+                            checkpoint_id(checkpoint), index_type=args.index_type)
+        if args.page:
+            write_frames_source(Path(tmp) / "ingest", table, checkpoint_id(checkpoint))
         build_s = round(time.perf_counter() - started, 1)
         print(f"table of {args.rows} rows built in {build_s} s", file=sys.stderr, flush=True)
         port = free_port()
@@ -224,17 +284,19 @@ def main() -> None:
                                    "batch_wait_timeout_s": wait_s,
                                    "min_replicas": args.replicas,
                                    "max_replicas": args.replicas,
-                                   "cpus_per_replica": args.cpus_per_replica}),
+                                   "cpus_per_replica": args.cpus_per_replica,
+                                   "token": PAGE_TOKEN if args.page else None}),
                               blocking=False)
                     wait_ready(base + "/")
                     row = {"max_batch_size": batch_size, "batch_wait_timeout_s": wait_s,
-                           **measure_rounds(base + "/search", texts, args)}
+                           **measure_rounds(base, texts, args)}
                     print(json.dumps(row), file=sys.stderr, flush=True)
                     results.append(row)
             finally:
                 serve.shutdown()
                 ray.shutdown()
     print(json.dumps({"backbone": args.backbone, "rows": args.rows, "index": args.index_type,
+                      "requests_are": "page searches" if args.page else "POST /search",
                       "table_build_s": build_s, "cpus": os.cpu_count(),
                       "replicas": args.replicas,
                       "cpus_per_replica": args.cpus_per_replica, "results": results}, indent=2))

@@ -124,9 +124,14 @@ def main(argv: list[str] | None = None) -> int:
                    "--table", "videos", "--overwrite"]) != 0:
         return 1
     print("\nrefresh with nothing changed (what a nightly run does when the archive is still):")
-    return refresh.main(["--manifest", str(manifest), "--data", str(ingest_out),
-                         "--checkpoint", str(checkpoint), "--db", str(db),
-                         "--keyword-model", keyword_model])
+    if refresh.main(["--manifest", str(manifest), "--data", str(ingest_out),
+                     "--checkpoint", str(checkpoint), "--db", str(db),
+                     "--keyword-model", keyword_model]) != 0:
+        return 1
+    print(f"\nsearch the shapes from a page (Ctrl-C stops it):\n  vtr serve db={db} "
+          f"table=shapes checkpoint={checkpoint}\n  then open http://127.0.0.1:8000/ "
+          "(table=videos: the sample videos)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -30,20 +30,36 @@ served.
 
 # no `from __future__ import annotations`: FastAPI and Serve read the request model and
 # the builder's argument type from the annotations at run time
+import json
+import logging
+import mimetypes
+import os
 import time
+from pathlib import Path
 from typing import Literal, NamedTuple
+from urllib.parse import quote, unquote
 
 import pandas as pd
 import pyarrow as pa
 import torch
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.responses import FileResponse, RedirectResponse
 from pydantic import BaseModel, Field, model_validator
 from ray import serve
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 
 from pipelines.core.devices import resolve_device
 from pipelines.core.messages import first_line
 from pipelines.core.sql import checked_where, sql_equals
+from pipelines.index.media import UnknownVideoError
 from pipelines.index.search import EF_PER_CANDIDATE, NPROBES, ModelMismatchError, VideoSearch
+from pipelines.serving.access import TOKEN_COOKIE, TOKEN_ENV, Door, Refused
+
+#: the largest image ``POST /search/image`` takes by default: a phone's photo fits
+MAX_UPLOAD_BYTES = 8 * 1024 * 1024
+#: what a multipart body may add to its image: the boundaries, headers and small fields
+UPLOAD_OVERHEAD_BYTES = 64 * 1024
 
 api = FastAPI(title="video search", description="Natural-language search over a video table")
 
@@ -84,6 +100,13 @@ class SearchArgs(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description=(
         "where each replica's model runs: auto (cuda when the replica reserves a GPU), "
         "cpu, or cuda (which reserves one GPU per replica unless gpus_per_replica says)"))
+    token: str | None = Field(None, description=(
+        f"the bearer token every data route needs (default: ${TOKEN_ENV}; with none, "
+        "the service answers this machine only)"))
+    allow_remote: bool = Field(False, description=(
+        "with no token, answer other machines too (anyone who reaches the port)"))
+    max_upload_bytes: int = Field(MAX_UPLOAD_BYTES, ge=1, description=(
+        "largest image POST /search/image takes"))
 
     @model_validator(mode="after")
     def _gpus_for_cuda(self) -> "SearchArgs":
@@ -95,8 +118,9 @@ class SearchArgs(BaseModel):
         return self
 
 
-class SearchRequest(BaseModel):
-    text: str = Field(description="what to look for, in words")
+class Scope(BaseModel):
+    """What any search request may say besides what to look for."""
+
     k: int = Field(10, description="results to return")
     candidates: int = Field(100, description="nearest neighbours the full model reranks")
     filter: dict[str, str | int | bool] = Field(
@@ -107,6 +131,17 @@ class SearchRequest(BaseModel):
     moments: int = Field(1, ge=1, le=100, description=(
         "moments per video: above 1, each result lists the moments of up to this many of "
         "its video's best windows among the candidates"))
+
+
+class SearchRequest(Scope):
+    text: str = Field(description="what to look for, in words")
+
+
+class SimilarRequest(Scope):
+    video_id: str = Field(description="the video to find more like")
+    at_s: float | None = Field(None, description=(
+        "the second of a long video whose window to find more like (default: the "
+        "whole video)"))
 
 
 def filterable_columns(schema: pa.Schema) -> frozenset[str]:
@@ -154,6 +189,55 @@ class Answer(NamedTuple):
     timings_ms: dict[str, float]
 
 
+def http_error(exc: Exception) -> Exception:
+    """The HTTP answer to a search's exception: 404 for a video the table lacks, 409 for a
+    table re-embedded by another model, 400 for a bad request (one line); anything else
+    as it is (a 500)."""
+    if isinstance(exc, UnknownVideoError):
+        return HTTPException(status_code=404, detail=str(exc.args[0]))
+    if isinstance(exc, ModelMismatchError):
+        return HTTPException(status_code=409, detail=str(exc))
+    if isinstance(exc, ValueError):  # e.g. a where that is not SQL over the columns
+        return HTTPException(status_code=400, detail=first_line(exc))
+    return exc
+
+
+def result_records(results: pd.DataFrame, root: str) -> list[dict]:
+    """Search results as JSON records, each with the URL of its best moment's
+    thumbnail: the stored frame nearest the moment's middle, under the app's ``root``
+    path (its route prefix)."""
+    records = results.to_dict(orient="records")
+    for record in records:
+        middle = (record["start_s"] + record["end_s"]) / 2
+        record["thumbnail"] = (f"{root}/thumbnails/{quote(record['video_id'], safe='')}"
+                               f"?t={middle:.1f}")
+    return records
+
+
+#: the page's own files, and what a browser may do with them: run no script and load
+#: no style but the app's, show media from the app (and presigned object-store links),
+#: send the page's requests to the app only, and be framed by no other site
+PAGE_FOLDER = Path(__file__).parent / "serving" / "static"
+PAGE_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+              ".css": "text/css; charset=utf-8"}
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "media-src 'self' https: http:; connect-src 'self'; form-action 'none'; "
+        "base-uri 'none'; frame-ancestors 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+def page_file(name: str) -> Response:
+    """One of the page's own files, with ``PAGE_HEADERS``."""
+    path = PAGE_FOLDER / name
+    return Response(path.read_bytes(), media_type=PAGE_TYPES[path.suffix],
+                    headers=PAGE_HEADERS)
+
+
 @serve.deployment
 @serve.ingress(api)
 class SearchService:
@@ -172,6 +256,10 @@ class SearchService:
             self.search.prewarm()
         self.table_name = args.table
         self.filterable = filterable_columns(self.search.table.schema)
+        self.door = Door(args.token, args.allow_remote)
+        self.max_upload_bytes = args.max_upload_bytes
+        self._too_large = f"the image is larger than {args.max_upload_bytes:,} bytes"
+        logging.getLogger("ray.serve").info(self.door.announcement())
         self.answer.set_max_batch_size(args.max_batch_size)
         self.answer.set_batch_wait_timeout_s(args.batch_wait_timeout_s)
 
@@ -209,42 +297,167 @@ class SearchService:
                     result, len(queries), ms)
         return [answers[i] for i in range(len(queries))]
 
+    def _where(self, scope: Scope) -> str | None:
+        """The SQL filter of a request's ``filter`` and ``where`` (ValueError if bad)."""
+        return " AND ".join(f"({sql})" for sql in (
+            filter_sql(scope.filter, self.filterable),
+            scope.where and checked_where(scope.where)) if sql) or None
+
+    def _let_in(self, request: Request, media: bool = False, page: bool = False) -> None:
+        """Raise a 401 or 403 for a request the door does not let in; ``media`` routes
+        also take the page's token cookie, and the ``page`` needs no token, only to be
+        asked from this machine when there is none (``pipelines.serving.access``)."""
+        client = request.client.host if request.client else None
+        try:
+            if page:
+                self.door.check_reach(client)
+            else:
+                self.door.check(client, request.headers.get("authorization"),
+                                unquote(request.cookies.get(TOKEN_COOKIE) or "") or None
+                                if media else None)
+        except Refused as refused:
+            raise HTTPException(status_code=refused.status, detail=refused.detail,
+                                headers={"WWW-Authenticate": "Bearer"}
+                                if refused.status == 401 else None) from None
+
     @api.post("/search")
-    async def search_videos(self, request: SearchRequest) -> dict:
+    async def search_videos(self, request: SearchRequest, http: Request) -> dict:
+        self._let_in(http)
         try:
             text, note = self.search.checked_query(request.text, request.k, request.candidates)
-            where = " AND ".join(f"({sql})" for sql in (
-                filter_sql(request.filter, self.filterable),
-                request.where and checked_where(request.where)) if sql) or None
+            where = self._where(request)
         except ValueError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
         answer = await self.answer(Query(text, request.k, request.candidates, where,
                                          request.moments))
-        if isinstance(answer, ModelMismatchError):  # the table was re-embedded by another model
-            raise HTTPException(status_code=409, detail=str(answer))
-        if isinstance(answer, ValueError):  # e.g. a where that is not SQL over the columns
-            raise HTTPException(status_code=400, detail=first_line(answer))
         if isinstance(answer, Exception):
-            raise answer
+            raise http_error(answer)
         return {
-            "results": answer.results.to_dict(orient="records"),
+            "results": result_records(answer.results, http.scope.get("root_path", "")),
             "notes": [note] if note else [],
             "model_id": self.search.model_id,
             "text_batch": answer.batch,
             "timings_ms": answer.timings_ms,
         }
 
-    @api.get("/")
-    def describe(self) -> dict:
+    @api.post("/search/similar")
+    def search_similar(self, request: SimilarRequest, http: Request) -> dict:
+        """More like one of the table's videos (``VideoSearch.similar``)."""
+        self._let_in(http)
+        try:
+            results = self.search.similar(request.video_id, request.k, request.candidates,
+                                          self._where(request), request.moments, request.at_s)
+        except Exception as exc:  # noqa: BLE001 - each kind answered by http_error
+            raise http_error(exc) from None
+        return {"results": result_records(results, http.scope.get("root_path", "")),
+                "model_id": self.search.model_id}
+
+    @api.post("/search/image")
+    async def search_by_image(self, http: Request) -> dict:
+        """Videos like an uploaded image (multipart: ``image``, and optionally ``k``,
+        ``candidates``, ``where``, ``moments`` and ``filter`` as JSON)."""
+        self._let_in(http)
+        declared = int(http.headers.get("content-length") or 0)
+        if declared > self.max_upload_bytes + UPLOAD_OVERHEAD_BYTES:
+            raise HTTPException(status_code=413, detail=self._too_large)
+        try:
+            form = await http.form(max_files=1, max_fields=8)
+        except Exception as exc:  # noqa: BLE001 - Starlette's parser: a malformed body
+            raise HTTPException(status_code=400, detail=f"not a multipart form: "
+                                f"{first_line(exc)}") from None
+        upload = form.get("image")
+        if not isinstance(upload, UploadFile):
+            raise HTTPException(status_code=400, detail="send the image as the form's "
+                                "'image' file")
+        data = await upload.read(self.max_upload_bytes + 1)
+        if len(data) > self.max_upload_bytes:
+            raise HTTPException(status_code=413, detail=self._too_large)
+        try:
+            scope = Scope.model_validate({
+                **{key: form[key] for key in ("k", "candidates", "where", "moments")
+                   if isinstance(form.get(key), str)},
+                "filter": json.loads(form.get("filter") or "{}")})
+            where = self._where(scope)
+        except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+            raise HTTPException(status_code=400, detail=first_line(exc)) from None
+        try:
+            results = await run_in_threadpool(self.search.search_image, data, scope.k,
+                                              scope.candidates, where, scope.moments)
+        except Exception as exc:  # noqa: BLE001 - each kind answered by http_error
+            raise http_error(exc) from None
+        return {"results": result_records(results, http.scope.get("root_path", "")),
+                "model_id": self.search.model_id}
+
+    @api.get("/thumbnails/{video_id:path}")
+    def thumbnail(self, video_id: str, http: Request, t: float = 0.0) -> Response:
+        """The stored frame of a video of the table nearest ``t`` seconds, as a JPEG."""
+        self._let_in(http, media=True)
+        try:
+            jpeg = self.search.media.thumbnail(video_id, t)
+        except Exception as exc:  # noqa: BLE001 - each kind answered by http_error
+            raise http_error(exc) from None
+        return Response(jpeg, media_type="image/jpeg",
+                        headers={"Cache-Control": "private, max-age=3600"})
+
+    @api.get("/videos/{video_id:path}")
+    def video(self, video_id: str, http: Request) -> Response:
+        """A video of the table: its file streamed (with range requests), or a redirect
+        to a presigned link for one in object storage."""
+        self._let_in(http, media=True)
+        try:
+            playable = self.search.media.playable(video_id)
+        except Exception as exc:  # noqa: BLE001 - each kind answered by http_error
+            raise http_error(exc) from None
+        if playable.url is not None:
+            return RedirectResponse(playable.url, status_code=307)
+        if not os.path.isfile(playable.path):
+            raise HTTPException(status_code=404, detail=f"video {video_id!r}: its file is "
+                                "gone from this machine")
+        kind = mimetypes.guess_type(playable.path)[0] or "application/octet-stream"
+        return FileResponse(playable.path, media_type=kind)
+
+    @api.get("/captions/{video_id:path}")
+    def captions(self, video_id: str, http: Request) -> dict:
+        """What the ingest output says of a video of the table: its captions (with their
+        spans and keywords)."""
+        self._let_in(http, media=True)
+        try:
+            return {"video_id": video_id, "captions": self.search.media.captions(video_id)}
+        except Exception as exc:  # noqa: BLE001 - each kind answered by http_error
+            raise http_error(exc) from None
+
+    @api.get("/info")
+    def describe(self, http: Request) -> dict:
+        """The table served: its rows, model, the columns a filter may name and its
+        splits."""
+        self._let_in(http)
         return {"table": self.table_name, "rows": self.search.table.count_rows(),
                 "model_id": self.search.model_id,
-                "filterable_columns": sorted(self.filterable)}
+                "filterable_columns": sorted(self.filterable),
+                "splits": self.search.media.splits()}
+
+    @api.get("/")
+    def page(self, http: Request) -> Response:
+        """The search page: it holds no data, so anyone who may reach the service may
+        load it (its requests need the token); no script but its own runs in it."""
+        self._let_in(http, page=True)
+        return page_file("index.html")
+
+    @api.get("/page.{kind}")
+    def page_asset(self, kind: str, http: Request) -> Response:
+        self._let_in(http, page=True)
+        if kind not in ("js", "css"):
+            raise HTTPException(status_code=404, detail="not found")
+        return page_file(f"page.{kind}")
 
 
 def app(arguments: dict) -> serve.Application:
     """The application ``serve run pipelines.serve:app`` builds from its arguments
     (validated as :class:`SearchArgs`: a missing or mistyped one is named)."""
     args = SearchArgs.model_validate(arguments)
+    door = Door.of(args.token, args.allow_remote)  # the token here, or in this environment
+    args = args.model_copy(update={"token": door.token})  # what every replica checks
+    print(door.announcement(), flush=True)
     return SearchService.options(
         autoscaling_config={"min_replicas": args.min_replicas,
                             "max_replicas": args.max_replicas,

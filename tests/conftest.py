@@ -3,11 +3,17 @@ the synthetic benchmark and a LanceDB table of it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -15,6 +21,7 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 import pytest
+import yaml
 from deltalake import write_deltalake
 
 from pipelines.ingestion.output import IngestStore, IngestVersion
@@ -222,6 +229,44 @@ def zero_shot_table(synthetic_data, clip_spec, tmp_path_factory) -> dict:
                   clip_spec, "--db", str(db), "--table", "videos", "--split", "test"])
     assert result.returncode == 0, result.stderr[-3000:]
     return {"db": str(db), "spec": clip_spec, "rows": 6}
+
+
+@contextlib.contextmanager
+def serving(config: dict, folder: Path) -> Iterator[str]:
+    """``vtr serve`` of a Serve ``config`` (its ``http_options`` name the host and port),
+    written to ``folder``; yields the app's URL once its page answers, and shuts it down
+    with Ctrl-C after (also when it never came up: no Ray left behind)."""
+    (folder / "serve.yaml").write_text(yaml.safe_dump(config))
+    log_path = folder / "serve.log"
+    log = open(log_path, "w")  # noqa: SIM115 - open for the process's life
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "vtr"), "serve",
+                             str(folder / "serve.yaml")], cwd=REPO, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{config['http_options']['port']}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            written = log_path.read_text()
+            assert proc.poll() is None and "Exception importing application" not in written, \
+                written[-3000:]
+            assert time.monotonic() < deadline, written[-3000:]
+            try:
+                with urllib.request.urlopen(url + "/", timeout=10) as response:
+                    if response.status == 200:
+                        break
+            except OSError:  # not listening yet, or no app behind the proxy yet
+                pass
+            time.sleep(1)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: serve run shuts the application down
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
 
 
 RAY_FIXTURES = {"ray_local", "synthetic_data", "data_with_broken_video", "table",

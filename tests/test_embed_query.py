@@ -405,6 +405,9 @@ def test_example_notebook_runs(table, keyword_model, monkeypatch):
     texts = " ".join(str(o.get("data", {}).get("text/plain", o.get("text", ""))) for o in outputs)
     assert f"{table['rows']} videos" in texts
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the grid of frames
+    cards = [o["data"]["text/html"] for o in outputs if "data:image/jpeg;base64," in
+             o.get("data", {}).get("text/html", "")]  # the result cards, with thumbnails
+    assert len(cards) == 2 and all(c.count("<img") >= 3 for c in cards)
 
 
 def test_actor_pools_grow_past_their_start_unless_capped():

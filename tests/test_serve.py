@@ -5,20 +5,14 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
-import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import lancedb
 import pytest
 import yaml
-from conftest import REPO, free_port
+from conftest import REPO, free_port, serving
 
 from pipelines.index.search import VideoSearch
 from vtr_models.checkpoint import checkpoint_id, model_id
@@ -55,40 +49,8 @@ def service(table, zero_shot_table, keyword_model, tmp_path_factory):
     zero_shot.update(name="zero-shot", route_prefix="/zero-shot")
     zero_shot["args"].update(db=zero_shot_table["db"], checkpoint=zero_shot_table["spec"])
     config["applications"].append(zero_shot)
-    folder = tmp_path_factory.mktemp("serve")
-    (folder / "serve.yaml").write_text(yaml.safe_dump(config))
-    log = open(folder / "serve.log", "w")  # noqa: SIM115 - open for the process's life
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "vtr"), "serve",
-                             str(folder / "serve.yaml")], cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(url, proc, folder / "serve.log")
+    with serving(config, tmp_path_factory.mktemp("serve")) as url:
         yield url
-    finally:  # also when it never came up: no Ray left behind
-        proc.send_signal(signal.SIGINT)  # Ctrl-C: serve run shuts the application down
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
-
-
-def wait_until_serving(url: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 300
-    while True:
-        written = log.read_text()
-        assert proc.poll() is None and "Exception importing application" not in written, \
-            written[-3000:]
-        assert time.monotonic() < deadline, written[-3000:]
-        try:
-            if request(url + "/")[0] == 200:
-                return
-        except (urllib.error.URLError, ConnectionError, json.JSONDecodeError):
-            pass
-        time.sleep(1)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +60,7 @@ def api(table, keyword_model) -> VideoSearch:
 
 
 def test_search_over_http_answers_what_the_api_answers(service, api, table):
-    status, info = request(service + "/")
+    status, info = request(service + "/info")
     assert status == 200 and info["rows"] == table["rows"]
     assert info["model_id"] == checkpoint_id(table["checkpoint"])
     assert "split" in info["filterable_columns"]
@@ -135,7 +97,7 @@ def test_search_over_http_answers_what_the_api_answers(service, api, table):
 def test_a_table_embedded_zero_shot_is_served_from_the_backbone_spec(service, zero_shot_table):
     """No checkpoint: the app loads the untrained full model from the spec's weights file,
     and each result's full score is its first-stage cosine (CLIP mean pooling)."""
-    status, info = request(service + "/zero-shot/")
+    status, info = request(service + "/zero-shot/info")
     assert status == 200 and info["rows"] == zero_shot_table["rows"]
     assert info["model_id"] == model_id(zero_shot_table["spec"])
     status, body = request(service + "/zero-shot/search", {"text": TEXTS[0], "k": 3})

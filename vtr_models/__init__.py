@@ -41,6 +41,7 @@ _EXPORTS = {
     "trim_padding": "vtr_models.text_inputs",
     "Moment": "vtr_models.moments",
     "best_moment": "vtr_models.moments",
+    "example_evidence": "vtr_models.moments",
     "frame_evidence": "vtr_models.moments",
     "frame_times": "vtr_models.moments",
 }

@@ -54,6 +54,18 @@ def frame_evidence(model: RetrievalModel, text: TextFeatures,
     return evidence.masked_fill(~video.mask.bool()[None], -torch.inf)
 
 
+@torch.no_grad()
+def example_evidence(example: torch.Tensor, video: VideoFeatures) -> torch.Tensor:
+    """``[Nv, T]``: how well each frame of each video matches an example instead of a
+    text, its ``[Q, D]`` temporal frame features (an image's one frame, or a video's
+    frames): each frame's cosine with the example frame it is most like. A search by
+    example has no words, so the frames themselves are compared; padded frames are
+    ``-inf``."""
+    sim = torch.einsum("qd,btd->bqt", F.normalize(example, dim=-1),
+                       F.normalize(video.frames, dim=-1)).amax(dim=1)
+    return sim.masked_fill(~video.mask.bool(), -torch.inf)
+
+
 def frame_times(stored_times: list[float], model_frames: int, max_frames: int) -> list[float]:
     """The time (s) of each of a row's ``model_frames`` frames: the model took them from
     the row's stored frames by ``even_indices``, as its preprocessing thins them."""

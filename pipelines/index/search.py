@@ -23,17 +23,21 @@ import itertools
 import os
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 import pandas as pd
 import pyarrow as pa
 import torch
+import torch.nn.functional as F
 
 from pipelines.core import storage
 from pipelines.core.keywords import KeywordExtractor, KeywordOptions, query_keyword_model
+from pipelines.core.sql import sql_equals
 from pipelines.index import rerank_features
+from pipelines.index.media import UnknownVideoError, VideoMedia, checked_image
 from pipelines.index.table import (
+    TableState,
     keyword_options_of,
     table_state,
     vector_index_type,
@@ -43,7 +47,9 @@ from pipelines.ingestion.schemas import has_windows
 from vtr_models import (
     Moment,
     TextFeatures,
+    VideoFeatures,
     best_moment,
+    example_evidence,
     frame_evidence,
     frame_times,
     open_model,
@@ -72,6 +78,8 @@ LEGACY_MOMENT_COLUMNS = ["timestamps_s", "duration_s"]
 GROUP_COLUMN = "video_id"
 # each candidate's offset in the table version searched, which Lance's public `take` reads
 ROW_OFFSET = "_rowoffset"
+# what a ranking holds for each window kept (VideoSearch._top), and "windows" per video
+RANKED_KEYS = (ROW_OFFSET, "score", "first_stage_score", "evidence", "frames", "windows")
 
 
 def fetched_columns(schema) -> list[str]:
@@ -131,6 +139,7 @@ class TableVersion:
     columns: list[str]
     refine_factor: int
     moment_columns: list[str]
+    state: TableState  # the table's record: the model and ingest run its rows come from
 
 
 class ModelMismatchError(ValueError):
@@ -196,6 +205,7 @@ class VideoSearch:
         self.consistency_interval_s = consistency_interval_s
         self._version = self._read(self.table.to_lance())
         self._checked_at = time.monotonic()
+        self.media = VideoMedia(self.current_version)  # thumbnails and video files
         self.keywords = None
         if self.model.text_enhance is not None:  # keywords matter to it alone
             options = KeywordOptions.from_dict(keyword_options_of(self.table.schema))
@@ -219,7 +229,7 @@ class VideoSearch:
                   else index_refine_factor(dataset))
         return TableVersion(dataset, fetched_columns(dataset.schema), factor,
                             MOMENT_COLUMNS if has_windows(dataset.schema)
-                            else LEGACY_MOMENT_COLUMNS)
+                            else LEGACY_MOMENT_COLUMNS, state)
 
     def current_version(self) -> TableVersion:
         """The table version to search: the newest one when ``consistency_interval_s``
@@ -316,6 +326,71 @@ class VideoSearch:
         return result
 
     @torch.no_grad()
+    def similar(self, video_id: str, k: int = 10, candidates: int = 100,
+                where: str | None = None, moments: int = 1,
+                at_s: float | None = None) -> pd.DataFrame:
+        """"More like this": the top ``k`` other videos for the stored features of
+        ``video_id`` (its window holding second ``at_s``, else all its windows), as
+        :meth:`search` answers (:meth:`search_example` says how they are ranked).
+        UnknownVideoError for an id no row has."""
+        version = self.current_version()
+        windows = ["window_end_s"] if has_windows(version.dataset.schema) else []
+        rows = version.dataset.to_table(columns=[*version.columns, *windows],
+                                        filter=sql_equals("video_id", video_id))
+        if not rows.num_rows:
+            raise UnknownVideoError(video_id)
+        if at_s is not None and windows:
+            ends = rows.column("window_end_s").to_pylist()
+            # the first window still running at at_s (the last one past the video's end)
+            inside = [i for i, end in enumerate(ends) if end > at_s] or [len(ends) - 1]
+            rows = rows.take([min(inside, key=lambda i: ends[i])])
+        video = video_features(rows, self.model.config)
+        vector = F.normalize(self.model.video_embedding(video).mean(dim=0), dim=-1)
+        others = f"NOT ({sql_equals('video_id', video_id)})"
+        return self.search_example(vector, video.frames[video.mask], k, candidates,
+                                   f"({where}) AND {others}" if where else others, moments)
+
+    @torch.no_grad()
+    def search_image(self, image: bytes, k: int = 10, candidates: int = 100,
+                     where: str | None = None, moments: int = 1) -> pd.DataFrame:
+        """The top ``k`` videos for an image (JPEG, PNG or WebP bytes), as :meth:`search`
+        answers: the image is encoded as a video of one frame by the model's video
+        tower, the one the table's vectors came from (for CLIP, the image tower's
+        embedding), and searched by :meth:`search_example`. ValueError for bytes that
+        are not such an image."""
+        frames, mask = self.model.preprocess([checked_image(image)])
+        video = self.model.encode_video(frames[None].to(self.device), mask[None].to(self.device))
+        vector = self.model.video_embedding(video)[0].float().cpu()
+        return self.search_example(vector, video.frames[0, :1].float().cpu(), k, candidates,
+                                   where, moments)
+
+    @torch.no_grad()
+    def search_example(self, vector: torch.Tensor, frames: torch.Tensor, k: int = 10,
+                       candidates: int = 100, where: str | None = None,
+                       moments: int = 1) -> pd.DataFrame:
+        """The top ``k`` videos for an example rather than a text: its first-stage
+        ``vector`` (unit length) and its ``[Q, D]`` temporal frame features.
+
+        The full model's score is a function of a text and a video, and an example has
+        no text, so there is no rerank: the ``candidates`` are ranked by the cosine of
+        their vectors with the example's (``score`` is that cosine, as is
+        ``first_stage_score``), grouped by video as a text search is. What the second
+        stage does is find each video's moment: the frames most like the example's
+        (``vtr_models.example_evidence``), spanned as a text's moment is."""
+        if k < 1 or candidates < k:
+            raise ValueError(f"k ({k}) must be at least 1 and at most candidates ({candidates})")
+        version = self.current_version()
+        rows = self.first_stage_scanner(vector.numpy(), candidates, where=where,
+                                        version=version).to_table()
+        ranked = {key: [] for key in RANKED_KEYS}
+        if rows.num_rows:
+            videos = video_features(rows, self.model.config)
+            cosine = self.model.video_embedding(videos) @ vector
+            ranked = self._top(rows, videos, cosine, cosine, k, moments,
+                               lambda kept: example_evidence(frames, kept))
+        return self._answered(version, [ranked], moments)[0]
+
+    @torch.no_grad()
     def first_stage(self, features: TextFeatures, candidates: int,
                     columns: list[str] | None = None, where: str | None = None,
                     with_row_id: bool = False, version: TableVersion | None = None
@@ -381,6 +456,15 @@ class VideoSearch:
         ranked = [self._ranked(features[i:i + 1], rows, k, moments)
                   for i, (k, rows) in enumerate(zip(ks, found, strict=True))]
         reranked = time.perf_counter()
+        results = self._answered(version, ranked, moments)
+        return results, {"search_s": fetched - started, "rerank_s": reranked - fetched,
+                         "answer_s": time.perf_counter() - reranked}
+
+    def _answered(self, version: TableVersion, ranked: list[dict[str, list]],
+                  moments: int) -> list[pd.DataFrame]:
+        """The result tables of ranked candidates (``_ranked``'s dicts, one per query):
+        one fetch of every query's answer columns, then each video's best moment from its
+        windows' per-frame evidence, and with ``moments`` above 1 its other moments."""
         offsets = [offset for top in ranked for offset in top[ROW_OFFSET]]
         stored_times, window_end = version.moment_columns
         answers = version.dataset.take(offsets, columns=ANSWER_COLUMNS + version.moment_columns
@@ -413,32 +497,39 @@ class VideoSearch:
                     for first, n in zip(firsts, top["windows"], strict=True)]
             results.append(result)
             start = end
-        return results, {"search_s": fetched - started, "rerank_s": reranked - fetched,
-                         "answer_s": time.perf_counter() - reranked}
+        return results
 
     def _ranked(self, features: TextFeatures, rows: pa.Table, k: int,
                 moments: int = 1) -> dict[str, list]:
         """One text's top ``k`` videos of its candidates ``rows`` by the full model's
-        score, best first (``best_per_video``), each with its best ``moments`` windows:
-        for every window kept, in that order, its table offset, score, first-stage
-        cosine, per-frame evidence (``vtr_models.moments``) and number of frames, and
-        ``windows``, how many each video has. From the same features (the index's
-        ``_distance`` is not a cosine distance without refinement: HNSW_SQ gives the
-        squared distance of the unit vectors, twice the cosine distance, and IVF_PQ its
-        quantised approximation)."""
+        score, best first (:meth:`_top`). From the same features as the first stage's
+        cosine (the index's ``_distance`` is not a cosine distance without refinement:
+        HNSW_SQ gives the squared distance of the unit vectors, twice the cosine
+        distance, and IVF_PQ its quantised approximation)."""
         if not rows.num_rows:
-            return {ROW_OFFSET: [], "score": [], "first_stage_score": [], "evidence": [],
-                    "frames": [], "windows": []}
+            return {key: [] for key in RANKED_KEYS}
         videos = video_features(rows, self.model.config).to(self.device)
         scores = self.model.score(features, videos)[0].cpu()
         first = self.model.first_stage_score(features, videos)[0].cpu()
+        return self._top(rows, videos, scores, first, k, moments,
+                         lambda kept: frame_evidence(self.model, features, kept)[0].cpu())
+
+    def _top(self, rows: pa.Table, videos: VideoFeatures, scores: torch.Tensor,
+             first: torch.Tensor, k: int, moments: int,
+             evidence: Callable[[VideoFeatures], torch.Tensor]) -> dict[str, list]:
+        """The top ``k`` videos of candidates ``rows`` (their ``videos`` features) by
+        ``scores``, best first (``best_per_video``), each with its best ``moments``
+        windows: for every window kept, in that order, its table offset, score,
+        first-stage cosine (``first``), per-frame ``evidence`` of the kept features
+        (``vtr_models.moments``) and number of frames, and ``windows``, how many each
+        video has."""
         order = torch.argsort(scores, descending=True)
         groups = best_per_video(order.tolist(), rows.column(GROUP_COLUMN).to_pylist()
                                 if GROUP_COLUMN in rows.column_names else None, k, moments)
         top = torch.as_tensor([p for group in groups for p in group], dtype=torch.long)
-        kept = videos[top.to(self.device)]
+        kept = videos[top.to(videos.pooled.device)]
         return {ROW_OFFSET: rows.column(ROW_OFFSET).take(top.tolist()).to_pylist(),
                 "score": scores[top].tolist(), "first_stage_score": first[top].tolist(),
-                "evidence": frame_evidence(self.model, features, kept)[0].cpu(),
+                "evidence": evidence(kept),
                 "frames": kept.mask.sum(dim=1).tolist(),
                 "windows": [len(group) for group in groups]}
