@@ -33,7 +33,6 @@ SCRIPT_CAPTION = "<script>alert(1)</script>"
 IMG_CAPTION = '<img src=x onerror="window.__xss = 1">'
 CAPTIONS = {"clip0": SCRIPT_CAPTION, "clip1": IMG_CAPTION, "clip2": "a white bar moves right",
             "clip3": "a bar crosses a gradient", "long": "a long video of a sweeping bar"}
-DOCS_SCREENSHOT = REPO / "docs" / "images" / "search-page.png"
 
 
 @pytest.fixture(scope="module")
@@ -309,10 +308,6 @@ def test_the_page_searches_shows_plays_and_escapes_in_a_real_browser(app, browse
     wait.until(lambda b: b.execute_script(
         "return [...document.querySelectorAll('.thumb')].every("
         "i => i.complete && i.naturalWidth > 0)"))
-    browser.save_screenshot(str(tmp_path / "results.png"))
-    if os.environ.get("VTR_UPDATE_SCREENSHOT"):
-        DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
-        shutil.copy(tmp_path / "results.png", DOCS_SCREENSHOT)
 
     # the long video's later windows only: its moment starts well into it
     search("a long video of a sweeping bar", where="window_start_s >= 8")
