@@ -179,6 +179,12 @@ def random_rows(count: int, dim: int, frames: int, model_id: str, seed: int,
     columns.update({
         "video_id": pa.array(ids), "uri": pa.array([f"s3://archive/{i}.mp4" for i in ids]),
         "split": pa.array(["all"] * count),
+        # a clip of one window, a frame a second: what the moments of a search read
+        "duration_s": pa.array(np.full(count, float(frames))),
+        "timestamps_s": pa.array([[float(t) for t in range(frames)]] * count,
+                                 schema.field("timestamps_s").type),
+        "window_start_s": pa.array(np.zeros(count)),
+        "window_end_s": pa.array(np.full(count, float(frames))),
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
         **layout.encode(features, features),  # the same features as local ones
         "feature_frames": pa.array(np.full(count, frames, np.int32)),

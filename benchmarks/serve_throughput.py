@@ -2,7 +2,7 @@
 
     python benchmarks/serve_throughput.py [--rows 100000] [--index-type IVF_PQ|HNSW_SQ]
         [--requests 100] [--clients 8] [--rounds 3] [--replicas 2] [--cpus-per-replica 1]
-        [--max-batch-size 16] [--batch-wait-timeout-s 0.005] [--page]
+        [--max-batch-size 16] [--batch-wait-timeout-s 0.005] [--page page|urls]
 
 Prints one JSON object. It writes one LanceDB table of ``--rows`` random rows
 with a vector index of ``--index-type`` (``build_table`` of
@@ -12,9 +12,9 @@ deploys ``pipelines.serve:app`` over it (``lfemi`` over a random-init
 ``ViT-B-32``, no keywords; by default two replicas of one CPU each, one per
 core of a 2-core machine). Once the page (``GET /``) answers and a few warm-up queries
 have run, it measures ``--rounds`` rounds, each ``--requests`` ``POST
-/search`` (``k=10``, ``candidates=100``, a distinct text each; with ``--page``, what
-the search page asks for a query: the search with the app's token, then the
-thumbnail of each of its 10 results) from one
+/search`` (``k=10``, ``candidates=100``, a distinct text each; with ``--page page``,
+what the search page asks for a query: the search with the app's token and its 10
+results' thumbnails inline; ``--page urls``: then a GET of each thumbnail) from one
 client, one after the other, then as many from ``--clients`` concurrent
 clients (threads over ``urllib``): rounds in turn, so that a drift of the
 machine's speed reaches both sides of a ratio. For each phase:
@@ -74,31 +74,39 @@ def get(url: str, token: str) -> bytes:
         return response.read()
 
 
-def page_search(base: str, text: str) -> dict:
-    """What the search page does for one query: ``POST /search`` with its token, then
-    ``GET`` of each result's thumbnail (one after the other; a browser loads up to six
-    at once). The search's answer."""
-    answer = post(base + "/search", {"text": text, "k": 10, "candidates": 100}, PAGE_TOKEN)
+def page_search(base: str, text: str, inline: bool) -> dict:
+    """What the search page does for one query: ``POST /search`` with its token and its
+    results' thumbnails ``inline`` in the answer (what the page asks for), or else
+    followed by a ``GET`` of each result's thumbnail (one after the other; a browser
+    loads up to six at once). The search's answer."""
+    answer = post(base + "/search", {"text": text, "k": 10, "candidates": 100,
+                                     "thumbnails": "inline" if inline else "url"}, PAGE_TOKEN)
     for result in answer["results"]:
-        get(base + result["thumbnail"], PAGE_TOKEN)
+        if inline:
+            assert result["thumbnail"].startswith("data:image/jpeg;base64,"), result
+        else:
+            get(base + result["thumbnail"], PAGE_TOKEN)
     return answer
 
 
 def write_frames_source(output: Path, table, model_id: str) -> None:
     """An ingest output whose ``videos/`` holds one small JPEG for each row of ``table``
-    (a 64 x 36 frame at 0 s; the random rows have no video), committed as run 0 and
+    (a 64 x 36 frame at 0 s; the random rows have no video), in random order and row
+    groups of ingest's size, committed as run 0 and
     recorded as the table's source, so that ``GET /thumbnails`` reads its frames as it
     reads a real ingest's: filtered by ``video_id`` out of the whole ``videos/``."""
-    from deltalake import write_deltalake
+    from deltalake import WriterProperties, write_deltalake
     from PIL import Image
 
     from pipelines.index.table import TableState, keep_state
-    from pipelines.ingestion.output import IngestStore, IngestVersion
+    from pipelines.ingestion.output import VIDEO_ROWS_PER_GROUP, IngestStore, IngestVersion
     from pipelines.ingestion.schemas import VIDEOS
 
     jpeg = io.BytesIO()
     Image.new("RGB", (64, 36), (90, 120, 200)).save(jpeg, "JPEG")
     ids = table.to_lance().to_table(columns=["video_id"]).column("video_id").to_pylist()
+    # in no order, as ingest writes videos as they decode: no file's id range rules an id out
+    ids = [ids[i] for i in np.random.default_rng(0).permutation(len(ids))]
     fill = {"uri": "", "duration_s": 1.0, "native_fps": 1.0, "width": 64, "height": 36,
             "num_frames": 1, "timestamps_s": [0.0], "frames": [jpeg.getvalue()],
             "size_bytes": 0, "mtime": 0.0, "etag": "", "ingest_version": 0,
@@ -106,7 +114,8 @@ def write_frames_source(output: Path, table, model_id: str) -> None:
     for start in range(0, len(ids), 10_000):
         rows = [{"video_id": v, **fill} for v in ids[start:start + 10_000]]
         write_deltalake(str(output / "videos"), pa.Table.from_pylist(rows, schema=VIDEOS),
-                        mode="append")
+                        mode="append", writer_properties=WriterProperties(
+                            max_row_group_size=VIDEO_ROWS_PER_GROUP))  # as ingest writes
     store = IngestStore(str(output))
     store.commit(IngestVersion(0, {"videos": store.delta("videos").version()}))
     keep_state(table.to_lance(), TableState(str(output), 0, model_id))
@@ -158,9 +167,10 @@ def role_of(pid: int, cmdline: list[str]) -> str:
     return next((role for key, role in RAY_PROCESSES.items() if key in line), "other")
 
 
-def measure(url: str, texts: list[str], clients: int, page: bool = False) -> dict:
+def measure(url: str, texts: list[str], clients: int, page: str | None = None) -> dict:
     """``texts`` searched by ``clients`` threads taking the next text in turn (each a
-    ``POST /search``, or with ``page`` a :func:`page_search` under the app's ``url``):
+    ``POST /search``, or with ``page`` a :func:`page_search` under the app's ``url``,
+    thumbnails inline for ``"page"``, by URL for ``"urls"``):
     throughput, latency p50/p95 (ms), the mean batch the texts were searched in, and the
     CPU milliseconds per request of each role (:func:`cpu_seconds`)."""
     latencies: list[float] = []
@@ -175,7 +185,7 @@ def measure(url: str, texts: list[str], clients: int, page: bool = False) -> dic
             if text is None:
                 return
             started = time.perf_counter()
-            answer = (page_search(url, text) if page
+            answer = (page_search(url, text, page == "page") if page
                       else post(url + "/search", {"text": text, "k": 10, "candidates": 100}))
             with lock:
                 latencies.append(time.perf_counter() - started)
@@ -249,9 +259,10 @@ def main() -> None:
     parser.add_argument("--index-type", choices=INDEX_TYPES, default="IVF_PQ",
                         help="the table's vector index (default: IVF_PQ, the embed job's)")
     parser.add_argument("--backbone", default="ViT-B-32", help="open_clip name, random init")
-    parser.add_argument("--page", action="store_true",
+    parser.add_argument("--page", choices=("page", "urls"), default=None,
                         help="measure what the search page asks for a query: the search "
-                             "with a token, then each result's thumbnail")
+                             "with a token and its results' thumbnails inline (page, what "
+                             "the page does), or followed by a GET of each (urls)")
     args = parser.parse_args()
     import ray
     from ray import serve
@@ -296,7 +307,9 @@ def main() -> None:
                 serve.shutdown()
                 ray.shutdown()
     print(json.dumps({"backbone": args.backbone, "rows": args.rows, "index": args.index_type,
-                      "requests_are": "page searches" if args.page else "POST /search",
+                      "requests_are": {None: "POST /search", "page": "page searches",
+                                       "urls": "searches, then GET of each thumbnail"
+                                       }[args.page],
                       "table_build_s": build_s, "cpus": os.cpu_count(),
                       "replicas": args.replicas,
                       "cpus_per_replica": args.cpus_per_replica, "results": results}, indent=2))

@@ -30,6 +30,8 @@ served.
 
 # no `from __future__ import annotations`: FastAPI and Serve read the request model and
 # the builder's argument type from the annotations at run time
+import base64
+import contextlib
 import json
 import logging
 import mimetypes
@@ -52,7 +54,7 @@ from starlette.datastructures import UploadFile
 from pipelines.core.devices import resolve_device
 from pipelines.core.messages import first_line
 from pipelines.core.sql import checked_where, sql_equals
-from pipelines.index.media import UnknownVideoError
+from pipelines.index.media import UnknownVideoError, VideoMedia
 from pipelines.index.search import EF_PER_CANDIDATE, NPROBES, ModelMismatchError, VideoSearch
 from pipelines.serving.access import TOKEN_COOKIE, TOKEN_ENV, Door, Refused
 
@@ -131,6 +133,10 @@ class Scope(BaseModel):
     moments: int = Field(1, ge=1, le=100, description=(
         "moments per video: above 1, each result lists the moments of up to this many of "
         "its video's best windows among the candidates"))
+    thumbnails: Literal["url", "inline"] = Field("url", description=(
+        "each result's thumbnail as a URL of GET /thumbnails, or inline: the JPEG as a "
+        "data: URL in the answer (what the page asks for: one request a search, not one "
+        "per result)"))
 
 
 class SearchRequest(Scope):
@@ -202,15 +208,20 @@ def http_error(exc: Exception) -> Exception:
     return exc
 
 
-def result_records(results: pd.DataFrame, root: str) -> list[dict]:
-    """Search results as JSON records, each with the URL of its best moment's
-    thumbnail: the stored frame nearest the moment's middle, under the app's ``root``
-    path (its route prefix)."""
+def result_records(results: pd.DataFrame, root: str,
+                   media: VideoMedia | None = None) -> list[dict]:
+    """Search results as JSON records, each with its best moment's thumbnail, the stored
+    frame nearest the moment's middle: its URL under the app's ``root`` path (its route
+    prefix), or with ``media`` the JPEG itself as a ``data:`` URL."""
     records = results.to_dict(orient="records")
     for record in records:
         middle = (record["start_s"] + record["end_s"]) / 2
-        record["thumbnail"] = (f"{root}/thumbnails/{quote(record['video_id'], safe='')}"
-                               f"?t={middle:.1f}")
+        record["thumbnail"] = f"{root}/thumbnails/{quote(record['video_id'], safe='')}" \
+                              f"?t={middle:.1f}"
+        if media is not None:
+            with contextlib.suppress(UnknownVideoError):  # gone since: its URL says so
+                jpeg = media.frame(record["video_id"], middle)  # an id of the table
+                record["thumbnail"] = f"data:image/jpeg;base64,{base64.b64encode(jpeg).decode()}"
     return records
 
 
@@ -222,7 +233,7 @@ PAGE_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; char
               ".css": "text/css; charset=utf-8"}
 PAGE_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         "media-src 'self' https: http:; connect-src 'self'; form-action 'none'; "
         "base-uri 'none'; frame-ancestors 'none'"),
     "X-Content-Type-Options": "nosniff",
@@ -320,6 +331,14 @@ class SearchService:
                                 headers={"WWW-Authenticate": "Bearer"}
                                 if refused.status == 401 else None) from None
 
+    async def _records(self, results: pd.DataFrame, scope: Scope, http: Request
+                       ) -> list[dict]:
+        """``result_records`` of a request's results, inline thumbnails read off the
+        event loop (the loop keeps forming batches meanwhile)."""
+        media = self.search.media if scope.thumbnails == "inline" else None
+        return await run_in_threadpool(result_records, results,
+                                       http.scope.get("root_path", ""), media)
+
     @api.post("/search")
     async def search_videos(self, request: SearchRequest, http: Request) -> dict:
         self._let_in(http)
@@ -333,7 +352,7 @@ class SearchService:
         if isinstance(answer, Exception):
             raise http_error(answer)
         return {
-            "results": result_records(answer.results, http.scope.get("root_path", "")),
+            "results": await self._records(answer.results, request, http),
             "notes": [note] if note else [],
             "model_id": self.search.model_id,
             "text_batch": answer.batch,
@@ -349,8 +368,10 @@ class SearchService:
                                           self._where(request), request.moments, request.at_s)
         except Exception as exc:  # noqa: BLE001 - each kind answered by http_error
             raise http_error(exc) from None
-        return {"results": result_records(results, http.scope.get("root_path", "")),
-                "model_id": self.search.model_id}
+        return {"results": result_records(
+            results, http.scope.get("root_path", ""),
+            self.search.media if request.thumbnails == "inline" else None),
+            "model_id": self.search.model_id}
 
     @api.post("/search/image")
     async def search_by_image(self, http: Request) -> dict:
@@ -374,7 +395,8 @@ class SearchService:
             raise HTTPException(status_code=413, detail=self._too_large)
         try:
             scope = Scope.model_validate({
-                **{key: form[key] for key in ("k", "candidates", "where", "moments")
+                **{key: form[key] for key in ("k", "candidates", "where", "moments",
+                                              "thumbnails")
                    if isinstance(form.get(key), str)},
                 "filter": json.loads(form.get("filter") or "{}")})
             where = self._where(scope)
@@ -385,7 +407,7 @@ class SearchService:
                                               scope.candidates, where, scope.moments)
         except Exception as exc:  # noqa: BLE001 - each kind answered by http_error
             raise http_error(exc) from None
-        return {"results": result_records(results, http.scope.get("root_path", "")),
+        return {"results": await self._records(results, scope, http),
                 "model_id": self.search.model_id}
 
     @api.get("/thumbnails/{video_id:path}")

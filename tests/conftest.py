@@ -277,7 +277,8 @@ RAY_FIXTURES = {"ray_local", "synthetic_data", "data_with_broken_video", "table"
 # out first, so that what is left at the end is short.
 SAME_WORKER_AS = {"tests/test_serve.py": "tests/test_embed_query.py"}
 SLOWEST_FIRST = ["tests/test_multinode.py", "tests/test_embed_query.py", "tests/test_train.py",
-                 "tests/test_refresh_faults.py", "tests/test_refresh.py"]
+                 "tests/test_refresh_faults.py", "tests/test_refresh.py",
+                 "tests/test_search_page.py"]
 
 
 def worker_group(nodeid: str) -> str:

@@ -4,6 +4,7 @@ uploads limited, search by example, and the page itself in headless Chromium."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -202,8 +203,17 @@ def test_results_carry_their_moment_thumbnail(app, api):
         middle = (result["start_s"] + result["end_s"]) / 2
         assert result["thumbnail"] == f"/thumbnails/{quote(result['video_id'], safe='')}" \
                                       f"?t={middle:.1f}"
-        status, headers, _ = call(app + result["thumbnail"])
+        status, headers, jpeg = call(app + result["thumbnail"])
         assert status == 200 and headers["content-type"] == "image/jpeg"
+        result["jpeg"] = jpeg
+    # inline, as the page asks: the same JPEGs in the answer, no request each
+    status, _, body = call(app + "/search", {"text": "a white bar moves right", "k": 5,
+                                             "thumbnails": "inline"})
+    inline = json.loads(body)["results"]
+    assert [r["video_id"] for r in inline] == [r["video_id"] for r in results]
+    for result, with_image in zip(results, inline, strict=True):
+        kind, data = with_image["thumbnail"].split(",")
+        assert kind == "data:image/jpeg;base64" and base64.b64decode(data) == result["jpeg"]
 
 
 def test_more_like_this_answers_what_the_api_answers_without_the_video_itself(app, api):

@@ -41,6 +41,11 @@ LOG_FOLDER = "_ingest_log"
 # tell whether two runs failed the same way
 FINGERPRINT_COLUMNS = ["video_id", "uri", "size_bytes", "mtime", "etag"]
 ERROR_KEY_COLUMNS = ["video_id", "uri", "stage", "error_type"]
+#: rows (windows, each with its JPEG frames) per Parquet row group of videos/: a reader
+#: of one video's frames (a search result's thumbnail, pipelines.index.media) reads the
+#: row groups that hold it whole, a few MB at this size; delta-rs's default, a million
+#: rows, made a row group of a whole file (about 100 MB of frames)
+VIDEO_ROWS_PER_GROUP = 32
 
 
 def error_keys(rows: list[dict]) -> set[tuple]:
@@ -145,16 +150,18 @@ class IngestStore:
         written yet), or the rows of the ``replace`` videos swapped for ``data`` (Delta's
         replace-where: delete and add in one commit). Readers see none of it until
         :meth:`commit` names the new version."""
-        from deltalake import write_deltalake
+        from deltalake import WriterProperties, write_deltalake
 
         uri = self.table_uri(part)
-        options = delta_storage_options(uri)
+        options = {"storage_options": delta_storage_options(uri)}
+        if part == "videos":
+            options["writer_properties"] = WriterProperties(
+                max_row_group_size=VIDEO_ROWS_PER_GROUP)
         if whole:  # a rebuild may change the columns (an output written before windows)
-            write_deltalake(uri, data, mode="overwrite", schema_mode="overwrite",
-                            storage_options=options)
+            write_deltalake(uri, data, mode="overwrite", schema_mode="overwrite", **options)
         else:
             write_deltalake(uri, data, mode="overwrite", predicate=sql_in("video_id", replace),
-                            storage_options=options)
+                            **options)
 
     def commit(self, record: IngestVersion) -> None:
         """Write the run's log file: the moment readers switch to the new tables.

@@ -43,7 +43,7 @@ class ResultCards:
 
     def card(self, result: dict) -> str:
         middle = (result["start_s"] + result["end_s"]) / 2
-        jpeg = base64.b64encode(self.search.media.thumbnail(result["video_id"], middle))
+        jpeg = base64.b64encode(self.search.media.frame(result["video_id"], middle))
         video_id = html.escape(str(result["video_id"]))
         return (f'<div style="{CARD_STYLE}">'
                 f'<img src="data:image/jpeg;base64,{jpeg.decode()}" alt="{video_id}" '

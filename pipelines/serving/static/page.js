@@ -74,7 +74,9 @@ function showResults(results, label) {
     card.dataset.videoId = result.video_id;
     card.dataset.start = result.start_s;
     const middle = (result.start_s + result.end_s) / 2;
-    card.querySelector(".thumb").src = `${mediaUrl("thumbnails", result.video_id)}?t=${middle.toFixed(1)}`;
+    // the answer's own JPEG (asked for inline: one request a search)
+    card.querySelector(".thumb").src = result.thumbnail.startsWith("data:image/jpeg;base64,")
+      ? result.thumbnail : `${mediaUrl("thumbnails", result.video_id)}?t=${middle.toFixed(1)}`;
     card.querySelector(".thumb").alt = `frame of ${result.video_id} at ${clock(middle)}`;
     card.querySelector(".moment").textContent = `${clock(result.start_s)}–${clock(result.end_s)}`;
     card.querySelector(".video-id").textContent = result.video_id;
@@ -103,14 +105,15 @@ function searchText() {
   if (!text) return;
   run(async () => [await api("search", {
     method: "POST", headers: {"content-type": "application/json"},
-    body: JSON.stringify({text, k: k(), ...filters()}),
+    body: JSON.stringify({text, k: k(), thumbnails: "inline", ...filters()}),
   }), `for “${text}”`]);
 }
 
 function similar(result) {
   run(async () => [await api("search/similar", {
     method: "POST", headers: {"content-type": "application/json"},
-    body: JSON.stringify({video_id: result.video_id, at_s: result.start_s, k: k(), ...filters()}),
+    body: JSON.stringify({video_id: result.video_id, at_s: result.start_s, k: k(),
+                          thumbnails: "inline", ...filters()}),
   }), `like ${result.video_id}`]);
 }
 
@@ -121,6 +124,7 @@ function searchImage() {
   const form = new FormData();
   form.append("image", file);
   form.append("k", String(k()));
+  form.append("thumbnails", "inline");
   form.append("filter", JSON.stringify(filter));
   if (where) form.append("where", where);
   run(async () => [await api("search/image", {method: "POST", body: form}),
