@@ -56,13 +56,15 @@ def write_sample_manifest(path: Path) -> Path:
     return path
 
 
-def write_video(path: Path, frames, fps: int, codec: str = "libx264") -> Path:
-    """Encode an iterable of ``[H, W, 3]`` uint8 RGB frames as an MP4 with PyAV."""
+def write_video(path: Path, frames, fps: int, codec: str = "libx264",
+                options: dict[str, str] | None = None) -> Path:
+    """Encode an iterable of ``[H, W, 3]`` uint8 RGB frames as an MP4 with PyAV
+    (``options`` for the encoder, e.g. ``{"preset": "ultrafast"}`` for a long video)."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=Fraction(fps))
+        stream = container.add_stream(codec, rate=Fraction(fps), options=options or {})
         stream.pix_fmt = "yuv420p"
         for i, img in enumerate(frames):
             if i == 0:
@@ -81,6 +83,7 @@ def write_clip(
     size: tuple[int, int] = (96, 64),
     codec: str = "libx264",
     seed: int = 0,
+    options: dict[str, str] | None = None,
 ) -> Path:
     """Write an H.264 MP4 whose frames differ over time (a moving bar on a gradient).
 
@@ -102,4 +105,4 @@ def write_clip(
             img[:, x0 : x0 + 8] = 255
             yield img
 
-    return write_video(path, frames(), fps, codec)
+    return write_video(path, frames(), fps, codec, options)
