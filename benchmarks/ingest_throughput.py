@@ -49,19 +49,25 @@ def make_clips(folder: Path, count: int, seconds: int, size: tuple[int, int]) ->
     ]
 
 
-def bare_decord(paths: list[Path], options: SamplingOptions) -> dict:
-    """The baseline: a plain single-process decord loop sampling the same frames."""
+def open_scaled(path: Path, options: SamplingOptions):
+    """A decord reader of ``path`` at the ingest's frame size, its frame rate, frame count
+    and duration (s): what a bare loop needs to sample the ingest's frames."""
     import av
     import decord
 
+    with av.open(str(path)) as container:
+        ctx = container.streams.video[0].codec_context
+        width, height = scaled_size(ctx.width, ctx.height, options.frame_size)
+    reader = decord.VideoReader(str(path), width=width, height=height)
+    total = len(reader)
+    return reader, reader.get_avg_fps(), total, float(reader.get_frame_timestamp(total - 1)[1])
+
+
+def bare_decord(paths: list[Path], options: SamplingOptions) -> dict:
+    """The baseline: a plain single-process decord loop sampling the same frames."""
     frames, start = 0, time.perf_counter()
     for path in paths:
-        with av.open(str(path)) as container:
-            ctx = container.streams.video[0].codec_context
-            width, height = scaled_size(ctx.width, ctx.height, options.frame_size)
-        reader = decord.VideoReader(str(path), width=width, height=height)
-        fps, total = reader.get_avg_fps(), len(reader)
-        duration = float(reader.get_frame_timestamp(total - 1)[1])
+        reader, fps, total, duration = open_scaled(path, options)
         times = sample_times(duration, options.fps, options.max_frames)
         indices = sorted({min(total - 1, round(t * fps)) for t in times})
         frames += len(reader.get_batch(indices).asnumpy())

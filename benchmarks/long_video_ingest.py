@@ -28,30 +28,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from ingest_throughput import run_job
+from ingest_throughput import open_scaled, run_job
 
-from pipelines.ingestion.video_decode import (
-    DECODE_CHUNK,
-    SamplingOptions,
-    sampling_grid,
-    scaled_size,
-)
+from pipelines.ingestion.video_decode import DECODE_CHUNK, SamplingOptions, sampling_grid
 from pipelines.sources.samples import write_clip
 
 
 def bare_decord(path: Path, options: SamplingOptions) -> dict:
     """Every frame of the 1 fps grid of ``path``, decoded at the ingest's size, a chunk
     at a time (what memory allows for an hour), in one process."""
-    import av
-    import decord
-
     started = time.perf_counter()
-    with av.open(str(path)) as container:
-        context = container.streams.video[0].codec_context
-        width, height = scaled_size(context.width, context.height, options.frame_size)
-    reader = decord.VideoReader(str(path), width=width, height=height)
-    fps, total = reader.get_avg_fps(), len(reader)
-    duration = float(reader.get_frame_timestamp(total - 1)[1])
+    reader, fps, total, duration = open_scaled(path, options)
     indices = sorted({min(total - 1, round(t * fps))
                       for t in sampling_grid(duration, options.fps)})
     frames = 0
