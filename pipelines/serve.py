@@ -339,6 +339,16 @@ class SearchService:
         return await run_in_threadpool(result_records, results,
                                        http.scope.get("root_path", ""), media)
 
+    async def _example_answer(self, scope: Scope, http: Request, search, *args) -> dict:
+        """The answer to a search by example: ``search(*args)`` (``VideoSearch.similar``
+        or ``search_image``) off the event loop, its exceptions as ``http_error`` says."""
+        try:
+            results = await run_in_threadpool(search, *args)
+        except Exception as exc:  # noqa: BLE001 - each kind answered by http_error
+            raise http_error(exc) from None
+        return {"results": await self._records(results, scope, http),
+                "model_id": self.search.model_id}
+
     @api.post("/search")
     async def search_videos(self, request: SearchRequest, http: Request) -> dict:
         self._let_in(http)
@@ -360,18 +370,16 @@ class SearchService:
         }
 
     @api.post("/search/similar")
-    def search_similar(self, request: SimilarRequest, http: Request) -> dict:
+    async def search_similar(self, request: SimilarRequest, http: Request) -> dict:
         """More like one of the table's videos (``VideoSearch.similar``)."""
         self._let_in(http)
         try:
-            results = self.search.similar(request.video_id, request.k, request.candidates,
-                                          self._where(request), request.moments, request.at_s)
-        except Exception as exc:  # noqa: BLE001 - each kind answered by http_error
-            raise http_error(exc) from None
-        return {"results": result_records(
-            results, http.scope.get("root_path", ""),
-            self.search.media if request.thumbnails == "inline" else None),
-            "model_id": self.search.model_id}
+            where = self._where(request)
+        except ValueError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
+        return await self._example_answer(
+            request, http, self.search.similar, request.video_id, request.k,
+            request.candidates, where, request.moments, request.at_s)
 
     @api.post("/search/image")
     async def search_by_image(self, http: Request) -> dict:
@@ -402,13 +410,8 @@ class SearchService:
             where = self._where(scope)
         except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
             raise HTTPException(status_code=400, detail=first_line(exc)) from None
-        try:
-            results = await run_in_threadpool(self.search.search_image, data, scope.k,
-                                              scope.candidates, where, scope.moments)
-        except Exception as exc:  # noqa: BLE001 - each kind answered by http_error
-            raise http_error(exc) from None
-        return {"results": await self._records(results, scope, http),
-                "model_id": self.search.model_id}
+        return await self._example_answer(scope, http, self.search.search_image, data,
+                                          scope.k, scope.candidates, where, scope.moments)
 
     @api.get("/thumbnails/{video_id:path}")
     def thumbnail(self, video_id: str, http: Request, t: float = 0.0) -> Response:

@@ -25,6 +25,7 @@ from PIL import Image
 
 from pipelines.index.search import VideoSearch
 from pipelines.ingestion.output import open_ingest
+from pipelines.serving.access import is_loopback
 from pipelines.sources import samples
 
 pytestmark = pytest.mark.slow
@@ -147,7 +148,7 @@ def test_every_data_route_needs_the_token(app):
 def non_loopback_address() -> str | None:
     for addresses in psutil.net_if_addrs().values():
         for address in addresses:
-            if address.family.name == "AF_INET" and not address.address.startswith("127."):
+            if address.family.name == "AF_INET" and not is_loopback(address.address):
                 return address.address
     return None
 

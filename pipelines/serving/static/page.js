@@ -100,21 +100,24 @@ async function run(search) {
   }
 }
 
+// a JSON search with the form's k and filters, thumbnails inline (one request a search)
+function postSearch(path, body) {
+  return api(path, {
+    method: "POST", headers: {"content-type": "application/json"},
+    body: JSON.stringify({...body, k: k(), thumbnails: "inline", ...filters()}),
+  });
+}
+
 function searchText() {
   const text = $("query").value.trim();
   if (!text) return;
-  run(async () => [await api("search", {
-    method: "POST", headers: {"content-type": "application/json"},
-    body: JSON.stringify({text, k: k(), thumbnails: "inline", ...filters()}),
-  }), `for “${text}”`]);
+  run(async () => [await postSearch("search", {text}), `for “${text}”`]);
 }
 
 function similar(result) {
-  run(async () => [await api("search/similar", {
-    method: "POST", headers: {"content-type": "application/json"},
-    body: JSON.stringify({video_id: result.video_id, at_s: result.start_s, k: k(),
-                          thumbnails: "inline", ...filters()}),
-  }), `like ${result.video_id}`]);
+  run(async () => [await postSearch("search/similar",
+                                    {video_id: result.video_id, at_s: result.start_s}),
+                   `like ${result.video_id}`]);
 }
 
 function searchImage() {
