@@ -49,6 +49,8 @@ RUNS = {
     "lfemi +hard_negatives": ["--model", "lfemi", "--hard-negatives", "5"],
     # each frame's difference to the one before, through the image tower (vtr_models.motion)
     "lfemi +motion": ["--model", "lfemi", "--enable", "motion"],
+    # half the clips at a random offset among still frames, as in a long video's window
+    "lfemi +placement": ["--model", "lfemi", "--augment-placement", "0.5"],
 }
 CANDIDATES = 10  # searched through the index, of the 99 test videos
 COLUMNS = {  # column title -> where the figure is in a seed's result

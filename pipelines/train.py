@@ -87,6 +87,11 @@ class TrainConfig:
         "move every frame of a training clip by one random offset of up to this fraction "
         "of the frame size (0: off); keeps motion and direction, breaks memorising where "
         "things are"))
+    augment_placement: float = field(default=0.0, metadata=flag(
+        "share of training clips placed at a random offset among still frames (the clip's "
+        "first and last frames held, or black) that fill the model's --max-frames, as an "
+        "event sits in a long video's window (0: off); teaches the model events that do "
+        "not start at a window's first frame"))
     first_stage_loss: float = field(default=0.5, metadata=flag(
         "weight of an extra contrastive loss on the first-stage vectors (caption feature "
         "against mean-pooled frames) that the vector index searches, so that its few "
@@ -127,6 +132,9 @@ class TrainConfig:
         if absent:  # meanp and seqtransf have every part off already
             raise ValueError(f"--disable: model {self.model} has no {', '.join(absent)} to "
                              "switch off (only lfemi has these parts)")
+        if not 0 <= self.augment_placement <= 1:
+            raise ValueError(f"--augment-placement {self.augment_placement}: a share of the "
+                             "training clips, from 0 to 1")
         if self.max_frames is not None and self.max_frames < 1:
             raise ValueError("--max-frames must be at least 1")
         if self.checkpoint_every < 1:
@@ -249,6 +257,7 @@ def run_training(config: TrainConfig, snapshot: IngestSnapshot):
         model=model_cfg, epochs=config.epochs, batch_size=config.batch_size,
         num_pairs=num_pairs, cached=cached, hard_negatives=config.hard_negatives,
         shuffle_buffer=config.shuffle_buffer, augment_shift=config.augment_shift,
+        augment_placement=config.augment_placement,
         first_stage_loss=config.first_stage_loss, lr=config.lr, lr_clip=config.lr_clip,
         weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio,
         grad_clip=config.grad_clip, checkpoint_every=config.checkpoint_every, seed=config.seed)

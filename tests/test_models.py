@@ -12,7 +12,7 @@ import torch
 from conftest import wake
 from PIL import Image
 
-from vtr_models.augment import random_shift
+from vtr_models.augment import random_placement, random_shift
 from vtr_models.backbone import BackboneLoadError, BackboneSpec
 from vtr_models.checkpoint import load_checkpoint, save_checkpoint
 from vtr_models.factory import create_model
@@ -522,6 +522,40 @@ def test_random_shift_moves_a_whole_clip_together():
         assert abs(spots[0][0] - 8) <= 3 and abs(spots[0][1] - 4) <= 3
     assert len(moved) > 1  # videos get their own offsets
     assert torch.equal(random_shift(frames, 0), frames)
+
+
+def test_random_placement_puts_a_clip_among_still_frames_in_order():
+    """A chosen clip keeps its frames in order at some offset; the slots around it are its
+    own first and last frames held, or the blank frame, and become real; others stay put."""
+    frames = torch.zeros(64, 8, 3, 2, 2)
+    frames[:, :5] = torch.arange(1, 6, dtype=torch.float).view(1, 5, 1, 1, 1)
+    mask = torch.zeros(64, 8, dtype=torch.bool)
+    mask[:, :5] = True
+    frames[-1], mask[-1] = 7.0, True  # a clip that fills every slot has no room to move
+    blank = torch.full((3, 2, 2), -1.0)
+    placed, placed_mask = random_placement(frames, mask, blank, 0.5,
+                                           torch.Generator().manual_seed(0))
+    moved, offsets, kinds = 0, set(), set()
+    for video, real in zip(placed[:-1], placed_mask[:-1], strict=True):
+        values = video[:, 0, 0, 0].tolist()
+        n = int(real.sum())
+        assert real[:n].all() and not real[n:].any() and 5 <= n <= 8
+        assert video[n:].eq(0).all()  # padding past the filled slots is untouched
+        if n == 5:
+            assert values[:5] == [1, 2, 3, 4, 5]
+            continue
+        moved += 1
+        start = next(i for i in range(n - 4) if values[i:i + 5] == [1, 2, 3, 4, 5])
+        before, after = values[:start], values[start + 5:n]
+        held = all(v == 1 for v in before) and all(v == 5 for v in after)
+        black = all(v == -1 for v in before + after)
+        assert held or black
+        offsets.add(start)
+        kinds.add("held" if held else "black")
+    assert 16 < moved < 48  # about half of the clips
+    assert len(offsets) > 2 and kinds == {"held", "black"}
+    assert torch.equal(placed[-1], frames[-1]) and placed_mask[-1].all()
+    assert random_placement(frames, mask, blank, 0.0)[0] is frames
 
 
 def test_the_package_root_is_the_front_door_and_thinning_needs_no_torch():

@@ -35,6 +35,7 @@ _EXPORTS = {
     "BackboneLoadError": "vtr_models.backbone",
     "load_weights": "vtr_models.checkpoint",
     "optimizer_groups": "vtr_models.param_groups",
+    "random_placement": "vtr_models.augment",
     "random_shift": "vtr_models.augment",
     "even_indices": "vtr_models.frame_thinning",
     "rank_metrics": "vtr_models.metrics",

@@ -41,6 +41,11 @@ class FramePreprocessor:
         mask[: len(images)] = True
         return frames, mask
 
+    def blank(self) -> torch.Tensor:
+        """``[3, H, W]``: an all-black frame through the same transform (what a cut to
+        black looks like to the model, for :func:`vtr_models.augment.random_placement`)."""
+        return self.transform(Image.new("RGB", (8, 8)))
+
     def batch(self, videos: Sequence[Sequence[bytes]]) -> tuple[torch.Tensor, torch.Tensor]:
         """``[B, T, 3, H, W]`` and ``[B, T]`` for several videos."""
         pairs = [self(v) for v in videos]

@@ -33,6 +33,7 @@ from vtr_models import (
     create_model,
     load_weights,
     optimizer_groups,
+    random_placement,
     random_shift,
     save_checkpoint,
 )
@@ -58,6 +59,7 @@ class LoopSettings:
     hard_negatives: int
     shuffle_buffer: int
     augment_shift: float
+    augment_placement: float
     first_stage_loss: float
     lr: float
     lr_clip: float
@@ -245,6 +247,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     use_amp = device.type == "cuda"
     shard = ray.train.get_dataset_shard("train")
     memory = CachedShard(shard, settings.hard_negatives) if settings.cached else None
+    blank = model.preprocess.blank().to(device)
     val_inputs = (load_split(model, open_ingest(settings.data, settings.data_version),
                              settings.val_split) if rank == 0 else None)
 
@@ -262,6 +265,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 break
             shift = round(settings.augment_shift * batch["frames"].shape[-1])
             batch["frames"] = random_shift(batch["frames"], shift)
+            batch["frames"], batch["frame_mask"] = random_placement(
+                batch["frames"], batch["frame_mask"], blank, settings.augment_placement)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss = contrastive_step(model, module, batch, settings.first_stage_loss)
             optimizer.zero_grad(set_to_none=True)
