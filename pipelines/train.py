@@ -35,7 +35,7 @@ from vtr_models import FINAL_FOLDER, MODEL_CONFIGS, BackboneSpec, ModelConfig
 log = logging.getLogger("train")
 PARTS = ("temporal", "video_enhance", "text_enhance", "interaction", "fine_grained")
 # parts no model has by default, for experiments
-EXTRA_PARTS = ("motion",)
+EXTRA_PARTS = ("motion", "relations")
 
 
 @dataclass
@@ -54,9 +54,10 @@ class TrainConfig:
     disable: str = field(default="", metadata=flag(
         f"comma-separated parts of lfemi to switch off for ablations: {', '.join(PARTS)}"))
     enable: str = field(default="", metadata=flag(
-        "comma-separated parts no model has by default, to switch on: motion (each "
-        "frame's difference to the one before, through the image tower: twice its work)",
-        choices=("", *EXTRA_PARTS)))
+        "comma-separated parts lfemi has not by default, to switch on: motion (each "
+        "frame's difference to the one before, through the image tower: twice its work), "
+        "relations (seed 000's recurrent and multi-scale relation features of frames and "
+        "words, a gated score term; --model rrn is meanp with them)"))
     max_frames: int | None = field(default=None, metadata=flag(
         "frames per video the model sees (default: the --max-frames the ingest output was "
         "built with, read from its run log); a video with more stored frames is thinned "
@@ -127,6 +128,10 @@ class TrainConfig:
         unknown = set(self.disabled_parts) - set(PARTS)
         if unknown:
             raise ValueError(f"--disable: unknown part(s) {', '.join(sorted(unknown))}")
+        unknown = set(self.enabled_parts) - set(EXTRA_PARTS)
+        if unknown:
+            raise ValueError(f"--enable: unknown part(s) {', '.join(sorted(unknown))}; "
+                             f"choose from {', '.join(EXTRA_PARTS)}")
         defaults = MODEL_CONFIGS[self.model]() if self.model in MODEL_CONFIGS else None
         absent = [p for p in self.disabled_parts if defaults and not getattr(defaults, p)]
         if absent:  # meanp and seqtransf have every part off already
@@ -153,11 +158,15 @@ class TrainConfig:
         return [p.strip() for p in self.disable.split(",") if p.strip()]
 
     @property
+    def enabled_parts(self) -> list[str]:
+        return [p.strip() for p in self.enable.split(",") if p.strip()]
+
+    @property
     def model_overrides(self) -> dict:
         frames = {} if self.max_frames is None else {"max_frames": self.max_frames}
         return {"backbone": self.backbone, **frames,
                 **dict.fromkeys(self.disabled_parts, False),
-                **dict.fromkeys([p for p in self.enable.split(",") if p], True)}
+                **dict.fromkeys(self.enabled_parts, True)}
 
 
 def resolve_max_frames(config: TrainConfig, snapshot: IngestSnapshot) -> TrainConfig:

@@ -66,6 +66,8 @@ def test_shapes(name):
     assert torch.allclose(model.video_embedding(v).norm(dim=-1), torch.ones(4))
     if name == "lfemi":
         assert v.local.shape == (4, 12, d) and t.tokens.shape == (4, tokens.shape[1], d)
+    elif name == "rrn":  # the relations read the words, not local features
+        assert v.local is None and t.tokens.shape == (4, tokens.shape[1], d)
     else:
         assert v.local is None and t.tokens is None
 
@@ -142,7 +144,8 @@ def test_score_is_coarse_plus_gated_fine_and_chunk_invariant():
 
 
 ABLATIONS = [{}, {"temporal": False}, {"video_enhance": False}, {"text_enhance": False},
-             {"interaction": False}, {"fine_grained": False}, {"motion": True}]
+             {"interaction": False}, {"fine_grained": False}, {"motion": True},
+             {"relations": True}]
 
 
 @pytest.mark.parametrize("overrides", ABLATIONS, ids=lambda o: ",".join(o) or "lfemi")

@@ -8,6 +8,7 @@ exact model.
 The switches (``video_enhance``, ``text_enhance``, ``interaction``,
 ``fine_grained``) turn parts of the full model off for ablations; ``meanp``
 and ``seqtransf`` are the full model's CLIP4Clip baselines with everything off.
+``relations`` adds seed 000's relational fusion (to ``lfemi``, or alone: ``rrn``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ class ModelConfig:
     interaction: bool = True  # S4 text-conditioned pooling
     interaction_heads: int = 1
     fine_grained: bool = True  # S5 fine-grained similarity
+    relations: bool = False  # seed 000's relational fusion, a gated score term (relations.py)
+    relation_slots: int = 8  # positions each sequence is read at for the relation groups
+    relation_scales: int = 4  # groups of 2 .. this many frames (and words)
+    relation_kl: float = 0.1  # weight of the neighbourhood KL between the fused features
     max_keywords: int = 5  # K
     keyword_length: int = 16  # tokens per keyword
 
@@ -76,10 +81,20 @@ class SeqTransfConfig(MeanPConfig):
     temporal: bool = True
 
 
+@dataclass(frozen=True)
+class RrnConfig(MeanPConfig):
+    """Seed 000's relational reasoning network: per modality, a GRU's global feature and
+    multi-scale relations fused into the common space, beside CLIP's mean pooling."""
+
+    name: str = "rrn"
+    relations: bool = True
+
+
 MODEL_CONFIGS: dict[str, type[ModelConfig]] = {
     "lfemi": LfemiConfig,
     "meanp": MeanPConfig,
     "seqtransf": SeqTransfConfig,
+    "rrn": RrnConfig,
 }
 
 

@@ -7,14 +7,16 @@ The interface that training, embedding and querying build on:
   stored video never needs its frames again;
 - ``encode_text(tokens, keyword_tokens, keyword_mask) -> TextFeatures``;
 - ``score(text, video) -> [num_texts, num_videos]``: the full-model similarity
-  (coarse + g * fine), in chunks so that large score matrices fit in memory;
+  (coarse + g * fine, + g_r * relation with seed 000's relations), in chunks so
+  that large score matrices fit in memory;
 - ``video_embedding`` / ``text_embedding``: the first-stage (vector index) pair;
   ``first_stage_score``: their cosines, the ranking the index gives.
 
 The full model starts as CLIP: every part seed 002 adds enters through a
 residual or gate that contributes nothing at initialisation (the temporal
 encoder's and the pooling's zero output maps, the keyword gate, and ``g``, the
-fine term's weight, which starts at zero). An untrained ``lfemi`` therefore
+fine term's weight, which starts at zero; the relation term's gate ``g_r``
+and its fusions' zero output maps). An untrained ``lfemi`` therefore
 scores exactly as ``meanp`` (the cosine of the caption with the mean frame
 feature), so it searches an archive zero-shot with a pretrained backbone, and
 training opens each part as far as it helps.
@@ -34,6 +36,7 @@ from vtr_models.masking import masked_mean
 from vtr_models.modal_interaction import TextConditionedPooling
 from vtr_models.model_config import ModelConfig
 from vtr_models.motion import MotionFrames, frame_differences
+from vtr_models.relations import RelationalFusion, neighbourhood_kl
 from vtr_models.similarity import conditioned_cosine, fine_grained, pairwise_cosine
 from vtr_models.temporal_encoder import TemporalEncoder
 from vtr_models.text_enhancement import TextLocalEnhancement
@@ -73,10 +76,11 @@ class VideoFeatures:
 
 @dataclass
 class TextFeatures:
-    """Per-caption features; ``tokens`` is None when the model has no fine-grained part."""
+    """Per-caption features; ``tokens`` is None when no part reads the words (neither the
+    fine-grained part nor the relations)."""
 
     global_feature: torch.Tensor  # [B, D] the EOT feature t
-    tokens: torch.Tensor | None  # [B, L, D] enhanced word features W_e
+    tokens: torch.Tensor | None  # [B, L, D] (enhanced) word features W_e
     mask: torch.Tensor  # [B, L] bool
 
     def __getitem__(self, index: slice | torch.Tensor) -> TextFeatures:
@@ -116,6 +120,11 @@ class RetrievalModel(nn.Module):
         )
         # g: the fine term's weight in the score, zero at initialisation (see the docstring)
         self.fine_gate = nn.Parameter(torch.zeros(())) if config.fine_grained else None
+        # seed 000: each modality's relational fusion, its cosine a term gated from zero
+        relations = (lambda: RelationalFusion(dim, config.relation_slots, config.relation_scales)
+                     ) if config.relations else (lambda: None)
+        self.video_relations, self.text_relations = relations(), relations()
+        self.relation_gate = nn.Parameter(torch.zeros(())) if config.relations else None
         self.loss = ContrastiveLoss()
 
     def encode_video(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> VideoFeatures:
@@ -153,9 +162,8 @@ class RetrievalModel(nn.Module):
             keywords = self.backbone.encode_tokens(keyword_tokens.reshape(b * k, length))
             keyword_features = keywords.global_feature.reshape(b, k, -1)
             words = self.text_enhance(words, keyword_features, keyword_mask.bool())
-        return TextFeatures(
-            text.global_feature, words if self.config.fine_grained else None, text.mask
-        )
+        keep_words = self.config.fine_grained or self.config.relations
+        return TextFeatures(text.global_feature, words if keep_words else None, text.mask)
 
     def forward(
         self,
@@ -192,11 +200,30 @@ class RetrievalModel(nn.Module):
     def fine_score(self, text: TextFeatures, video: VideoFeatures) -> torch.Tensor:
         return fine_grained(text.tokens, text.mask, video.local, video.mask)
 
+    def relation_features(self, text: TextFeatures, video: VideoFeatures
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Seed 000's fused features ``[Nt, D]`` and ``[Nv, D]``: the caption's words and the
+        video's frames ``F'`` through each modality's relational fusion, on the caption
+        feature and the mean frame feature. Query-independent, so a stored video
+        rebuilds its own from its stored frame features."""
+        return (self.text_relations(text.tokens, text.mask, text.global_feature),
+                self.video_relations(video.frames, video.mask, video.pooled))
+
+    def relation_score(self, text: TextFeatures, video: VideoFeatures) -> torch.Tensor:
+        return pairwise_cosine(*self.relation_features(text, video))
+
+    def alignment_loss(self, text: TextFeatures, video: VideoFeatures) -> torch.Tensor:
+        """``relation_kl`` times the neighbourhood KL of the fused features of captions and
+        their videos (``video`` row ``i`` is caption ``i``'s video); 0 without relations."""
+        if self.video_relations is None or not self.config.relation_kl:
+            return text.global_feature.sum() * 0.0
+        return self.config.relation_kl * neighbourhood_kl(*self.relation_features(text, video))
+
     def score(
         self, text: TextFeatures, video: VideoFeatures, chunk_size: int = 128
     ) -> torch.Tensor:
-        """Full-model similarity ``[num_texts, num_videos]``: coarse + g * fine, block by
-        block.
+        """Full-model similarity ``[num_texts, num_videos]``: coarse + g * fine (+ g_r *
+        relation), block by block.
 
         Text-conditioned pooling and token-wise matching need a ``[texts, videos, ...]``
         tensor per block; chunking bounds it to ``chunk_size**2`` pairs.
@@ -210,6 +237,8 @@ class RetrievalModel(nn.Module):
                 block = self.coarse_score(t, v)
                 if self.fine_gate is not None:
                     block = block + self.fine_gate * self.fine_score(t, v)
+                if self.relation_gate is not None:
+                    block = block + self.relation_gate * self.relation_score(t, v)
                 cols.append(block)
             rows.append(torch.cat(cols, dim=1))
         return torch.cat(rows, dim=0)

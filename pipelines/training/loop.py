@@ -109,15 +109,18 @@ def contrastive_step(model: RetrievalModel, module, batch: dict,
     ``first_stage_weight`` adds that weight times the same loss over the
     first-stage vectors (``RetrievalModel.first_stage_score``): the
     full score never trains them directly, yet the vector index finds the
-    candidates with them.
+    candidates with them. A model with seed 000's relations adds its alignment
+    term (``RetrievalModel.alignment_loss``), over every caption and its video.
     """
     text, video = module(batch["frames"], batch["frame_mask"], batch["tokens"],
                          batch["keyword_tokens"], batch["keyword_mask"])
     text, video = gather_features(text), gather_features(video)
     keys = gather(batch["video_key"])
     columns = first_occurrences(keys)
+    loss = model.alignment_loss(text, video)  # row i of video is caption i's (0 if none)
     video = video[columns]
-    loss = model.loss(model.score(text, video, chunk_size=max(len(keys), 1)), keys, keys[columns])
+    loss = loss + model.loss(model.score(text, video, chunk_size=max(len(keys), 1)), keys,
+                             keys[columns])
     if first_stage_weight:
         first_stage = model.first_stage_score(text, video)
         loss = loss + first_stage_weight * model.loss(first_stage, keys, keys[columns])
