@@ -49,6 +49,11 @@ RUNS = {
     "lfemi +hard_negatives": ["--model", "lfemi", "--hard-negatives", "5"],
     # each frame's difference to the one before, through the image tower (vtr_models.motion)
     "lfemi +motion": ["--model", "lfemi", "--enable", "motion"],
+    # seed 000: a GRU and multi-scale relations per modality (alone, and as a part of lfemi)
+    "rrn": ["--model", "rrn"],
+    "lfemi +relations": ["--model", "lfemi", "--enable", "relations"],
+    # seeds 001/003: entity, action and relationship similarities trained on caption tags
+    "lfemi +semantic": ["--model", "lfemi", "--semantic-levels", "entity,action,relationship"],
     # half the clips at a random offset among still frames, as in a long video's window
     "lfemi +placement": ["--model", "lfemi", "--augment-placement", "0.5"],
 }

@@ -31,6 +31,7 @@ from pipelines.ingestion.output import IngestSnapshot, open_ingest, read_caption
 from pipelines.training.data import pair_dataset, pair_nbytes
 from pipelines.training.loop import HISTORY_FILE, MODEL_DIR, LoopSettings, train_loop_per_worker
 from vtr_models import FINAL_FOLDER, MODEL_CONFIGS, BackboneSpec, ModelConfig
+from vtr_models.tags import LEVELS, tag_vocabulary
 
 log = logging.getLogger("train")
 PARTS = ("temporal", "video_enhance", "text_enhance", "interaction", "fine_grained")
@@ -58,6 +59,13 @@ class TrainConfig:
         "frame's difference to the one before, through the image tower: twice its work), "
         "relations (seed 000's recurrent and multi-scale relation features of frames and "
         "words, a gated score term; --model rrn is meanp with them)"))
+    semantic_levels: str = field(default="", metadata=flag(
+        "comma-separated semantic levels to add (seeds 001/003): entity, action, "
+        "relationship. Each pools frames and words by self-attention into a similarity "
+        "gated from zero, trained to predict the level's tags mined from the training "
+        "captions (focal BCE, a KL between the two modalities' tag distributions)"))
+    tag_vocab_size: int = field(default=64, metadata=flag(
+        "tags per semantic level: the most frequent in the training captions"))
     max_frames: int | None = field(default=None, metadata=flag(
         "frames per video the model sees (default: the --max-frames the ingest output was "
         "built with, read from its run log); a video with more stored frames is thinned "
@@ -137,6 +145,12 @@ class TrainConfig:
         if absent:  # meanp and seqtransf have every part off already
             raise ValueError(f"--disable: model {self.model} has no {', '.join(absent)} to "
                              "switch off (only lfemi has these parts)")
+        unknown = set(self.model_overrides["semantic_levels"]) - set(LEVELS)
+        if unknown:
+            raise ValueError(f"--semantic-levels: unknown level(s) {', '.join(sorted(unknown))}"
+                             f"; choose from {', '.join(LEVELS)}")
+        if self.tag_vocab_size < 1:
+            raise ValueError("--tag-vocab-size must be at least 1")
         if not 0 <= self.augment_placement <= 1:
             raise ValueError(f"--augment-placement {self.augment_placement}: a share of the "
                              "training clips, from 0 to 1")
@@ -164,7 +178,8 @@ class TrainConfig:
     @property
     def model_overrides(self) -> dict:
         frames = {} if self.max_frames is None else {"max_frames": self.max_frames}
-        return {"backbone": self.backbone, **frames,
+        levels = [p.strip() for p in self.semantic_levels.split(",") if p.strip()]
+        return {"backbone": self.backbone, **frames, "semantic_levels": tuple(levels),
                 **dict.fromkeys(self.disabled_parts, False),
                 **dict.fromkeys(self.enabled_parts, True)}
 
@@ -257,7 +272,12 @@ def run_training(config: TrainConfig, snapshot: IngestSnapshot):
     config = dataclasses.replace(resolve_max_frames(config, snapshot), device=cluster_device(
         config.device, ray.cluster_resources().get("GPU", 0), config.workers))
     model_cfg = ModelConfig.from_dict({"name": config.model, **config.model_overrides})
-    num_pairs = read_captions(snapshot, "train").num_rows
+    train_captions = read_captions(snapshot, "train")
+    num_pairs = train_captions.num_rows
+    if model_cfg.semantic_levels:  # each level's tags: the most frequent in the captions
+        model_cfg = model_cfg.replace(tag_vocab=tag_vocabulary(
+            train_captions.column("caption").to_pylist(), config.tag_vocab_size,
+            model_cfg.semantic_levels))
     read_captions(snapshot, config.val_split)  # fail now, not after the first epoch
     output = Path(config.checkpoint).resolve()
     dataset, cached = training_data(config, snapshot, model_cfg, num_pairs)

@@ -145,7 +145,9 @@ def test_score_is_coarse_plus_gated_fine_and_chunk_invariant():
 
 ABLATIONS = [{}, {"temporal": False}, {"video_enhance": False}, {"text_enhance": False},
              {"interaction": False}, {"fine_grained": False}, {"motion": True},
-             {"relations": True}]
+             {"relations": True},
+             {"semantic_levels": ("entity", "action", "relationship"),
+              "tag_vocab": (("circle", "square"), ("move",), ("left", "then"))}]
 
 
 @pytest.mark.parametrize("overrides", ABLATIONS, ids=lambda o: ",".join(o) or "lfemi")
@@ -172,17 +174,21 @@ def test_an_untrained_lfemi_scores_as_clip_mean_pooling(overrides):
 def test_every_new_parameter_learns_within_a_few_steps(overrides):
     """The zero gates and maps open from the first step and let gradients through to what
     lies behind them: by the fourth optimiser step every trainable parameter has had a
-    non-zero gradient (no branch stays dead)."""
+    non-zero gradient (no branch stays dead), with the auxiliary losses a model trains
+    with (the tag losses of semantic levels)."""
     torch.manual_seed(0)
     model = create_model("lfemi", **overrides).train()
     video, mask, tokens, kw, kw_mask = inputs(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     ids = torch.arange(4)
     learnt: set[str] = set()
+    sizes = sum(len(vocab) for vocab in model.config.tag_vocab)
+    tags = torch.randint(0, 2, (4, sizes), generator=torch.Generator().manual_seed(0)).float()
     for _ in range(4):
-        sim = model.score(model.encode_text(tokens, kw, kw_mask), model.encode_video(video, mask))
+        text, clips = model.encode_text(tokens, kw, kw_mask), model.encode_video(video, mask)
         optimizer.zero_grad()
-        model.loss(sim, ids, ids).backward()
+        loss = model.loss(model.score(text, clips), ids, ids)
+        (loss + model.auxiliary_loss(text, clips, tags if sizes else None)).backward()
         learnt |= {n for n, p in model.named_parameters() if p.grad is not None and p.grad.any()}
         optimizer.step()
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}

@@ -109,13 +109,13 @@ def test_rrn_trains_its_relations_and_alignment_and_scores_order():
     ids = torch.arange(4)
     for _ in range(3):
         text, video = model(frames, mask, tokens)
-        loss = model.loss(model.score(text, video), ids, ids) + model.alignment_loss(text, video)
+        loss = model.loss(model.score(text, video), ids, ids) + model.auxiliary_loss(text, video)
         optimizer.zero_grad()
         loss.backward()
         assert model.video_relations.out.weight.grad is not None
         optimizer.step()
     assert model.relation_gate.item() != 0
-    kl_only = model.alignment_loss(*model(frames, mask, tokens))
+    kl_only = model.auxiliary_loss(*model(frames, mask, tokens))
     kl_only.backward()
     for fusion in (model.video_relations, model.text_relations):
         assert fusion.relations.g[0][0].weight.grad.abs().sum() > 0

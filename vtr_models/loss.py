@@ -120,3 +120,23 @@ class ContrastiveLoss(nn.Module):
         v2t = (torch.logsumexp(logits_v, dim=1) - torch.logsumexp(pos_logits, dim=1)).mean()
 
         return (t2v + v2t) / 2
+
+
+def symmetric_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """``(KL(P || Q) + KL(Q || P)) / 2`` of row distributions given as log-probabilities
+    ``[N, C]``, averaged over rows: the alignment terms of seeds 000 and 003."""
+    kl_p_q = F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")  # KL(P || Q)
+    kl_q_p = F.kl_div(log_p, log_q, log_target=True, reduction="batchmean")
+    return (kl_p_q + kl_q_p) / 2
+
+
+def focal_binary_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
+                               gamma: float = 2.0) -> torch.Tensor:
+    """Seed 003's focal binary cross-entropy (FBCE) for multi-label tags, averaged over
+    every label: ``-(1 - p_t)^gamma log p_t``, ``p_t`` the predicted probability of the
+    label's true value. Most tags are absent from most captions; the focal factor
+    lets the few present ones, and the hard absent ones, carry the gradient instead
+    of the many easy negatives (Lin et al. 2017). ``gamma = 0`` is plain BCE."""
+    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_true = torch.exp(-bce)
+    return ((1 - p_true) ** gamma * bce).mean()

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vtr_models.loss import symmetric_kl
+
 
 def valid_run(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """First position and length of each row's valid run: a ``[B, N]`` mask holds one
@@ -133,7 +135,4 @@ def neighbourhood_kl(text: torch.Tensor, video: torch.Tensor,
         logits = (x @ x.T / temperature)[off_diagonal].reshape(n, n - 1)
         return F.log_softmax(logits, dim=-1)
 
-    log_t, log_v = log_neighbours(text), log_neighbours(video)
-    kl_v_t = F.kl_div(log_t, log_v, log_target=True, reduction="batchmean")  # KL(P_v || P_t)
-    kl_t_v = F.kl_div(log_v, log_t, log_target=True, reduction="batchmean")
-    return (kl_v_t + kl_t_v) / 2
+    return symmetric_kl(log_neighbours(video), log_neighbours(text))

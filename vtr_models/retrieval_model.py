@@ -37,6 +37,7 @@ from vtr_models.modal_interaction import TextConditionedPooling
 from vtr_models.model_config import ModelConfig
 from vtr_models.motion import MotionFrames, frame_differences
 from vtr_models.relations import RelationalFusion, neighbourhood_kl
+from vtr_models.semantic_levels import SemanticLevel
 from vtr_models.similarity import conditioned_cosine, fine_grained, pairwise_cosine
 from vtr_models.temporal_encoder import TemporalEncoder
 from vtr_models.text_enhancement import TextLocalEnhancement
@@ -125,6 +126,12 @@ class RetrievalModel(nn.Module):
                      ) if config.relations else (lambda: None)
         self.video_relations, self.text_relations = relations(), relations()
         self.relation_gate = nn.Parameter(torch.zeros(())) if config.relations else None
+        # seeds 001/003: one pooled similarity per semantic level, each gated from zero
+        if config.semantic_levels and not config.tag_vocab:
+            raise ValueError("semantic levels need their tag vocabularies (tag_vocab), which "
+                             "the train job mines from the training captions")
+        self.semantic = nn.ModuleList(SemanticLevel(dim, len(vocab))
+                                      for vocab in config.tag_vocab)
         self.loss = ContrastiveLoss()
 
     def encode_video(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> VideoFeatures:
@@ -162,7 +169,8 @@ class RetrievalModel(nn.Module):
             keywords = self.backbone.encode_tokens(keyword_tokens.reshape(b * k, length))
             keyword_features = keywords.global_feature.reshape(b, k, -1)
             words = self.text_enhance(words, keyword_features, keyword_mask.bool())
-        keep_words = self.config.fine_grained or self.config.relations
+        keep_words = (self.config.fine_grained or self.config.relations
+                      or bool(self.config.semantic_levels))
         return TextFeatures(text.global_feature, words if keep_words else None, text.mask)
 
     def forward(
@@ -212,18 +220,38 @@ class RetrievalModel(nn.Module):
     def relation_score(self, text: TextFeatures, video: VideoFeatures) -> torch.Tensor:
         return pairwise_cosine(*self.relation_features(text, video))
 
-    def alignment_loss(self, text: TextFeatures, video: VideoFeatures) -> torch.Tensor:
-        """``relation_kl`` times the neighbourhood KL of the fused features of captions and
-        their videos (``video`` row ``i`` is caption ``i``'s video); 0 without relations."""
-        if self.video_relations is None or not self.config.relation_kl:
-            return text.global_feature.sum() * 0.0
-        return self.config.relation_kl * neighbourhood_kl(*self.relation_features(text, video))
+    def level_features(self, text: TextFeatures, video: VideoFeatures
+                       ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per semantic level, the caption's and the video's pooled vectors ``[N, D]``."""
+        return [(level.text_pool(text.tokens, text.mask),
+                 level.video_pool(video.frames, video.mask)) for level in self.semantic]
+
+    def auxiliary_loss(self, text: TextFeatures, video: VideoFeatures,
+                       tags: torch.Tensor | None = None) -> torch.Tensor:
+        """The losses beside the contrastive one, for captions and their videos (``video``
+        row ``i`` is caption ``i``'s): ``relation_kl`` times the neighbourhood KL of the
+        relational fusions (seed 000), and ``tag_loss`` times each semantic level's tag
+        loss against ``tags`` ``[N, sum of vocabulary sizes]`` (seeds 001/003). 0 for a
+        model with neither."""
+        loss = text.global_feature.sum() * 0.0
+        if self.video_relations is not None and self.config.relation_kl:
+            loss = loss + self.config.relation_kl * neighbourhood_kl(
+                *self.relation_features(text, video))
+        if len(self.semantic) and self.config.tag_loss:
+            if tags is None:
+                raise ValueError("a model with semantic levels trains on caption tags")
+            sizes = [level.project.out_features for level in self.semantic]
+            for level, (t, v), target in zip(self.semantic, self.level_features(text, video),
+                                             tags.split(sizes, dim=1), strict=True):
+                loss = loss + self.config.tag_loss * level.loss(
+                    t, v, target, self.config.focal_gamma, self.config.tag_kl)
+        return loss
 
     def score(
         self, text: TextFeatures, video: VideoFeatures, chunk_size: int = 128
     ) -> torch.Tensor:
         """Full-model similarity ``[num_texts, num_videos]``: coarse + g * fine (+ g_r *
-        relation), block by block.
+        relation, + each semantic level's gate times its pooled cosine), block by block.
 
         Text-conditioned pooling and token-wise matching need a ``[texts, videos, ...]``
         tensor per block; chunking bounds it to ``chunk_size**2`` pairs.
@@ -239,6 +267,9 @@ class RetrievalModel(nn.Module):
                     block = block + self.fine_gate * self.fine_score(t, v)
                 if self.relation_gate is not None:
                     block = block + self.relation_gate * self.relation_score(t, v)
+                for level, (lt, lv) in zip(self.semantic, self.level_features(t, v),
+                                           strict=True):
+                    block = block + level.gate * pairwise_cosine(lt, lv)
                 cols.append(block)
             rows.append(torch.cat(cols, dim=1))
         return torch.cat(rows, dim=0)

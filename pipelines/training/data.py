@@ -26,6 +26,7 @@ from pipelines.core import storage
 from pipelines.ingestion.output import IngestSnapshot, as_snapshot, read_captions
 from pipelines.ingestion.schemas import has_windows
 from vtr_models import BackboneSpec, ModelConfig, create_inputs
+from vtr_models.tags import tag_targets
 
 
 def video_key(video_id: str) -> int:
@@ -134,7 +135,7 @@ def encode_pairs(
     if not texts:
         return {}
     kw_tokens, kw_mask = tokenizer.keywords(keywords, config.max_keywords)
-    return {
+    pairs = {
         "frames": np.stack([f.numpy() for f in frames]),
         "frame_mask": np.stack([m.numpy() for m in masks]),
         "tokens": tokenizer.captions(texts).numpy(),
@@ -142,6 +143,10 @@ def encode_pairs(
         "keyword_mask": kw_mask.numpy(),
         "video_key": np.asarray(keys, dtype=np.int64),
     }
+    if config.semantic_levels:  # each caption's tags, the semantic levels' targets
+        pairs["tags"] = np.asarray([tag_targets(text, config.tag_vocab, config.semantic_levels)
+                                    for text in texts], dtype=np.float32)
+    return pairs
 
 
 def split_captions(snapshot: IngestSnapshot, split: str

@@ -109,15 +109,16 @@ def contrastive_step(model: RetrievalModel, module, batch: dict,
     ``first_stage_weight`` adds that weight times the same loss over the
     first-stage vectors (``RetrievalModel.first_stage_score``): the
     full score never trains them directly, yet the vector index finds the
-    candidates with them. A model with seed 000's relations adds its alignment
-    term (``RetrievalModel.alignment_loss``), over every caption and its video.
+    candidates with them. Seed 000's alignment term and seeds 001/003's tag
+    losses (``RetrievalModel.auxiliary_loss``) are over every caption and its video.
     """
     text, video = module(batch["frames"], batch["frame_mask"], batch["tokens"],
                          batch["keyword_tokens"], batch["keyword_mask"])
     text, video = gather_features(text), gather_features(video)
     keys = gather(batch["video_key"])
     columns = first_occurrences(keys)
-    loss = model.alignment_loss(text, video)  # row i of video is caption i's (0 if none)
+    tags = gather(batch["tags"]) if "tags" in batch else None
+    loss = model.auxiliary_loss(text, video, tags)  # row i of video is caption i's (0: none)
     video = video[columns]
     loss = loss + model.loss(model.score(text, video, chunk_size=max(len(keys), 1)), keys,
                              keys[columns])
