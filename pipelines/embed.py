@@ -238,7 +238,7 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
     def schema_in(layout: FeatureLayout) -> pa.Schema:
         return table_schema(schemas.VIDEOS, model.backbone.embed_dim, model.config.max_frames,
                             snapshot.settings.get("keyword_options"), layout,
-                            model.config.fine_grained)
+                            model.config.fine_grained, tags=bool(model.config.semantic_levels))
 
     # an overwrite keeps the table's index type unless asked, as it keeps the precision
     index_type = config.index_type or (

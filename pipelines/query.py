@@ -38,6 +38,10 @@ class QueryConfig:
     moments: int = field(default=1, metadata=flag(
         "moments per video: above 1, each result also lists the moments of up to this "
         "many of its video's best windows among the candidates"))
+    hybrid: bool = field(default=False, metadata=flag(
+        "also take as candidates the rows whose predicted tags match the text's (LanceDB's "
+        "full-text index over the tags column of a table embedded by a model trained "
+        "with --semantic-levels); all candidates are reranked alike"))
     keyword_model: str | None = field(default=None, metadata=flag(QUERY_KEYWORD_MODEL_HELP))
     json: bool = field(default=False, metadata=flag("print JSON records instead of a table"))
     device: str = field(default="auto", metadata=flag(DEVICE_HELP, choices=DEVICES))
@@ -63,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
                              device=resolve_device(config.device))
         with warnings.catch_warnings(record=True, category=QueryTruncatedWarning) as caught:
             results = search.search(config.text, k=config.k, candidates=config.candidates,
-                                    where=config.where, moments=config.moments)
+                                    where=config.where, moments=config.moments,
+                                    hybrid=config.hybrid)
     except KeywordModelError as exc:
         message = first_line(exc)
         if "--keyword-model" not in message:

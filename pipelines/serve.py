@@ -141,6 +141,9 @@ class Scope(BaseModel):
 
 class SearchRequest(Scope):
     text: str = Field(description="what to look for, in words")
+    hybrid: bool = Field(False, description=(
+        "also take as candidates the rows whose predicted tags match the text's (a table "
+        "embedded by a model with semantic levels)"))
 
 
 class SimilarRequest(Scope):
@@ -184,6 +187,7 @@ class Query(NamedTuple):
     candidates: int
     where: str | None
     moments: int
+    tag_query: str | None = None  # a hybrid search's tags (VideoSearch.tag_query)
 
 
 class Answer(NamedTuple):
@@ -298,7 +302,7 @@ class SearchService:
             try:
                 results, timings = self.search.search_encoded_many(
                     features[torch.tensor(members)], [queries[i].k for i in members],
-                    candidates, where, moments)
+                    candidates, where, moments, [queries[i].tag_query for i in members])
             except Exception as exc:  # answered to this group's requests alone
                 results, timings = [exc] * len(members), {}
             ms = {"text": text_ms, **{step.removesuffix("_s"): 1e3 * seconds
@@ -355,10 +359,11 @@ class SearchService:
         try:
             text, note = self.search.checked_query(request.text, request.k, request.candidates)
             where = self._where(request)
+            tag_query = self.search.tag_query(text) if request.hybrid else None
         except ValueError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
         answer = await self.answer(Query(text, request.k, request.candidates, where,
-                                         request.moments))
+                                         request.moments, tag_query))
         if isinstance(answer, Exception):
             raise http_error(answer)
         return {

@@ -512,3 +512,11 @@ def test_int8_features_rank_as_float16_and_a_later_update_keeps_them(table, keyw
     half, eight = (dict(zip(f["video_id"], f["score"], strict=True)) for f in found)
     assert half.keys() == eight.keys()
     assert max(abs(half[v] - eight[v]) for v in half) < 5e-3
+
+
+def test_a_hybrid_search_needs_a_table_with_tags(table, keyword_model, capsys):
+    """Only a model with semantic levels writes tags; the query CLI says so in one line."""
+    assert query_main(["--db", table["db"], "--table", "videos", "--checkpoint",
+                       str(table["checkpoint"]), "--text", "a circle", "--hybrid",
+                       "--keyword-model", keyword_model]) == 2
+    assert "has no tags" in capsys.readouterr().err

@@ -143,6 +143,7 @@ def test_bad_requests_get_a_one_line_reason(service):
             ({"text": "a shape", "where": "no_such_column = 1"}, 400, "no_such_column"),
             ({"text": "a shape", "filter": {"split": "test"}, "where": "true) OR (true"}, 400,
              "unbalanced"),
+            ({"text": "a shape", "hybrid": True}, 400, "has no tags"),  # no semantic levels
             ({"text": "a shape", "filter": {"split": "x' OR '1'='1"}}, 200, None)):
         got, answer = request(service + "/search", body)
         assert got == status, answer

@@ -226,6 +226,19 @@ class RetrievalModel(nn.Module):
         return [(level.text_pool(text.tokens, text.mask),
                  level.video_pool(video.frames, video.mask)) for level in self.semantic]
 
+    @torch.no_grad()
+    def predict_tags(self, video: VideoFeatures, threshold: float = 0.5) -> list[list[str]]:
+        """Each video's tags: those of every semantic level whose predicted probability
+        (the shared projection of the level's pooled frames) reaches ``threshold``, most
+        probable first within a level; empty lists for a model without levels."""
+        tags: list[list[str]] = [[] for _ in range(len(video))]
+        for level, vocab in zip(self.semantic, self.config.tag_vocab, strict=True):
+            probs = torch.sigmoid(level.project(level.video_pool(video.frames, video.mask)))
+            for i, row in enumerate(probs.float().cpu()):
+                order = row.argsort(descending=True).tolist()
+                tags[i].extend(vocab[j] for j in order if row[j] >= threshold)
+        return tags
+
     def auxiliary_loss(self, text: TextFeatures, video: VideoFeatures,
                        tags: torch.Tensor | None = None) -> torch.Tensor:
         """The losses beside the contrastive one, for captions and their videos (``video``

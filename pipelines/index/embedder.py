@@ -58,7 +58,8 @@ class VideoEmbedder:
                                                 torch.stack(masks).to(self.device))
                 vector = self.model.video_embedding(video)
             good = batch.select(list(METADATA_COLUMNS)).filter(pc.invert(failed))
-            columns = feature_columns(video, vector, self.model_id, self.layout)
+            tags = self.model.predict_tags(video) if len(self.model.semantic) else None
+            columns = feature_columns(video, vector, self.model_id, self.layout, tags)
             parts.insert(0, pa.table({**{c: good.column(c) for c in METADATA_COLUMNS},
                                       **columns}))
         # missing columns become nulls: failed rows carry no features, good rows no error

@@ -37,6 +37,7 @@ from pipelines.core.sql import sql_equals
 from pipelines.index import rerank_features
 from pipelines.index.media import UnknownVideoError, VideoMedia, checked_image
 from pipelines.index.table import (
+    TAGS_COLUMN,
     TableState,
     keyword_options_of,
     table_state,
@@ -55,6 +56,7 @@ from vtr_models import (
     open_model,
     trim_padding,
 )
+from vtr_models.tags import caption_tags
 
 RESULT_COLUMNS = ["rank", "video_id", "uri", "score", "first_stage_score", "start_s", "end_s",
                   "moment_score"]
@@ -299,8 +301,22 @@ class VideoSearch:
                     "tokens were not read")
         return text, note
 
+    def tag_query(self, text: str) -> str | None:
+        """The full-text query of a hybrid search for ``text``: the text's tags
+        (``vtr_models.tags``, the rule the model's tag vocabulary was mined with) that
+        the model predicts, space-separated; None when it has none of them. ValueError
+        for a table without tags."""
+        if TAGS_COLUMN not in self.current_version().dataset.schema.names:
+            raise ValueError(f"table {self.table.name!r} has no tags: a hybrid search needs a "
+                             "table embedded by a model trained with --semantic-levels")
+        vocabulary = {tag for vocab in self.model.config.tag_vocab for tag in vocab}
+        found = [tag for tags in caption_tags(text).values() for tag in tags
+                 if tag in vocabulary]
+        return " ".join(found) or None
+
     def search(self, text: str, k: int = 10, candidates: int = 100,
-               where: str | None = None, moments: int = 1) -> pd.DataFrame:
+               where: str | None = None, moments: int = 1, hybrid: bool = False
+               ) -> pd.DataFrame:
         """The top ``k`` videos for ``text``: ``rank``, ``video_id``, ``uri``, ``score``
         (full model), ``first_stage_score`` (cosine of the vectors), and the moment that
         matches best: ``start_s``, ``end_s`` and ``moment_score``, its frames' mean
@@ -312,16 +328,22 @@ class VideoSearch:
         ``score``), best first, less those overlapping one before.
 
         ``where`` is a LanceDB SQL filter over the table's metadata columns,
-        applied before the vector search (e.g. ``"duration_s < 30"``).
+        applied before the vector search (e.g. ``"duration_s < 30"``; a table of a
+        model with semantic levels has each row's predicted ``tags``:
+        ``"array_has_any(tags, ['dog'])"``). ``hybrid`` (such a table only) adds to the
+        vector search's candidates up to as many rows whose tags match the text's
+        (:meth:`tag_query`, LanceDB's full-text index), all reranked alike.
         ``timings`` holds the seconds of each step of the last search.
         """
         text, note = self.checked_query(text, k, candidates)
         if note:
             warnings.warn(QueryTruncatedWarning(note), stacklevel=2)
+        tag_query = self.tag_query(text) if hybrid else None
         started = time.perf_counter()
         features = self.encode_texts([text])
         text_s = time.perf_counter() - started
-        result, timings = self.search_encoded(features, k, candidates, where, moments)
+        result, timings = self.search_encoded(features, k, candidates, where, moments,
+                                              tag_query)
         self.timings = {"text_s": text_s, **timings}
         return result
 
@@ -393,19 +415,31 @@ class VideoSearch:
     @torch.no_grad()
     def first_stage(self, features: TextFeatures, candidates: int,
                     columns: list[str] | None = None, where: str | None = None,
-                    with_row_id: bool = False, version: TableVersion | None = None
-                    ) -> list[pa.Table]:
+                    with_row_id: bool = False, version: TableVersion | None = None,
+                    tag_queries: list[str | None] | None = None) -> list[pa.Table]:
         """For each encoded text, its ``candidates`` nearest neighbours in ``version``
         (by default the current table version; ``columns``: by default what the rerank
-        needs), nearest first.
+        needs), nearest first; then, for a text with a ``tag_queries`` entry, up to
+        ``candidates`` more rows whose tags match it (best match first, each row once).
 
         One Lance query per text: asked through LanceDB, the same query took 3 ms more
         (docs/history.md, "stage one through Lance").
         """
         version = version or self.current_version()  # one for every text of a batch
         vectors = self.model.text_embedding(features).float().cpu().numpy()
-        return [self.first_stage_scanner(vector, candidates, columns, where, with_row_id,
-                                         version).to_table() for vector in vectors]
+        found = [self.first_stage_scanner(vector, candidates, columns, where, with_row_id,
+                                          version).to_table() for vector in vectors]
+        for i, query in enumerate(tag_queries or []):
+            if query:
+                matched = version.dataset.scanner(
+                    columns=found[i].column_names, full_text_query=query, limit=candidates,
+                    filter=where or None, prefilter=bool(where), with_row_id=with_row_id,
+                    disable_scoring_autoprojection=True).to_table()
+                seen = set(found[i].column(ROW_OFFSET).to_pylist())
+                extra = [j for j, offset in enumerate(matched.column(ROW_OFFSET).to_pylist())
+                         if offset not in seen]
+                found[i] = pa.concat_tables([found[i], matched.take(extra)])
+        return found
 
     def first_stage_scanner(self, vector, candidates: int, columns: list[str] | None = None,
                             where: str | None = None, with_row_id: bool = False,
@@ -434,24 +468,29 @@ class VideoSearch:
                    candidates * version.refine_factor)
 
     def search_encoded(self, features: TextFeatures, k: int, candidates: int,
-                       where: str | None = None, moments: int = 1
-                       ) -> tuple[pd.DataFrame, dict[str, float]]:
-        """:meth:`search` for one query already encoded (``features`` of one text):
-        the results, and the seconds of its steps (:meth:`search_encoded_many`)."""
-        results, timings = self.search_encoded_many(features, [k], candidates, where, moments)
+                       where: str | None = None, moments: int = 1,
+                       tag_query: str | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
+        """:meth:`search` for one query already encoded (``features`` of one text; its
+        ``tag_query`` for a hybrid search): the results, and the seconds of its steps
+        (:meth:`search_encoded_many`)."""
+        results, timings = self.search_encoded_many(features, [k], candidates, where, moments,
+                                                    [tag_query])
         return results[0], timings
 
     @torch.no_grad()
     def search_encoded_many(self, features: TextFeatures, ks: list[int], candidates: int,
-                            where: str | None = None, moments: int = 1
+                            where: str | None = None, moments: int = 1,
+                            tag_queries: list[str | None] | None = None
                             ) -> tuple[list[pd.DataFrame], dict[str, float]]:
         """:meth:`search_encoded` for several encoded texts with the same ``candidates``,
-        ``where`` and ``moments`` (``ks[i]`` results for text ``i``): each text's results,
-        and the seconds of the vector searches (with the fetch of the candidates'
-        features), of the reranks, and of the one fetch of every text's answer columns."""
+        ``where`` and ``moments`` (``ks[i]`` results for text ``i``, ``tag_queries[i]``
+        its hybrid search's tags): each text's results, and the seconds of the vector
+        searches (with the fetch of the candidates' features), of the reranks, and of
+        the one fetch of every text's answer columns."""
         started = time.perf_counter()
         version = self.current_version()
-        found = self.first_stage(features, candidates, where=where, version=version)
+        found = self.first_stage(features, candidates, where=where, version=version,
+                                 tag_queries=tag_queries)
         fetched = time.perf_counter()
         ranked = [self._ranked(features[i:i + 1], rows, k, moments)
                   for i, (k, rows) in enumerate(zip(ks, found, strict=True))]
@@ -467,8 +506,9 @@ class VideoSearch:
         windows' per-frame evidence, and with ``moments`` above 1 its other moments."""
         offsets = [offset for top in ranked for offset in top[ROW_OFFSET]]
         stored_times, window_end = version.moment_columns
-        answers = version.dataset.take(offsets, columns=ANSWER_COLUMNS + version.moment_columns
-                                       ).to_pydict()
+        tags = [TAGS_COLUMN] if TAGS_COLUMN in version.dataset.schema.names else []
+        answers = version.dataset.take(offsets, columns=ANSWER_COLUMNS + tags
+                                       + version.moment_columns).to_pydict()
         results, start = [], 0
         for top in ranked:
             end = start + len(top[ROW_OFFSET])
@@ -489,6 +529,8 @@ class VideoSearch:
                 "start_s": [m.start_s for m in best], "end_s": [m.end_s for m in best],
                 "moment_score": [m.score for m in best],
             }, columns=RESULT_COLUMNS)
+            if tags:  # what the model saw in each video (semantic levels)
+                result.insert(3, TAGS_COLUMN, [answers[TAGS_COLUMN][start + i] for i in firsts])
             if moments > 1:
                 result["moments"] = [
                     [{"start_s": found_moments[i].start_s, "end_s": found_moments[i].end_s,

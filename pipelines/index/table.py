@@ -61,15 +61,17 @@ LISTED_INDEX_TYPES = {"IVF_PQ": "IVF_PQ", "IVF_HNSW_SQ": "HNSW_SQ",
 # rows in 3.7 ms from memory, 2.2 (LanceDB's default) in 7.3 and 2.0 in 5.0
 # (benchmarks/take_latency.py, docs/benchmarks.md). Tables keep theirs until an overwrite.
 FILE_VERSION = "2.1"
+TAGS_COLUMN = "tags"  # a model with semantic levels: each row's predicted tags (FTS-indexed)
 log = logging.getLogger("embed")
 
 
 def table_schema(videos: pa.Schema, dim: int, max_frames: int,
                  keyword_options: dict | None = None, layout: FeatureLayout = DEFAULT_LAYOUT,
-                 local: bool = True) -> pa.Schema:
+                 local: bool = True, tags: bool = False) -> pa.Schema:
     """The table's Arrow schema for a model of feature size ``dim`` and ``max_frames``,
     with ``local`` features (a fine-grained part) or not, its rerank features stored in
-    ``layout``; the ingest's keyword settings, when given, ride on the ``vector`` field's
+    ``layout``, and a ``tags`` column when the model predicts tags (semantic levels);
+    the ingest's keyword settings, when given, ride on the ``vector`` field's
     metadata (so they are written by the same commit that creates the table's rows)."""
     vector_metadata = ({KEYWORD_OPTIONS_KEY: json.dumps(keyword_options)}
                        if keyword_options else None)
@@ -80,19 +82,24 @@ def table_schema(videos: pa.Schema, dim: int, max_frames: int,
         *layout.fields(max_frames, dim, local),
         pa.field("feature_frames", pa.int32()),
         pa.field("model_id", pa.string()),
+        *([pa.field(TAGS_COLUMN, pa.list_(pa.string()))] if tags else []),
     ])
 
 
 def feature_columns(video: VideoFeatures, vector: torch.Tensor, model_id: str,
-                    layout: FeatureLayout = DEFAULT_LAYOUT) -> dict:
+                    layout: FeatureLayout = DEFAULT_LAYOUT,
+                    tags: list[list[str]] | None = None) -> dict:
     """The ``vector``, rerank feature (in ``layout``), ``feature_frames`` and ``model_id``
-    columns of encoded videos."""
-    return {
+    columns of encoded videos, and their predicted ``tags`` when the model has any."""
+    columns = {
         "vector": rerank_features.fixed_list(vector.float(), pa.float32()),
         **layout.encode(video.frames, video.local),
         "feature_frames": pa.array(video.mask.sum(dim=1).cpu().numpy().astype(np.int32)),
         "model_id": pa.array([model_id] * len(video), pa.string()),
     }
+    if tags is not None:
+        columns[TAGS_COLUMN] = pa.array(tags, pa.list_(pa.string()))
+    return columns
 
 
 def video_features(rows: pa.Table, config: ModelConfig) -> VideoFeatures:
@@ -237,14 +244,17 @@ def vector_index_type(dataset) -> str | None:
 
 
 def ensure_indexes(table, min_rows: int, index_type: str | None = None) -> bool:
-    """Scalar index on ``video_id``; a vector index of ``index_type`` once the table holds
+    """Scalar index on ``video_id`` (and a full-text index on ``tags``, when the table has
+    them); a vector index of ``index_type`` once the table holds
     ``min_rows``, rebuilt when the table has another type (None: keep the table's type,
     ``DEFAULT_INDEX_TYPE`` for a first index). Returns: vector index?"""
-    from lancedb.index import BTree
+    from lancedb.index import FTS, BTree
 
     indexed = {col for index in table.list_indices() for col in index.columns}
     if "video_id" not in indexed:
         table.create_index("video_id", config=BTree())
+    if TAGS_COLUMN in table.schema.names and TAGS_COLUMN not in indexed:
+        table.create_index(TAGS_COLUMN, config=FTS())  # hybrid search: the tags matched
     current = vector_index_type(table.to_lance())
     if current is None and table.count_rows() >= min_rows:
         current = index_type or DEFAULT_INDEX_TYPE
