@@ -30,8 +30,14 @@ from pipelines.core.ray_job import join_ray, quiet_ray_data
 from pipelines.ingestion.output import IngestSnapshot, open_ingest, read_captions
 from pipelines.training.data import pair_dataset, pair_nbytes
 from pipelines.training.loop import HISTORY_FILE, MODEL_DIR, LoopSettings, train_loop_per_worker
-from vtr_models import FINAL_FOLDER, MODEL_CONFIGS, BackboneSpec, ModelConfig
-from vtr_models.tags import LEVELS, tag_vocabulary
+from vtr_models import (
+    FINAL_FOLDER,
+    MODEL_CONFIGS,
+    TAG_LEVELS,
+    BackboneSpec,
+    ModelConfig,
+    tag_vocabulary,
+)
 
 log = logging.getLogger("train")
 PARTS = ("temporal", "video_enhance", "text_enhance", "interaction", "fine_grained")
@@ -145,10 +151,10 @@ class TrainConfig:
         if absent:  # meanp and seqtransf have every part off already
             raise ValueError(f"--disable: model {self.model} has no {', '.join(absent)} to "
                              "switch off (only lfemi has these parts)")
-        unknown = set(self.model_overrides["semantic_levels"]) - set(LEVELS)
+        unknown = set(self.model_overrides["semantic_levels"]) - set(TAG_LEVELS)
         if unknown:
             raise ValueError(f"--semantic-levels: unknown level(s) {', '.join(sorted(unknown))}"
-                             f"; choose from {', '.join(LEVELS)}")
+                             f"; choose from {', '.join(TAG_LEVELS)}")
         if self.tag_vocab_size < 1:
             raise ValueError("--tag-vocab-size must be at least 1")
         if not 0 <= self.augment_placement <= 1:

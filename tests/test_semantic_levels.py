@@ -14,7 +14,7 @@ from conftest import run
 from vtr_models import create_model, load_checkpoint
 from vtr_models.loss import focal_binary_cross_entropy
 from vtr_models.semantic_levels import AttentionPool
-from vtr_models.tags import LEVELS, caption_tags, tag_targets, tag_vocabulary
+from vtr_models.tags import TAG_LEVELS, caption_tags, tag_targets, tag_vocabulary
 
 KNOWN = {
     "a red circle slides to the left, then a blue square goes upward": (
@@ -31,7 +31,7 @@ KNOWN = {
 
 @pytest.mark.parametrize("caption", KNOWN)
 def test_caption_tags_at_three_levels(caption):
-    assert caption_tags(caption) == dict(zip(LEVELS, KNOWN[caption], strict=True))
+    assert caption_tags(caption) == dict(zip(TAG_LEVELS, KNOWN[caption], strict=True))
 
 
 def test_vocabulary_counts_captions_and_targets_are_multi_hot():
@@ -79,7 +79,7 @@ def test_levels_start_closed_and_their_loss_is_fbce_plus_weighted_kl():
     is, per level, FBCE of both modalities' shared-projection logits plus tag_kl times the
     symmetric KL of their softmax tag distributions."""
     torch.manual_seed(0)
-    model = create_model("meanp", semantic_levels=LEVELS, tag_vocab=VOCAB).eval()
+    model = create_model("meanp", semantic_levels=TAG_LEVELS, tag_vocab=VOCAB).eval()
     torch.manual_seed(0)
     plain = create_model("meanp").eval()
     plain.backbone.load_state_dict(model.backbone.state_dict())

@@ -45,6 +45,10 @@ _EXPORTS = {
     "example_evidence": "vtr_models.moments",
     "frame_evidence": "vtr_models.moments",
     "frame_times": "vtr_models.moments",
+    "TAG_LEVELS": "vtr_models.tags",
+    "caption_tags": "vtr_models.tags",
+    "tag_targets": "vtr_models.tags",
+    "tag_vocabulary": "vtr_models.tags",
 }
 __all__ = sorted(_EXPORTS)
 

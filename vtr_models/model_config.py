@@ -38,7 +38,7 @@ class ModelConfig:
     relation_slots: int = 8  # positions each sequence is read at for the relation groups
     relation_scales: int = 4  # groups of 2 .. this many frames (and words)
     relation_kl: float = 0.1  # weight of the neighbourhood KL between the fused features
-    # seeds 001/003: levels of vtr_models.tags.LEVELS with a pooled similarity each, and
+    # seeds 001/003: levels of vtr_models.tags.TAG_LEVELS with a pooled similarity each, and
     # each level's tag vocabulary (mined from the training captions by the train job)
     semantic_levels: tuple[str, ...] = ()
     tag_vocab: tuple[tuple[str, ...], ...] = ()
@@ -52,12 +52,12 @@ class ModelConfig:
         # JSON gives lists: a config must stay hashable (data loading caches per config)
         object.__setattr__(self, "semantic_levels", tuple(self.semantic_levels))
         object.__setattr__(self, "tag_vocab", tuple(tuple(v) for v in self.tag_vocab))
-        from vtr_models.tags import LEVELS
+        from vtr_models.tags import TAG_LEVELS
 
-        unknown = [level for level in self.semantic_levels if level not in LEVELS]
+        unknown = [level for level in self.semantic_levels if level not in TAG_LEVELS]
         if unknown:
             raise ValueError(f"unknown semantic level(s) {', '.join(unknown)}; choose from "
-                             f"{', '.join(LEVELS)}")
+                             f"{', '.join(TAG_LEVELS)}")
         if self.tag_vocab and len(self.tag_vocab) != len(self.semantic_levels):
             raise ValueError("tag_vocab needs one vocabulary per semantic level")
 

@@ -30,7 +30,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
-LEVELS = ("entity", "action", "relationship")
+TAG_LEVELS = ("entity", "action", "relationship")
 
 
 def _words(text: str) -> frozenset[str]:
@@ -71,7 +71,7 @@ def _lemmas(word: str) -> dict[str, tuple[str, ...]]:
 
 def caption_tags(caption: str) -> dict[str, list[str]]:
     """The caption's tags per level, in caption order, each once (see the module doc)."""
-    tags: dict[str, list[str]] = {level: [] for level in LEVELS}
+    tags: dict[str, list[str]] = {level: [] for level in TAG_LEVELS}
     words = _WORD.findall(caption.lower().replace(",", " and "))
     phrase = True  # a noun phrase may start here
     i = 0
@@ -136,7 +136,7 @@ def _continues_phrase(words: list[str], i: int) -> bool:
 
 
 def tag_vocabulary(captions: Iterable[str], size: int,
-                   levels: Iterable[str] = LEVELS) -> tuple[tuple[str, ...], ...]:
+                   levels: Iterable[str] = TAG_LEVELS) -> tuple[tuple[str, ...], ...]:
     """Per level, the ``size`` tags found in the most captions (ties alphabetical): what
     the model learns to predict. A tag counts once per caption."""
     counts = {level: Counter() for level in levels}
@@ -149,7 +149,7 @@ def tag_vocabulary(captions: Iterable[str], size: int,
 
 
 def tag_targets(caption: str, vocabulary: tuple[tuple[str, ...], ...],
-                levels: Iterable[str] = LEVELS) -> list[float]:
+                levels: Iterable[str] = TAG_LEVELS) -> list[float]:
     """The caption's multi-hot targets over every level's vocabulary, concatenated."""
     found = caption_tags(caption)
     return [float(tag in found[level]) for level, vocab in zip(levels, vocabulary, strict=True)

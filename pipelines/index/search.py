@@ -50,13 +50,13 @@ from vtr_models import (
     TextFeatures,
     VideoFeatures,
     best_moment,
+    caption_tags,
     example_evidence,
     frame_evidence,
     frame_times,
     open_model,
     trim_padding,
 )
-from vtr_models.tags import caption_tags
 
 RESULT_COLUMNS = ["rank", "video_id", "uri", "score", "first_stage_score", "start_s", "end_s",
                   "moment_score"]

@@ -25,8 +25,7 @@ import pyarrow.compute as pc
 from pipelines.core import storage
 from pipelines.ingestion.output import IngestSnapshot, as_snapshot, read_captions
 from pipelines.ingestion.schemas import has_windows
-from vtr_models import BackboneSpec, ModelConfig, create_inputs
-from vtr_models.tags import tag_targets
+from vtr_models import BackboneSpec, ModelConfig, create_inputs, tag_targets
 
 
 def video_key(video_id: str) -> int:
