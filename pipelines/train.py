@@ -33,6 +33,7 @@ from pipelines.training.loop import HISTORY_FILE, MODEL_DIR, LoopSettings, train
 from vtr_models import (
     FINAL_FOLDER,
     MODEL_CONFIGS,
+    PRETRAIN_TASKS,
     TAG_LEVELS,
     BackboneSpec,
     ModelConfig,
@@ -70,6 +71,13 @@ class TrainConfig:
         "relationship. Each pools frames and words by self-attention into a similarity "
         "gated from zero, trained to predict the level's tags mined from the training "
         "captions (focal BCE, a KL between the two modalities' tag distributions)"))
+    pretrain_tasks: str = field(default="", metadata=flag(
+        "seed 004's pre-training tasks to run before contrastive training, comma-separated: "
+        "tap (tag alignment prediction: are these the caption's tags, or another's? needs "
+        "--semantic-levels for the tags), mlm (masked language modelling, 15 %% of words)"))
+    pretrain_epochs: int = field(default=2, metadata=flag(
+        "epochs of --pretrain-tasks (at --lr, held constant) before the --epochs of "
+        "contrastive training"))
     tag_vocab_size: int = field(default=64, metadata=flag(
         "tags per semantic level: the most frequent in the training captions"))
     max_frames: int | None = field(default=None, metadata=flag(
@@ -155,6 +163,15 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"--semantic-levels: unknown level(s) {', '.join(sorted(unknown))}"
                              f"; choose from {', '.join(TAG_LEVELS)}")
+        unknown = set(self.pretrain_task_list) - set(PRETRAIN_TASKS)
+        if unknown:
+            raise ValueError(f"--pretrain-tasks: unknown task(s) {', '.join(sorted(unknown))}"
+                             f"; choose from {', '.join(PRETRAIN_TASKS)}")
+        if "tap" in self.pretrain_task_list and not self.model_overrides["semantic_levels"]:
+            raise ValueError("--pretrain-tasks tap predicts whether a video's tags are its "
+                             "caption's: it needs the tags of --semantic-levels")
+        if self.pretrain_epochs < 1:
+            raise ValueError("--pretrain-epochs must be at least 1")
         if self.tag_vocab_size < 1:
             raise ValueError("--tag-vocab-size must be at least 1")
         if not 0 <= self.augment_placement <= 1:
@@ -176,6 +193,10 @@ class TrainConfig:
     @property
     def disabled_parts(self) -> list[str]:
         return [p.strip() for p in self.disable.split(",") if p.strip()]
+
+    @property
+    def pretrain_task_list(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.pretrain_tasks.split(",") if p.strip())
 
     @property
     def enabled_parts(self) -> list[str]:
@@ -293,6 +314,7 @@ def run_training(config: TrainConfig, snapshot: IngestSnapshot):
         num_pairs=num_pairs, cached=cached, hard_negatives=config.hard_negatives,
         shuffle_buffer=config.shuffle_buffer, augment_shift=config.augment_shift,
         augment_placement=config.augment_placement,
+        pretrain_tasks=config.pretrain_task_list, pretrain_epochs=config.pretrain_epochs,
         first_stage_loss=config.first_stage_loss, lr=config.lr, lr_clip=config.lr_clip,
         weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio,
         grad_clip=config.grad_clip, checkpoint_every=config.checkpoint_every, seed=config.seed)

@@ -110,14 +110,20 @@ def test_levels_start_closed_and_their_loss_is_fbce_plus_weighted_kl():
 
 
 def test_training_mines_tags_into_the_checkpoint(synthetic_data, tmp_path):
-    """``--semantic-levels`` with ``--model rrn``: the run mines each level's tags from the
-    training captions, trains on them, and its checkpoint rebuilds the same model."""
+    """``--semantic-levels`` with ``--model rrn``, after seed 004's pre-training: the run
+    mines each level's tags from the training captions, pre-trains on them and the
+    masked words, trains, and its checkpoint rebuilds the same model and records the
+    pre-training."""
     output = tmp_path / "run"
     result = run(["pipelines/train.py", "--data", str(synthetic_data), "--checkpoint",
                   str(output), "--max-frames", "8", "--batch-size", "8", "--epochs", "1",
                   "--model", "rrn", "--semantic-levels", "entity,relationship",
-                  "--tag-vocab-size", "4", "--cpus-per-worker", "0.5"])
+                  "--tag-vocab-size", "4", "--cpus-per-worker", "0.5",
+                  "--pretrain-tasks", "tap,mlm", "--pretrain-epochs", "1"])
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "pretrain epoch 1/1 (tap, mlm): loss" in result.stdout + result.stderr
+    training = json.loads((output / "final" / "training.json").read_text())
+    assert training["pretrain_tasks"] == ["tap", "mlm"] and training["pretrain_epochs"] == 1
     config = json.loads((output / "final" / "config.json").read_text())
     assert config["semantic_levels"] == ["entity", "relationship"] and config["relations"]
     entity, relationship = config["tag_vocab"]
@@ -131,3 +137,6 @@ def test_training_mines_tags_into_the_checkpoint(synthetic_data, tmp_path):
                    str(tmp_path / "other"), "--semantic-levels", "colour"])
     assert refused.returncode != 0 and "unknown level(s) colour" in refused.stderr
     assert "Traceback" not in refused.stderr
+    refused = run(["pipelines/train.py", "--data", str(synthetic_data), "--checkpoint",
+                   str(tmp_path / "other"), "--pretrain-tasks", "tap"])
+    assert refused.returncode != 0 and "needs the tags of --semantic-levels" in refused.stderr

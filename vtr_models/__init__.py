@@ -46,6 +46,8 @@ _EXPORTS = {
     "frame_evidence": "vtr_models.moments",
     "frame_times": "vtr_models.moments",
     "TAG_LEVELS": "vtr_models.tags",
+    "PRETRAIN_TASKS": "vtr_models.pretraining",
+    "PretrainingHeads": "vtr_models.pretraining",
     "caption_tags": "vtr_models.tags",
     "tag_targets": "vtr_models.tags",
     "tag_vocabulary": "vtr_models.tags",

@@ -29,6 +29,7 @@ from pipelines.training.batch_sampling import caption_neighbours, neighbour_batc
 from pipelines.training.evaluation import evaluate_split, load_split
 from vtr_models import (
     ModelConfig,
+    PretrainingHeads,
     RetrievalModel,
     create_model,
     load_weights,
@@ -60,6 +61,8 @@ class LoopSettings:
     shuffle_buffer: int
     augment_shift: float
     augment_placement: float
+    pretrain_tasks: tuple[str, ...]  # seed 004's tasks (vtr_models.pretraining), run first
+    pretrain_epochs: int
     first_stage_loss: float
     lr: float
     lr_clip: float
@@ -154,6 +157,8 @@ def training_record(settings: LoopSettings) -> dict:
     return {"first_stage_loss": settings.first_stage_loss, "epochs": settings.epochs,
             "batch_size": settings.batch_size, "lr": settings.lr, "lr_clip": settings.lr_clip,
             "weight_decay": settings.weight_decay, "seed": settings.seed,
+            "pretrain_tasks": list(settings.pretrain_tasks),
+            "pretrain_epochs": settings.pretrain_epochs if settings.pretrain_tasks else 0,
             "data": settings.data, "data_version": settings.data_version}
 
 
@@ -202,6 +207,52 @@ def epoch_batches(shard, memory: CachedShard | None, settings: LoopSettings, bat
     return shard.iter_torch_batches(
         batch_size=batch_size, drop_last=True, device=device,
         local_shuffle_buffer_size=settings.shuffle_buffer or None, local_shuffle_seed=seed)
+
+
+def average_gradients(parameters) -> None:
+    """Average each gradient over the workers (what DDP does inside its forward; the
+    pre-training step calls the towers and its heads outside it)."""
+    if _world() > 1:
+        for parameter in parameters:
+            if parameter.grad is not None:
+                dist.all_reduce(parameter.grad)
+                parameter.grad /= _world()
+
+
+def pretrain(model: RetrievalModel, shard, memory: CachedShard | None, settings: LoopSettings,
+             batch_size: int, device: torch.device, rank: int) -> None:
+    """Seed 004's pre-training (``settings.pretrain_tasks``) for ``pretrain_epochs``
+    before contrastive training, at the new modules' rate held constant; the heads are
+    dropped after. One line per epoch, as training's."""
+    heads = PretrainingHeads(model.backbone.embed_dim, settings.pretrain_tasks,
+                             sum(len(v) for v in settings.model.tag_vocab),
+                             model.backbone.clip.token_embedding.num_embeddings).to(device)
+    parameters = [*model.parameters(), *heads.parameters()]
+    optimizer = torch.optim.AdamW([
+        *optimizer_groups(model, model.backbone, settings.lr_clip, settings.lr,
+                          settings.weight_decay),
+        {"params": list(heads.parameters()), "lr": settings.lr, "weight_decay": 0.0}])
+    generator = torch.Generator().manual_seed(settings.seed * 1000 + 999 + rank)
+    for epoch in range(settings.pretrain_epochs):
+        model.train()
+        started, losses = time.perf_counter(), []
+        # epochs -1, -2, ...: other batch orders than the contrastive epochs'
+        for batch in epoch_batches(shard, memory, settings, batch_size, device, -1 - epoch):
+            video = (model.encode_video(batch["frames"], batch["frame_mask"])
+                     if "tap" in settings.pretrain_tasks else None)
+            loss = heads.loss(model, video, batch["tokens"], batch.get("tags"), generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            average_gradients(parameters)
+            torch.nn.utils.clip_grad_norm_(parameters, settings.grad_clip)
+            optimizer.step()
+            losses.append(loss.item())
+        if rank == 0:
+            sys.stdout.write(f"pretrain epoch {epoch + 1}/{settings.pretrain_epochs} "
+                             f"({', '.join(settings.pretrain_tasks)}): loss "
+                             f"{sum(losses) / max(1, len(losses)):.3f}, "
+                             f"{time.perf_counter() - started:.1f} s\n")
+            sys.stdout.flush()
 
 
 def quiet_ray_train_logs() -> None:
@@ -255,6 +306,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     val_inputs = (load_split(model, open_ingest(settings.data, settings.data_version),
                              settings.val_split) if rank == 0 else None)
 
+    if settings.pretrain_tasks and history["epoch"] == 0:  # not again on a resume
+        pretrain(model, shard, memory, settings, per_worker, device, rank)
     for epoch in range(history["epoch"], settings.epochs):
         model.train()
         losses = []
