@@ -111,10 +111,11 @@ class TrainConfig:
         "of the frame size (0: off); keeps motion and direction, breaks memorising where "
         "things are"))
     augment_placement: float = field(default=0.0, metadata=flag(
-        "share of training clips placed at a random offset among still frames (the clip's "
-        "first and last frames held, or black) that fill the model's --max-frames, as an "
-        "event sits in a long video's window (0: off); teaches the model events that do "
-        "not start at a window's first frame"))
+        "share of training clips placed at a random offset among 1 to (--max-frames less "
+        "the clip's frames) still frames (the clip's first and last frames held, or black), "
+        "as an event sits in a long video's window (0: off); teaches the model events that "
+        "do not start at a window's first frame. Clips that already fill --max-frames are "
+        "left as they are"))
     first_stage_loss: float = field(default=0.5, metadata=flag(
         "weight of an extra contrastive loss on the first-stage vectors (caption feature "
         "against mean-pooled frames) that the vector index searches, so that its few "
@@ -159,7 +160,10 @@ class TrainConfig:
         if absent:  # meanp and seqtransf have every part off already
             raise ValueError(f"--disable: model {self.model} has no {', '.join(absent)} to "
                              "switch off (only lfemi has these parts)")
-        unknown = set(self.model_overrides["semantic_levels"]) - set(TAG_LEVELS)
+        levels = self.model_overrides["semantic_levels"]
+        if len(set(levels)) != len(levels):
+            raise ValueError(f"--semantic-levels repeats a level: {self.semantic_levels}")
+        unknown = set(levels) - set(TAG_LEVELS)
         if unknown:
             raise ValueError(f"--semantic-levels: unknown level(s) {', '.join(sorted(unknown))}"
                              f"; choose from {', '.join(TAG_LEVELS)}")
@@ -302,9 +306,14 @@ def run_training(config: TrainConfig, snapshot: IngestSnapshot):
     train_captions = read_captions(snapshot, "train")
     num_pairs = train_captions.num_rows
     if model_cfg.semantic_levels:  # each level's tags: the most frequent in the captions
-        model_cfg = model_cfg.replace(tag_vocab=tag_vocabulary(
-            train_captions.column("caption").to_pylist(), config.tag_vocab_size,
-            model_cfg.semantic_levels))
+        vocabulary = tag_vocabulary(train_captions.column("caption").to_pylist(),
+                                    config.tag_vocab_size, model_cfg.semantic_levels)
+        empty = [level for level, tags in zip(model_cfg.semantic_levels, vocabulary,
+                                              strict=True) if not tags]
+        if empty:
+            raise ValueError(f"--semantic-levels: the training captions hold no "
+                             f"{', '.join(empty)} tags; leave that level out")
+        model_cfg = model_cfg.replace(tag_vocab=vocabulary)
     read_captions(snapshot, config.val_split)  # fail now, not after the first epoch
     output = Path(config.checkpoint).resolve()
     dataset, cached = training_data(config, snapshot, model_cfg, num_pairs)

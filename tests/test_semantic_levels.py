@@ -107,6 +107,10 @@ def test_levels_start_closed_and_their_loss_is_fbce_plus_weighted_kl():
         create_model("meanp", semantic_levels=("entity",))
     with pytest.raises(ValueError, match="unknown semantic level"):
         create_model("meanp", semantic_levels=("colour",), tag_vocab=(("red",),))
+    with pytest.raises(ValueError, match="repeat"):
+        create_model("meanp", semantic_levels=("entity", "entity"), tag_vocab=(("a",), ("b",)))
+    with pytest.raises(ValueError, match="action have no tags"):
+        create_model("meanp", semantic_levels=("entity", "action"), tag_vocab=(("dog",), ()))
 
 
 def test_training_mines_tags_into_the_checkpoint(synthetic_data, tmp_path):

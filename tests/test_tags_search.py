@@ -16,15 +16,16 @@ from pipelines.query import main as query_main
 from pipelines.training.evaluation import encode_split, load_split
 from vtr_models import create_model, save_checkpoint
 
-VOCAB = (("circle", "square", "zebra"), ("move", "slide"))
+VOCAB = (("circle", "square", "zebra"), ("move", "slide"), ("left", "then", "up"))
 
 
 @pytest.fixture(scope="module")
 def tagged(synthetic_data, tmp_path_factory) -> dict:
-    """A table embedded by an (awake, untrained) meanp with entity and action levels."""
+    """A table embedded by an (awake, untrained) meanp with the three semantic levels."""
     root = tmp_path_factory.mktemp("tagged")
     torch.manual_seed(0)
-    model = wake(create_model("meanp", max_frames=8, semantic_levels=("entity", "action"),
+    model = wake(create_model("meanp", max_frames=8,
+                              semantic_levels=("entity", "action", "relationship"),
                               tag_vocab=VOCAB))
     _, video = encode_split(model, load_split(model, str(synthetic_data), "test"))
     with torch.no_grad():  # each tag's threshold at its median video: tags vary by video
@@ -55,23 +56,23 @@ def test_each_row_holds_the_tags_its_model_predicts(tagged, keyword_model):
     assert [list(t) for t in found["tags"]] == [rows[v] for v in found["video_id"]]
 
 
-def test_a_tag_filter_and_a_hybrid_search_change_the_answer(tagged, keyword_model):
-    """Give the video the plain search ranks last a tag no other has (the module's last
-    test: it rewrites the tags): a filter on that
+def test_a_tag_filter_and_a_hybrid_search_change_the_answer(tagged, keyword_model, capsys):
+    """Give the video the plain search ranks last tags no other has (it rewrites the
+    tags: the tests after it see them): a filter on that
     tag answers with it alone, and a hybrid search for the tag's word takes it as a
     candidate that the vector search alone left out."""
     db = lancedb.connect(tagged["db"])
     search = VideoSearch(tagged["db"], "videos", tagged["checkpoint"],
                          keyword_model=keyword_model)
-    text = "a zebra slides"
+    text = "a zebra slides up"
     everything = search.search(text, k=6, candidates=6)
     last = everything["video_id"].iloc[-1]
     rows = db.open_table("videos")
     rows.update(where=f"video_id != '{last}'", values={"tags": ["circle"]})
-    rows.update(where=f"video_id = '{last}'", values={"tags": ["zebra"]})
+    rows.update(where=f"video_id = '{last}'", values={"tags": ["zebra", "up"]})
     search = VideoSearch(tagged["db"], "videos", tagged["checkpoint"],
                          keyword_model=keyword_model)  # sees the new tags
-    assert search.tag_query(text) == "zebra slide"
+    assert search.tag_query(text) == "zebra slide up"
     plain = search.search(text, k=2, candidates=2)
     assert last not in set(plain["video_id"])
     filtered = search.search(text, k=2, candidates=2, where="array_has_any(tags, ['zebra'])")
@@ -81,16 +82,16 @@ def test_a_tag_filter_and_a_hybrid_search_change_the_answer(tagged, keyword_mode
     hybrid = search.first_stage(features, 2, tag_queries=["zebra"])[0]
     assert last not in vector_only and last in hybrid.column("video_id").to_pylist()
     assert hybrid.column("video_id").to_pylist()[:2] == vector_only  # vector ones first
+    # a relationship tag is a stop word to a default full-text index: this one keeps it
+    by_direction = search.first_stage(features, 2, tag_queries=["up"])[0]
+    assert last in by_direction.column("video_id").to_pylist()
     answer = search.search(text, k=2, candidates=2, hybrid=True)
     scores = search.model.score(features, video_features(hybrid, search.model.config))[0]
     best = [hybrid.column("video_id")[i].as_py() for i in scores.argsort(descending=True)[:2]]
     assert answer["video_id"].tolist() == best  # the rerank of every candidate, tagged too
-
-
-def test_the_query_cli_searches_hybrid_and_answers_with_tags(tagged, keyword_model, capsys):
     assert query_main(["--db", tagged["db"], "--table", "videos", "--checkpoint",
-                       tagged["checkpoint"], "--text", "a zebra slides", "--k", "2",
-                       "--candidates", "4", "--hybrid", "--json",
-                       "--keyword-model", keyword_model]) == 0
+                       tagged["checkpoint"], "--text", text, "--k", "2", "--candidates", "2",
+                       "--hybrid", "--json", "--keyword-model", keyword_model]) == 0
     records = json.loads(capsys.readouterr().out)
-    assert len(records) == 2 and all(isinstance(r["tags"], list) for r in records)
+    assert [r["video_id"] for r in records] == best  # the CLI searches hybrid too
+    assert [r["tags"] for r in records] == [list(t) for t in answer["tags"]]

@@ -58,8 +58,15 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown semantic level(s) {', '.join(unknown)}; choose from "
                              f"{', '.join(TAG_LEVELS)}")
+        if len(set(self.semantic_levels)) != len(self.semantic_levels):
+            raise ValueError(f"semantic levels repeat: {', '.join(self.semantic_levels)}")
         if self.tag_vocab and len(self.tag_vocab) != len(self.semantic_levels):
             raise ValueError("tag_vocab needs one vocabulary per semantic level")
+        empty = [level for level, vocab in zip(self.semantic_levels, self.tag_vocab,
+                                               strict=False) if not vocab]
+        if empty:
+            raise ValueError(f"semantic level(s) {', '.join(empty)} have no tags: the "
+                             "captions hold none of them")
 
     def replace(self, **changes) -> ModelConfig:
         return dataclasses.replace(self, **changes)

@@ -48,9 +48,9 @@ def even_slots(features: torch.Tensor, mask: torch.Tensor, slots: int) -> torch.
     each sequence read at ``slots`` evenly spaced positions of its run (repeating
     elements when the run is shorter)."""
     first, length = valid_run(mask)
-    centres = torch.arange(slots, device=features.device, dtype=features.dtype) + 0.5
-    offset = (centres[None] * length[:, None].to(features.dtype) / slots).long()
-    index = first[:, None] + offset  # [B, slots], inside each run
+    # floor((m + 1/2) * length / slots) in integers: the same positions at any precision
+    centres = 2 * torch.arange(slots, device=features.device) + 1
+    index = first[:, None] + centres[None] * length[:, None] // (2 * slots)  # inside each run
     return features.gather(1, index.unsqueeze(-1).expand(-1, -1, features.shape[-1]))
 
 
@@ -131,7 +131,7 @@ def neighbourhood_kl(text: torch.Tensor, video: torch.Tensor,
     off_diagonal = ~torch.eye(n, dtype=torch.bool, device=text.device)
 
     def log_neighbours(x: torch.Tensor) -> torch.Tensor:
-        x = F.normalize(x, dim=-1)
+        x = F.normalize(x.float(), dim=-1)  # logits / 0.05 need more than bf16's precision
         logits = (x @ x.T / temperature)[off_diagonal].reshape(n, n - 1)
         return F.log_softmax(logits, dim=-1)
 

@@ -208,14 +208,30 @@ class RetrievalModel(nn.Module):
     def fine_score(self, text: TextFeatures, video: VideoFeatures) -> torch.Tensor:
         return fine_grained(text.tokens, text.mask, video.local, video.mask)
 
+    def text_vectors(self, text: TextFeatures) -> list[torch.Tensor]:
+        """The caption side ``[Nt, D]`` of each gated cosine term the other seeds add:
+        seed 000's fused feature (its words through the relational fusion, on ``t``),
+        then each semantic level's pooled words. Query-independent of the videos."""
+        fused = ([self.text_relations(text.tokens, text.mask, text.global_feature)]
+                 if self.text_relations is not None else [])
+        return fused + [level.text_pool(text.tokens, text.mask) for level in self.semantic]
+
+    def video_vectors(self, video: VideoFeatures) -> list[torch.Tensor]:
+        """The video side ``[Nv, D]`` of the same terms, from the frames ``F'`` (and the mean
+        frame feature): a stored video rebuilds them from its stored frame features."""
+        fused = ([self.video_relations(video.frames, video.mask, video.pooled)]
+                 if self.video_relations is not None else [])
+        return fused + [level.video_pool(video.frames, video.mask) for level in self.semantic]
+
+    def term_gates(self) -> list[torch.Tensor]:
+        """The gates of those terms, in the same order, each zero at initialisation."""
+        return ([self.relation_gate] if self.relation_gate is not None else []) + [
+            level.gate for level in self.semantic]
+
     def relation_features(self, text: TextFeatures, video: VideoFeatures
                           ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Seed 000's fused features ``[Nt, D]`` and ``[Nv, D]``: the caption's words and the
-        video's frames ``F'`` through each modality's relational fusion, on the caption
-        feature and the mean frame feature. Query-independent, so a stored video
-        rebuilds its own from its stored frame features."""
-        return (self.text_relations(text.tokens, text.mask, text.global_feature),
-                self.video_relations(video.frames, video.mask, video.pooled))
+        """Seed 000's fused features ``[Nt, D]`` and ``[Nv, D]``."""
+        return self.text_vectors(text)[0], self.video_vectors(video)[0]
 
     def relation_score(self, text: TextFeatures, video: VideoFeatures) -> torch.Tensor:
         return pairwise_cosine(*self.relation_features(text, video))
@@ -223,8 +239,9 @@ class RetrievalModel(nn.Module):
     def level_features(self, text: TextFeatures, video: VideoFeatures
                        ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per semantic level, the caption's and the video's pooled vectors ``[N, D]``."""
-        return [(level.text_pool(text.tokens, text.mask),
-                 level.video_pool(video.frames, video.mask)) for level in self.semantic]
+        skip = int(self.text_relations is not None)
+        return list(zip(self.text_vectors(text)[skip:], self.video_vectors(video)[skip:],
+                        strict=True))
 
     @torch.no_grad()
     def predict_tags(self, video: VideoFeatures, threshold: float = 0.5) -> list[list[str]]:
@@ -269,20 +286,21 @@ class RetrievalModel(nn.Module):
         Text-conditioned pooling and token-wise matching need a ``[texts, videos, ...]``
         tensor per block; chunking bounds it to ``chunk_size**2`` pairs.
         """
+        gates = self.term_gates()
+        video_chunks = [video[j : j + chunk_size] for j in range(0, len(video), chunk_size)]
+        # the other seeds' terms: each side's vectors once, not once per block
+        video_sides = [self.video_vectors(v) if gates else [] for v in video_chunks]
         rows = []
         for i in range(0, len(text), chunk_size):
             t = text[i : i + chunk_size]
+            text_side = self.text_vectors(t) if gates else []
             cols = []
-            for j in range(0, len(video), chunk_size):
-                v = video[j : j + chunk_size]
+            for v, video_side in zip(video_chunks, video_sides, strict=True):
                 block = self.coarse_score(t, v)
                 if self.fine_gate is not None:
                     block = block + self.fine_gate * self.fine_score(t, v)
-                if self.relation_gate is not None:
-                    block = block + self.relation_gate * self.relation_score(t, v)
-                for level, (lt, lv) in zip(self.semantic, self.level_features(t, v),
-                                           strict=True):
-                    block = block + level.gate * pairwise_cosine(lt, lv)
+                for gate, a, b in zip(gates, text_side, video_side, strict=True):
+                    block = block + gate * pairwise_cosine(a, b)
                 cols.append(block)
             rows.append(torch.cat(cols, dim=1))
         return torch.cat(rows, dim=0)

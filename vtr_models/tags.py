@@ -21,7 +21,7 @@ rule picks one:
 - stop words (pronouns, auxiliaries, conjunctions) and adverbs are no tag.
 
 Words the lexicon does not know are nouns (``frisbee``). The rule is tested on
-captions whose tags are known (``tests/test_tags.py``).
+captions whose tags are known (``tests/test_semantic_levels.py``).
 """
 
 from __future__ import annotations

@@ -254,7 +254,9 @@ def ensure_indexes(table, min_rows: int, index_type: str | None = None) -> bool:
     if "video_id" not in indexed:
         table.create_index("video_id", config=BTree())
     if TAGS_COLUMN in table.schema.names and TAGS_COLUMN not in indexed:
-        table.create_index(TAGS_COLUMN, config=FTS())  # hybrid search: the tags matched
+        # tags are lemmas, and relationship tags are words a default index drops as stop
+        # words ("to", "up", "then"): index every tag as it is
+        table.create_index(TAGS_COLUMN, config=FTS(stem=False, remove_stop_words=False))
     current = vector_index_type(table.to_lance())
     if current is None and table.count_rows() >= min_rows:
         current = index_type or DEFAULT_INDEX_TYPE
