@@ -13,9 +13,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def script(args: list[str]) -> str:
-    """Run a repository script; its stdout."""
-    return subprocess.run([sys.executable, *args], cwd=REPO, check=True, capture_output=True,
-                          text=True).stdout
+    """Run a repository script; its stdout. A failed script stops the benchmark with the
+    end of its stderr, which would otherwise stay captured (a training killed by Ray's
+    memory monitor says so there)."""
+    done = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"{' '.join(args[:1])} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return done.stdout
 
 
 def make_data(folder: Path, groups: int) -> str:
