@@ -46,6 +46,19 @@ PARTS = ("temporal", "video_enhance", "text_enhance", "interaction", "fine_grain
 EXTRA_PARTS = ("motion", "relations")
 
 
+def listed(value: str) -> list[str]:
+    """The names a comma-separated flag value lists, in order, blanks dropped."""
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def check_known(flag_name: str, kind: str, given: list[str], known: tuple[str, ...]) -> None:
+    """One line naming what ``given`` holds that is not ``known`` (ValueError), if any."""
+    unknown = set(given) - set(known)
+    if unknown:
+        raise ValueError(f"{flag_name}: unknown {kind}(s) {', '.join(sorted(unknown))}; "
+                         f"choose from {', '.join(known)}")
+
+
 @dataclass
 class TrainConfig:
     """Every setting of the train job; each field is a CLI flag of the same name."""
@@ -151,27 +164,18 @@ class TrainConfig:
         unknown = set(self.disabled_parts) - set(PARTS)
         if unknown:
             raise ValueError(f"--disable: unknown part(s) {', '.join(sorted(unknown))}")
-        unknown = set(self.enabled_parts) - set(EXTRA_PARTS)
-        if unknown:
-            raise ValueError(f"--enable: unknown part(s) {', '.join(sorted(unknown))}; "
-                             f"choose from {', '.join(EXTRA_PARTS)}")
+        check_known("--enable", "part", self.enabled_parts, EXTRA_PARTS)
         defaults = MODEL_CONFIGS[self.model]() if self.model in MODEL_CONFIGS else None
         absent = [p for p in self.disabled_parts if defaults and not getattr(defaults, p)]
         if absent:  # meanp and seqtransf have every part off already
             raise ValueError(f"--disable: model {self.model} has no {', '.join(absent)} to "
                              "switch off (only lfemi has these parts)")
-        levels = self.model_overrides["semantic_levels"]
+        levels = listed(self.semantic_levels)
         if len(set(levels)) != len(levels):
             raise ValueError(f"--semantic-levels repeats a level: {self.semantic_levels}")
-        unknown = set(levels) - set(TAG_LEVELS)
-        if unknown:
-            raise ValueError(f"--semantic-levels: unknown level(s) {', '.join(sorted(unknown))}"
-                             f"; choose from {', '.join(TAG_LEVELS)}")
-        unknown = set(self.pretrain_task_list) - set(PRETRAIN_TASKS)
-        if unknown:
-            raise ValueError(f"--pretrain-tasks: unknown task(s) {', '.join(sorted(unknown))}"
-                             f"; choose from {', '.join(PRETRAIN_TASKS)}")
-        if "tap" in self.pretrain_task_list and not self.model_overrides["semantic_levels"]:
+        check_known("--semantic-levels", "level", levels, TAG_LEVELS)
+        check_known("--pretrain-tasks", "task", list(self.pretrain_task_list), PRETRAIN_TASKS)
+        if "tap" in self.pretrain_task_list and not levels:
             raise ValueError("--pretrain-tasks tap predicts whether a video's tags are its "
                              "caption's: it needs the tags of --semantic-levels")
         if self.pretrain_epochs < 1:
@@ -196,21 +200,21 @@ class TrainConfig:
 
     @property
     def disabled_parts(self) -> list[str]:
-        return [p.strip() for p in self.disable.split(",") if p.strip()]
+        return listed(self.disable)
 
     @property
     def pretrain_task_list(self) -> tuple[str, ...]:
-        return tuple(p.strip() for p in self.pretrain_tasks.split(",") if p.strip())
+        return tuple(listed(self.pretrain_tasks))
 
     @property
     def enabled_parts(self) -> list[str]:
-        return [p.strip() for p in self.enable.split(",") if p.strip()]
+        return listed(self.enable)
 
     @property
     def model_overrides(self) -> dict:
         frames = {} if self.max_frames is None else {"max_frames": self.max_frames}
-        levels = [p.strip() for p in self.semantic_levels.split(",") if p.strip()]
-        return {"backbone": self.backbone, **frames, "semantic_levels": tuple(levels),
+        return {"backbone": self.backbone, **frames,
+                "semantic_levels": tuple(listed(self.semantic_levels)),
                 **dict.fromkeys(self.disabled_parts, False),
                 **dict.fromkeys(self.enabled_parts, True)}
 

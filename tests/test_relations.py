@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from vtr_models import create_model
 from vtr_models.relations import MultiScaleRelations, RelationalFusion, even_slots, neighbourhood_kl
+from vtr_models.similarity import pairwise_cosine
 
 
 def test_even_slots_read_evenly_spaced_positions_of_each_valid_run():
@@ -122,8 +123,11 @@ def test_rrn_trains_its_relations_and_alignment_and_scores_order():
     model.eval()
     with torch.no_grad():
         text = model.encode_text(tokens)
-        forward = model.relation_score(text, model.encode_video(frames, mask))
-        backward = model.relation_score(text, model.encode_video(frames.flip(1), mask))
+        fused_text = model.text_vectors(text)[0]
+        forward = pairwise_cosine(fused_text,
+                                  model.video_vectors(model.encode_video(frames, mask))[0])
+        backward = pairwise_cosine(
+            fused_text, model.video_vectors(model.encode_video(frames.flip(1), mask))[0])
     assert not torch.allclose(forward, backward, atol=1e-5)
 
 

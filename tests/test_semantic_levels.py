@@ -92,8 +92,9 @@ def test_levels_start_closed_and_their_loss_is_fbce_plus_weighted_kl():
                                    plain.score(*plain(frames, mask, tokens)), atol=1e-6, rtol=0)
         tags = torch.tensor([tag_targets(c, VOCAB) for c in captions])
         expected = 0.0
-        for level, (t, v), target in zip(model.semantic, model.level_features(text, video),
-                                         tags.split([3, 2, 3], 1), strict=True):
+        for level, t, v, target in zip(model.semantic, model.text_vectors(text),
+                                       model.video_vectors(video), tags.split([3, 2, 3], 1),
+                                       strict=True):
             lt, lv = level.project(t), level.project(v)
             pt, pv = lt.softmax(-1), lv.softmax(-1)
             kl = ((pv * (pv / pt).log()).sum(-1) + (pt * (pt / pv).log()).sum(-1)).mean() / 2

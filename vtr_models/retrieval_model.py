@@ -228,21 +228,6 @@ class RetrievalModel(nn.Module):
         return ([self.relation_gate] if self.relation_gate is not None else []) + [
             level.gate for level in self.semantic]
 
-    def relation_features(self, text: TextFeatures, video: VideoFeatures
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Seed 000's fused features ``[Nt, D]`` and ``[Nv, D]``."""
-        return self.text_vectors(text)[0], self.video_vectors(video)[0]
-
-    def relation_score(self, text: TextFeatures, video: VideoFeatures) -> torch.Tensor:
-        return pairwise_cosine(*self.relation_features(text, video))
-
-    def level_features(self, text: TextFeatures, video: VideoFeatures
-                       ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per semantic level, the caption's and the video's pooled vectors ``[N, D]``."""
-        skip = int(self.text_relations is not None)
-        return list(zip(self.text_vectors(text)[skip:], self.video_vectors(video)[skip:],
-                        strict=True))
-
     @torch.no_grad()
     def predict_tags(self, video: VideoFeatures, threshold: float = 0.5) -> list[list[str]]:
         """Each video's tags: those of every semantic level whose predicted probability
@@ -264,15 +249,19 @@ class RetrievalModel(nn.Module):
         loss against ``tags`` ``[N, sum of vocabulary sizes]`` (seeds 001/003). 0 for a
         model with neither."""
         loss = text.global_feature.sum() * 0.0
-        if self.video_relations is not None and self.config.relation_kl:
-            loss = loss + self.config.relation_kl * neighbourhood_kl(
-                *self.relation_features(text, video))
+        if not self.term_gates():
+            return loss
+        texts, videos = self.text_vectors(text), self.video_vectors(video)  # each side once
+        if self.video_relations is not None:
+            (fused_text, *texts), (fused_video, *videos) = texts, videos
+            if self.config.relation_kl:
+                loss = loss + self.config.relation_kl * neighbourhood_kl(fused_text, fused_video)
         if len(self.semantic) and self.config.tag_loss:
             if tags is None:
                 raise ValueError("a model with semantic levels trains on caption tags")
             sizes = [level.project.out_features for level in self.semantic]
-            for level, (t, v), target in zip(self.semantic, self.level_features(text, video),
-                                             tags.split(sizes, dim=1), strict=True):
+            for level, t, v, target in zip(self.semantic, texts, videos,
+                                           tags.split(sizes, dim=1), strict=True):
                 loss = loss + self.config.tag_loss * level.loss(
                     t, v, target, self.config.focal_gamma, self.config.tag_kl)
         return loss

@@ -144,6 +144,15 @@ class TableVersion:
     state: TableState  # the table's record: the model and ingest run its rows come from
 
 
+def filtered_scanner(version: TableVersion, columns: list[str], where: str | None,
+                     with_row_id: bool, **search):
+    """A Lance scanner of ``version`` for a vector (``nearest=``) or full-text
+    (``full_text_query=``) search, ``where`` applied before it, no score column."""
+    return version.dataset.scanner(columns=columns, filter=where or None, prefilter=bool(where),
+                                   with_row_id=with_row_id, disable_scoring_autoprojection=True,
+                                   **search)
+
+
 class ModelMismatchError(ValueError):
     """The table was written by another checkpoint than the one querying it."""
 
@@ -431,10 +440,8 @@ class VideoSearch:
                                           version).to_table() for vector in vectors]
         for i, query in enumerate(tag_queries or []):
             if query:
-                matched = version.dataset.scanner(
-                    columns=found[i].column_names, full_text_query=query, limit=candidates,
-                    filter=where or None, prefilter=bool(where), with_row_id=with_row_id,
-                    disable_scoring_autoprojection=True).to_table()
+                matched = filtered_scanner(version, found[i].column_names, where, with_row_id,
+                                           full_text_query=query, limit=candidates).to_table()
                 seen = set(found[i].column(ROW_OFFSET).to_pylist())
                 extra = [j for j, offset in enumerate(matched.column(ROW_OFFSET).to_pylist())
                          if offset not in seen]
@@ -453,10 +460,8 @@ class VideoSearch:
         if version.refine_factor > 1:
             nearest["refine_factor"] = version.refine_factor
         nearest["ef"] = self.search_breadth(candidates, version)  # only HNSW reads it
-        return version.dataset.scanner(
-            columns=columns or [*version.columns, ROW_OFFSET], nearest=nearest,
-            filter=where or None, prefilter=bool(where), with_row_id=with_row_id,
-            disable_scoring_autoprojection=True)
+        return filtered_scanner(version, columns or [*version.columns, ROW_OFFSET], where,
+                                with_row_id, nearest=nearest)
 
     def search_breadth(self, candidates: int, version: TableVersion | None = None) -> int:
         """The ``ef`` an HNSW search of ``version`` (by default the current one) for
