@@ -4,7 +4,7 @@
         [--index-type IVF_PQ HNSW_SQ] [--nprobes 20] [--refine-factor 1] [--ef 150 300]
         [--vectors uniform|clustered] [--clusters N] [--feature-precision float16 int8]
         [--feature-layout packed columns]
-        [--file-version 2.1 2.2] [--warm-table]
+        [--file-version 2.1 2.2] [--warm-table] [--windows-per-video 100]
     python benchmarks/query_latency.py --rows 1000000 --queries 30 --nprobes 20 50 \
         --refine-factor 1 5      # ~26 GB of table in the temporary folder (TMPDIR)
 
@@ -15,7 +15,9 @@ batches, so a million rows fit in memory), then times
 ``VideoSearch.search_encoded`` (``k=10``) with exact search and again after
 building each ``--index-type`` in turn (the embed job's ``create_vector_index``;
 the table laid out as the job leaves it: fragments compacted, a scalar index on
-``video_id``), once for each ``--nprobes`` x ``--refine-factor``. Every timed
+``video_id``), once for each ``--nprobes`` x ``--refine-factor``. With
+``--windows-per-video N`` the rows are N overlapping windows of each video (a long
+video as the ingest cuts it), and every search groups its candidates into videos. Every timed
 query is a distinct text, so each fetches other rows; the index phase asks the
 exact phase's queries. Reported apart, p50 and p95 in milliseconds:
 
@@ -34,6 +36,8 @@ exact phase's queries. Reported apart, p50 and p95 in milliseconds:
   Which of the two runs first alternates from query to query.
   ``two_phase_same`` is the share of queries whose two-step candidates are the
   one query's (same rows in the same order, same rerank columns).
+  ``videos_answered`` is the mean number of videos a search answers with, of
+  the 10 asked for: with windows, 100 candidates may hold fewer videos.
 
 Per index setting, ``recall_at_10`` is the mean over the queries of the share
 of the exact search's final top 10 (after the rerank) that the indexed search
@@ -119,6 +123,7 @@ from pipelines.index.table import (
     table_schema,
 )
 from pipelines.ingestion.schemas import VIDEOS
+from pipelines.ingestion.video_decode import SamplingOptions
 from vtr_models import TextFeatures
 from vtr_models.checkpoint import checkpoint_id, save_checkpoint
 from vtr_models.factory import create_model
@@ -129,6 +134,8 @@ QUERIES = ["a dog catches a frisbee on the beach", "a man is cooking in a kitche
            "children play football in a park"]
 CENTRE_SEED = 1_000_003  # not a batch's seed (those are row offsets)
 QUERY_SEED = 2_000_003
+# seconds between a long video's window starts: the ingest's default --segment-stride
+WINDOW_STRIDE_S = SamplingOptions.segment_stride
 
 
 def noise_sigma(cosine: float, dim: int) -> float:
@@ -155,36 +162,48 @@ class Clusters:
         centres = normalized(rng.standard_normal((count, dim), dtype=np.float32))
         return cls(centres, noise_sigma(row_cosine, dim))
 
-    def draw(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """``count`` unit vectors of the mixture, and each one's centre index."""
-        which = rng.integers(len(self.centres), size=count)
+    def draw(self, rng: np.random.Generator, count: int, which: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """``count`` unit vectors of the mixture, and each one's centre index (random, or
+        ``which``)."""
+        if which is None:
+            which = rng.integers(len(self.centres), size=count)
         noise = rng.standard_normal((count, self.centres.shape[1]), dtype=np.float32)
         return normalized(self.centres[which] + self.sigma * noise), which
 
 
 def random_rows(count: int, dim: int, frames: int, model_id: str, seed: int,
                 clusters: Clusters | None = None,
-                layout: FeatureLayout = DEFAULT_LAYOUT) -> pa.Table:
+                layout: FeatureLayout = DEFAULT_LAYOUT, windows: int = 1) -> pa.Table:
     """``count`` rows of the video table's schema with random unit vectors (uniform on
-    the sphere, or drawn from ``clusters``) and random features stored in ``layout``."""
+    the sphere, or drawn from ``clusters``) and random features stored in ``layout``.
+
+    Row ``i`` (counted from ``seed``, the rows' offset in the table) is window ``i %
+    windows`` of video ``i // windows``: ``frames`` frames a second apart, starting
+    ``WINDOW_STRIDE_S`` after the window before, as the ingest's default windows of a
+    long video. Clustered, a video's windows share its centre (one topic per video)."""
     rng = np.random.default_rng(seed)
     schema = table_schema(VIDEOS, dim, frames, layout=layout)
+    positions = np.arange(seed, seed + count)
+    videos, starts = positions // windows, (positions % windows) * float(WINDOW_STRIDE_S)
     if clusters is None:
         vectors = normalized(rng.standard_normal((count, dim), dtype=np.float32))
     else:
-        vectors, _ = clusters.draw(rng, count)
+        topic = np.random.default_rng([CENTRE_SEED, windows]).integers(
+            len(clusters.centres), size=int(videos[-1]) + 1)
+        vectors, _ = clusters.draw(rng, count, which=topic[videos] if windows > 1 else None)
     features = torch.from_numpy(rng.standard_normal((count, frames, dim), dtype=np.float32))
-    ids = [f"v{i:07d}" for i in range(seed, seed + count)]
+    ids = [f"v{i:07d}" for i in videos]
     columns = {name: pa.nulls(count, schema.field(name).type) for name in METADATA_COLUMNS}
     columns.update({
         "video_id": pa.array(ids), "uri": pa.array([f"s3://archive/{i}.mp4" for i in ids]),
         "split": pa.array(["all"] * count),
-        # a clip of one window, a frame a second: what the moments of a search read
-        "duration_s": pa.array(np.full(count, float(frames))),
-        "timestamps_s": pa.array([[float(t) for t in range(frames)]] * count,
+        # windows of a frame a second: what the moments of a search read
+        "duration_s": pa.array(np.full(count, (windows - 1) * WINDOW_STRIDE_S + float(frames))),
+        "timestamps_s": pa.array([[start + t for t in range(frames)] for start in starts],
                                  schema.field("timestamps_s").type),
-        "window_start_s": pa.array(np.zeros(count)),
-        "window_end_s": pa.array(np.full(count, float(frames))),
+        "window_start_s": pa.array(starts),
+        "window_end_s": pa.array(starts + frames),
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
         **layout.encode(features, features),  # the same features as local ones
         "feature_frames": pa.array(np.full(count, frames, np.int32)),
@@ -196,20 +215,20 @@ def random_rows(count: int, dim: int, frames: int, model_id: str, seed: int,
 def build_table(path: Path, rows: int, dim: int, frames: int, model_id: str,
                 index: bool = True, clusters: Clusters | None = None,
                 layout: FeatureLayout = DEFAULT_LAYOUT, file_version: str = FILE_VERSION,
-                index_type: str = "IVF_PQ"):
+                index_type: str = "IVF_PQ", windows: int = 1):
     """A LanceDB ``videos`` table of ``rows`` random rows at ``path`` (a database folder),
     rerank features in ``layout``, in Lance file format ``file_version``,
     written in one stream of 10,000-row batches (one fragment up to about a million rows,
     nothing held in memory), laid out as the embed job leaves it: a ``video_id`` index,
-    fragments compacted, and, with ``index``, a vector index of ``index_type``. Returns the
-    table."""
+    fragments compacted, and, with ``index``, a vector index of ``index_type``; each
+    video ``windows`` rows (``random_rows``). Returns the table."""
     import lancedb
 
     schema = table_schema(VIDEOS, dim, frames, layout=layout)
     batches = (batch for start in range(0, rows, 10_000)
                for batch in random_rows(min(10_000, rows - start), dim, frames, model_id,
                                         seed=start, clusters=clusters,
-                                        layout=layout).to_batches())
+                                        layout=layout, windows=windows).to_batches())
     table = lancedb.connect(str(path)).create_table("videos", schema=schema,
                                                     data_storage_version=file_version)
     table.add(pa.RecordBatchReader.from_batches(schema, batches), write_parallelism=1)
@@ -303,8 +322,9 @@ def two_phase(search: VideoSearch, features: TextFeatures, candidates: int
     fetched = take_in_order(version.dataset, ids.column("_rowid").combine_chunks(),
                             version.columns)
     done = time.perf_counter()
-    for name in ("video_id", "_distance"):
-        fetched = fetched.append_column(name, ids.column(name))
+    for name in ("video_id", "_distance", "_rowid"):
+        if name not in fetched.column_names:  # a table of windows fetches video_id itself
+            fetched = fetched.append_column(name, ids.column(name))
     return fetched, searched - started, done - searched
 
 
@@ -325,7 +345,7 @@ def time_search(search: VideoSearch, texts: list[str], candidates: int,
                 vectors: np.ndarray | None) -> tuple[dict, list[list[str]], list[list[str]]]:
     """p50/p95 of each stage over searches of ``texts`` (after two warm-up queries), each
     text's first-stage vector replaced by its row of ``vectors`` unless None; each text's
-    top 10 video ids and its candidates' ids."""
+    top 10 video ids and its candidates' row ids."""
     for text in QUERIES[:2]:
         search.search(text, k=10, candidates=candidates)
         two_phase(search, search.encode_texts([text]), candidates)
@@ -346,7 +366,7 @@ def time_search(search: VideoSearch, texts: list[str], candidates: int,
             split = two_phase(search, features, candidates)
         rows, vector_s, fetch_s = split
         tops.append(result["video_id"].tolist())
-        candidate_ids.append(rows.column("video_id").to_pylist())
+        candidate_ids.append(rows.column("_rowid").to_pylist())  # windows: rows, not videos
         # the one query again, untimed, to check the two steps find what it finds
         same.append(same_candidates(one_query(search, features, candidates), rows))
         for name, seconds in [("search_ms", t["search_s"]), ("rerank_ms", t["rerank_s"]),
@@ -356,6 +376,8 @@ def time_search(search: VideoSearch, texts: list[str], candidates: int,
             timings[name].append(seconds)
     summary = {name: percentiles(values) for name, values in timings.items()}
     summary["two_phase_same"] = round(float(np.mean(same)), 3)
+    # windows: the videos among the candidates, of the 10 asked for
+    summary["videos_answered"] = round(float(np.mean([len(top) for top in tops])), 2)
     return summary, tops, candidate_ids
 
 
@@ -414,6 +436,9 @@ def main() -> None:
                         help="time each index's cells twice: as the build leaves the page "
                              "cache, then again after VideoSearch.prewarm (a service "
                              "started with prewarm, where the table fits in memory)")
+    parser.add_argument("--windows-per-video", type=int, default=1,
+                        help="rows per video: each video's windows, grouped by the search "
+                             "into its best one (default: 1, a row per clip)")
     parser.add_argument("--backbone", default="ViT-B-32", help="open_clip name, random init")
     parser.add_argument("--keyword-model", default="none",
                         help="local sentence model folder for query keywords, or none")
@@ -432,7 +457,8 @@ def main() -> None:
             layout = FeatureLayout(precision, packed=layout_name == "packed")
             row: dict = {"rows": count, "feature_precision": precision,
                          "feature_layout": layout_name, "file_version": version,
-                         "candidates": args.candidates}
+                         "candidates": args.candidates,
+                         "windows_per_video": args.windows_per_video}
             clusters = vectors = None
             if args.vectors == "clustered":
                 clusters = Clusters.random(args.clusters or max(1, count // 1000), dim,
@@ -442,7 +468,7 @@ def main() -> None:
             started = time.perf_counter()
             table = build_table(folder, count, dim, frames, checkpoint_id(checkpoint),
                                 index=False, clusters=clusters, layout=layout,
-                                file_version=version)
+                                file_version=version, windows=args.windows_per_video)
             row["write_s"] = round(time.perf_counter() - started, 1)
             log(f"{count} rows ({precision} {layout_name}, Lance {version}) written in "
                 f"{row['write_s']} s")

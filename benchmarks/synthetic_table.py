@@ -49,6 +49,8 @@ RUNS = {
     "lfemi +hard_negatives": ["--model", "lfemi", "--hard-negatives", "5"],
     # each frame's difference to the one before, through the image tower (vtr_models.motion)
     "lfemi +motion": ["--model", "lfemi", "--enable", "motion"],
+    # each frame's patch tokens in grid order, so that where things are reaches time
+    "lfemi +spatial": ["--model", "lfemi", "--enable", "spatial"],
     # seed 000: a GRU and multi-scale relations per modality (alone, and as a part of lfemi)
     "rrn": ["--model", "rrn"],
     "lfemi +relations": ["--model", "lfemi", "--enable", "relations"],

@@ -43,7 +43,7 @@ from vtr_models import (
 log = logging.getLogger("train")
 PARTS = ("temporal", "video_enhance", "text_enhance", "interaction", "fine_grained")
 # parts no model has by default, for experiments
-EXTRA_PARTS = ("motion", "relations")
+EXTRA_PARTS = ("motion", "relations", "spatial")
 
 
 def listed(value: str) -> list[str]:
@@ -78,7 +78,9 @@ class TrainConfig:
         "comma-separated parts lfemi has not by default, to switch on: motion (each "
         "frame's difference to the one before, through the image tower: twice its work), "
         "relations (seed 000's recurrent and multi-scale relation features of frames and "
-        "words, a gated score term; --model rrn is meanp with them)"))
+        "words, a gated score term; --model rrn is meanp with them), spatial (each "
+        "frame's patch tokens in grid order, mapped into its feature, so that the temporal "
+        "encoder sees where things are: needs a ViT backbone)"))
     semantic_levels: str = field(default="", metadata=flag(
         "comma-separated semantic levels to add (seeds 001/003): entity, action, "
         "relationship. Each pools frames and words by self-attention into a similarity "

@@ -145,7 +145,7 @@ def test_score_is_coarse_plus_gated_fine_and_chunk_invariant():
 
 ABLATIONS = [{}, {"temporal": False}, {"video_enhance": False}, {"text_enhance": False},
              {"interaction": False}, {"fine_grained": False}, {"motion": True},
-             {"relations": True},
+             {"relations": True}, {"spatial": True},
              {"semantic_levels": ("entity", "action", "relationship"),
               "tag_vocab": (("circle", "square"), ("move",), ("left", "then"))}]
 
@@ -203,6 +203,32 @@ def test_motion_frames_are_the_change_between_frames():
     torch.testing.assert_close(diff[0, 1:], frames[0, 1:] - frames[0, :-1])
     torch.testing.assert_close(diff[1, 1], frames[1, 1] - frames[1, 0])
     assert diff[1, 2:].abs().sum() == 0  # padding
+
+
+def test_spatial_frames_read_the_patch_tokens_in_grid_order():
+    """The tower's pooled features are the frame features with or without the tokens; the
+    spatial map reads each patch in its place (a pooling of the tokens would not), so moving
+    every token to another patch changes the frame's feature once the map has learnt;
+    padded frames' tokens stay zero."""
+    model = build("lfemi", spatial=True)
+    video, mask, *_ = inputs(model)
+    patches, width = model.backbone.patch_grid()
+    with torch.no_grad():
+        pooled, tokens = model.backbone.encode_frames(video, mask, tokens=True)
+        torch.testing.assert_close(pooled, model.backbone.encode_frames(video, mask))
+        assert tokens.shape == (*mask.shape, patches, width)
+        assert tokens[~mask].abs().sum() == 0
+        torch.nn.init.normal_(model.spatial.out.weight)
+        moved = tokens.roll(1, dims=2)  # every patch's token one place on
+        assert not torch.allclose(model.spatial(pooled, tokens), model.spatial(pooled, moved))
+
+
+def test_spatial_frames_need_a_vit_tower():
+    from vtr_models.backbone import BackboneSpec, ClipBackbone, create_clip
+
+    resnet = ClipBackbone(create_clip(BackboneSpec.parse("RN50"), load_weights=False))
+    with pytest.raises(ValueError, match="need a ViT image tower"):
+        resnet.patch_grid()
 
 
 @pytest.mark.parametrize("part", ["video_enhance", "text_enhance", "interaction", "fine_grained"])

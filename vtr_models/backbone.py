@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,17 +143,40 @@ class ClipBackbone(nn.Module):
         self.embed_dim = int(clip.text_projection.shape[-1])
         self.context_length = int(clip.context_length)
 
-    def encode_frames(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+    def patch_grid(self) -> tuple[int, int]:
+        """``(patches, width)`` of the image tower's patch tokens. ValueError for a tower
+        without them (open_clip's ResNets)."""
+        visual = self.clip.visual
+        if not (hasattr(visual, "grid_size") and hasattr(visual, "output_tokens")):
+            raise ValueError(f"spatial frame features need a ViT image tower; "
+                             f"{type(visual).__name__} has no patch tokens")
+        return math.prod(visual.grid_size), int(visual.transformer.width)
+
+    def encode_frames(self, frames: torch.Tensor, frame_mask: torch.Tensor,
+                      tokens: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``[B, T, 3, H, W]`` frames -> ``[B, T, D]`` features; padded frames stay zero.
+        With ``tokens``, also the ``[B, T, N, W]`` patch tokens (``patch_grid``).
 
         Only valid frames go through the image tower, so padding costs nothing.
         """
         b, t = frames.shape[:2]
         out = frames.new_zeros(b, t, self.embed_dim)
         valid = frame_mask.bool()
+        if not tokens:
+            if valid.any():
+                out[valid] = self.clip.encode_image(frames[valid]).to(out.dtype)
+            return out
+        patches, width = self.patch_grid()
+        grid = frames.new_zeros(b, t, patches, width)
         if valid.any():
-            out[valid] = self.clip.encode_image(frames[valid]).to(out.dtype)
-        return out
+            visual = self.clip.visual
+            visual.output_tokens = True  # the tower returns (pooled, tokens) for this call
+            try:
+                pooled, found = visual(frames[valid])
+            finally:
+                visual.output_tokens = False
+            out[valid], grid[valid] = pooled.to(out.dtype), found.to(grid.dtype)
+        return out, grid
 
     def encode_tokens(self, text: torch.Tensor) -> TextTokens:
         """``[B, L]`` token ids (L <= context length) -> token and global features.

@@ -25,6 +25,8 @@ class ModelConfig:
     backbone: str = "vtr-tiny"  # open_clip NAME[:PRETRAINED]
     max_frames: int = 12
     motion: bool = False  # motion frames added to the frame features (vtr_models.motion)
+    spatial: bool = False  # patch tokens in grid order added to them (vtr_models.spatial)
+    spatial_channels: int = 16  # numbers kept per patch token for the spatial map
     temporal: bool = True  # S2 temporal encoder (else F' = F)
     temporal_layers: int = 2
     heads: int = 4  # attention heads of the temporal encoder and the enhancement layers

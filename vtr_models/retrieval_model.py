@@ -39,6 +39,7 @@ from vtr_models.motion import MotionFrames, frame_differences
 from vtr_models.relations import RelationalFusion, neighbourhood_kl
 from vtr_models.semantic_levels import SemanticLevel
 from vtr_models.similarity import conditioned_cosine, fine_grained, pairwise_cosine
+from vtr_models.spatial import SpatialFrames
 from vtr_models.temporal_encoder import TemporalEncoder
 from vtr_models.text_enhancement import TextLocalEnhancement
 from vtr_models.video_enhancement import VideoLocalEnhancement
@@ -101,6 +102,8 @@ class RetrievalModel(nn.Module):
         self.backbone = backbone
         dim = backbone.embed_dim
         self.motion = MotionFrames(dim) if config.motion else None
+        self.spatial = (SpatialFrames(*backbone.patch_grid(), dim, config.spatial_channels)
+                        if config.spatial else None)
         self.temporal = (
             TemporalEncoder(dim, config.max_frames, config.temporal_layers, config.heads,
                             config.dropout)
@@ -137,7 +140,10 @@ class RetrievalModel(nn.Module):
     def encode_video(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> VideoFeatures:
         """``[B, T, 3, H, W]`` frames with a ``[B, T]`` mask (padding at the end)."""
         mask = frame_mask.bool()
-        features = self.backbone.encode_frames(frames, mask)
+        if self.spatial is not None:
+            features = self.spatial(*self.backbone.encode_frames(frames, mask, tokens=True))
+        else:
+            features = self.backbone.encode_frames(frames, mask)
         if self.motion is not None:
             features = self.motion(features, self.backbone.encode_frames(
                 frame_differences(frames, mask), mask))
