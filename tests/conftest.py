@@ -74,16 +74,19 @@ def wake(model, scale: float = 0.5):
     return model
 
 
-def make_checkpoint(folder: Path, seed: int, model: str = "lfemi", max_frames: int = 8) -> Path:
-    """A random-init ``model`` over ``vtr-tiny``, every part awake (``wake``): tables and
-    searches need no trained one, and an untrained one would rank as ``meanp``."""
+def make_checkpoint(folder: Path, seed: int, model: str = "lfemi", max_frames: int = 8,
+                    **overrides) -> Path:
+    """A random-init ``model`` over ``vtr-tiny`` (with config ``overrides``), every part
+    awake (``wake``): tables and searches need no trained one, and an untrained one would
+    rank as ``meanp``."""
     import torch
 
     from vtr_models.checkpoint import save_checkpoint
     from vtr_models.factory import create_model
 
     torch.manual_seed(seed)
-    return save_checkpoint(wake(create_model(model, max_frames=max_frames)), folder)
+    return save_checkpoint(wake(create_model(model, max_frames=max_frames, **overrides)),
+                           folder)
 
 
 def free_port() -> int:

@@ -520,3 +520,31 @@ def test_a_hybrid_search_needs_a_table_with_tags(table, keyword_model, capsys):
                        str(table["checkpoint"]), "--text", "a circle", "--hybrid",
                        "--keyword-model", keyword_model]) == 2
     assert "has no tags" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("model", "overrides"), [("rrn", {}), ("lfemi", {"spatial": True})],
+                         ids=["rrn", "lfemi+spatial"])
+def test_a_checkpoint_with_extra_parts_embeds_and_searches_as_it_scores(
+        synthetic_data, keyword_model, tmp_path, model, overrides):
+    """Parts no model has by default reach search: rrn's relation term is rebuilt from the
+    stored frame features at search time, and spatial frame features are in what the embed
+    job stores. The two-stage search with every video a candidate returns the model's
+    exhaustive top 5."""
+    from conftest import make_checkpoint
+
+    checkpoint = make_checkpoint(tmp_path / "ckpt", 0, model=model, **overrides)
+    db = tmp_path / "db"
+    result = run(["pipelines/embed.py", "--data", str(synthetic_data), "--checkpoint",
+                  str(checkpoint), "--db", str(db), "--table", "videos", "--split", "test",
+                  "--batch-size", "4"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    search = VideoSearch(str(db), "videos", str(checkpoint), keyword_model=keyword_model)
+    assert search.model.config == load_checkpoint(checkpoint).config
+    text = "a red circle moves left, then a blue square moves up"
+    found = search.search(text, k=5, candidates=1000)
+    inputs = load_split(search.model, str(synthetic_data), "test")
+    _, video = encode_split(search.model, inputs)
+    scores = search.model.score(search.encode_texts([text]), video)[0]
+    exact = scores[[inputs.video_ids.index(v) for v in found["video_id"]]]
+    # float16 stored features: near-equal scores may trade places, each rank's score holds
+    assert torch.allclose(exact, scores.sort(descending=True).values[:5], atol=5e-3)
