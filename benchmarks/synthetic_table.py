@@ -51,6 +51,10 @@ RUNS = {
     "lfemi +motion": ["--model", "lfemi", "--enable", "motion"],
     # each frame's patch tokens in grid order, so that where things are reaches time
     "lfemi +spatial": ["--model", "lfemi", "--enable", "spatial"],
+    # the same, every clip's frames moved by one random offset (no place to memorise)
+    "lfemi +spatial +shift": ["--model", "lfemi", "--enable", "spatial", "--augment-shift", "0.15"],
+    "lfemi +spatial +hard_negatives": ["--model", "lfemi", "--enable", "spatial",
+                                       "--hard-negatives", "5"],
     # seed 000: a GRU and multi-scale relations per modality (alone, and as a part of lfemi)
     "rrn": ["--model", "rrn"],
     "lfemi +relations": ["--model", "lfemi", "--enable", "relations"],

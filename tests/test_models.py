@@ -228,7 +228,11 @@ def test_spatial_frames_need_a_vit_tower():
 
     resnet = ClipBackbone(create_clip(BackboneSpec.parse("RN50"), load_weights=False))
     with pytest.raises(ValueError, match="need a ViT image tower"):
-        resnet.patch_grid()
+        resnet.keep_patch_tokens()
+    plain = build("lfemi")  # a ViT whose model reads no tokens: asked for them, it says so
+    video, mask, *_ = inputs(plain)
+    with pytest.raises(ValueError, match="keep_patch_tokens"):
+        plain.backbone.encode_frames(video, mask, tokens=True)
 
 
 @pytest.mark.parametrize("part", ["video_enhance", "text_enhance", "interaction", "fine_grained"])

@@ -152,31 +152,36 @@ class ClipBackbone(nn.Module):
                              f"{type(visual).__name__} has no patch tokens")
         return math.prod(visual.grid_size), int(visual.transformer.width)
 
+    def keep_patch_tokens(self) -> None:
+        """From now on the image tower also returns its patch tokens (which it computes
+        anyway), for ``encode_frames(..., tokens=True)``. Set once, never toggled per call,
+        so that concurrent calls (a service's threads) see one behaviour."""
+        self.patch_grid()
+        self.clip.visual.output_tokens = True
+
     def encode_frames(self, frames: torch.Tensor, frame_mask: torch.Tensor,
                       tokens: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``[B, T, 3, H, W]`` frames -> ``[B, T, D]`` features; padded frames stay zero.
-        With ``tokens``, also the ``[B, T, N, W]`` patch tokens (``patch_grid``).
+        With ``tokens`` (after ``keep_patch_tokens``), also the ``[B, T, N, W]`` patch
+        tokens (``patch_grid``).
 
         Only valid frames go through the image tower, so padding costs nothing.
         """
         b, t = frames.shape[:2]
         out = frames.new_zeros(b, t, self.embed_dim)
+        grid = None
+        if tokens:
+            if not getattr(self.clip.visual, "output_tokens", False):
+                raise ValueError("encode_frames(tokens=True) needs keep_patch_tokens() first")
+            grid = frames.new_zeros(b, t, *self.patch_grid())
         valid = frame_mask.bool()
-        if not tokens:
-            if valid.any():
-                out[valid] = self.clip.encode_image(frames[valid]).to(out.dtype)
-            return out
-        patches, width = self.patch_grid()
-        grid = frames.new_zeros(b, t, patches, width)
         if valid.any():
-            visual = self.clip.visual
-            visual.output_tokens = True  # the tower returns (pooled, tokens) for this call
-            try:
-                pooled, found = visual(frames[valid])
-            finally:
-                visual.output_tokens = False
-            out[valid], grid[valid] = pooled.to(out.dtype), found.to(grid.dtype)
-        return out, grid
+            found = self.clip.encode_image(frames[valid])
+            pooled, patches = found if isinstance(found, tuple) else (found, None)
+            out[valid] = pooled.to(out.dtype)
+            if grid is not None:
+                grid[valid] = patches.to(grid.dtype)
+        return out if grid is None else (out, grid)
 
     def encode_tokens(self, text: torch.Tensor) -> TextTokens:
         """``[B, L]`` token ids (L <= context length) -> token and global features.

@@ -102,8 +102,10 @@ class RetrievalModel(nn.Module):
         self.backbone = backbone
         dim = backbone.embed_dim
         self.motion = MotionFrames(dim) if config.motion else None
-        self.spatial = (SpatialFrames(*backbone.patch_grid(), dim, config.spatial_channels)
-                        if config.spatial else None)
+        self.spatial = None
+        if config.spatial:
+            backbone.keep_patch_tokens()
+            self.spatial = SpatialFrames(*backbone.patch_grid(), dim, config.spatial_channels)
         self.temporal = (
             TemporalEncoder(dim, config.max_frames, config.temporal_layers, config.heads,
                             config.dropout)
