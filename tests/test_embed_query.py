@@ -522,10 +522,12 @@ def test_a_hybrid_search_needs_a_table_with_tags(table, keyword_model, capsys):
     assert "has no tags" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("model", "overrides"), [("rrn", {}), ("lfemi", {"spatial": True})],
+@pytest.mark.parametrize(("model", "overrides", "part"),
+                         [("rrn", {}, "relation_gate"),
+                          ("lfemi", {"spatial": True}, "spatial.out")],
                          ids=["rrn", "lfemi+spatial"])
 def test_a_checkpoint_with_extra_parts_embeds_and_searches_as_it_scores(
-        synthetic_data, keyword_model, tmp_path, model, overrides):
+        synthetic_data, keyword_model, tmp_path, model, overrides, part):
     """Parts no model has by default reach search: rrn's relation term is rebuilt from the
     stored frame features at search time, and spatial frame features are in what the embed
     job stores. The two-stage search with every video a candidate returns the model's
@@ -540,6 +542,8 @@ def test_a_checkpoint_with_extra_parts_embeds_and_searches_as_it_scores(
     assert result.returncode == 0, result.stderr[-3000:]
     search = VideoSearch(str(db), "videos", str(checkpoint), keyword_model=keyword_model)
     assert search.model.config == load_checkpoint(checkpoint).config
+    # the part that starts at zero is loaded awake, so it is in the scores compared below
+    assert any(w.any() for k, w in search.model.state_dict().items() if k.startswith(part))
     text = "a red circle moves left, then a blue square moves up"
     found = search.search(text, k=5, candidates=1000)
     inputs = load_split(search.model, str(synthetic_data), "test")
