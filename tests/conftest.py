@@ -4,6 +4,7 @@ the synthetic benchmark and a LanceDB table of it."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import shutil
 import signal
@@ -72,6 +73,15 @@ def wake(model, scale: float = 0.5):
             if id(parameter) not in backbone and not parameter.any():
                 parameter.normal_(0.0, scale)
     return model
+
+
+@pytest.fixture
+def benchmark(monkeypatch):
+    """``benchmark(NAME)``: the script ``benchmarks/NAME.py`` as a module. The scripts
+    import each other by name, as ``python benchmarks/NAME.py`` runs them, so their
+    folder is on ``sys.path`` for the test."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    return importlib.import_module
 
 
 def make_checkpoint(folder: Path, seed: int, model: str = "lfemi", max_frames: int = 8,

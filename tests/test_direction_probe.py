@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -17,11 +15,8 @@ def pixels(picture) -> torch.Tensor:
 
 
 @pytest.fixture
-def probe(monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import direction_probe
-
-    return direction_probe
+def probe(benchmark):
+    return benchmark("direction_probe")
 
 
 def test_the_label_is_the_first_motions_direction_in_every_wording(probe) -> None:

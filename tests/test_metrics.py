@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -256,11 +254,8 @@ GROUP_VIDEOS = ["g0_v0", "g0_v1", "g0_v2", "g1_v0", "g1_v1", "g1_v2"]
 
 
 @pytest.fixture
-def breakdown(monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from within_group import breakdown
-
-    return breakdown
+def breakdown(benchmark):
+    return benchmark("within_group").breakdown
 
 
 def test_within_group_twins_with_equal_scores_get_no_credit(breakdown) -> None:

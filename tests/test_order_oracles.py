@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -12,11 +10,8 @@ from pipelines.sources.synthetic import captions, random_motion
 
 
 @pytest.fixture
-def oracles(monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import order_oracles
-
-    return order_oracles
+def oracles(benchmark):
+    return benchmark("order_oracles")
 
 
 def test_every_wording_parses_to_the_motions_in_the_order_they_happen(oracles) -> None:

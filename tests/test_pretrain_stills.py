@@ -4,7 +4,6 @@ writes loads as a backbone."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,11 +21,8 @@ SIDE = {"to the left of": (0, -1), "left of": (0, -1), "to the right of": (0, 1)
 
 
 @pytest.fixture
-def stills(monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import pretrain_stills
-
-    return pretrain_stills
+def stills(benchmark):
+    return benchmark("pretrain_stills")
 
 
 def box(img: np.ndarray, color: str) -> np.ndarray:

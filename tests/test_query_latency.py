@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 
 @pytest.fixture
-def latency(monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import query_latency
-
-    return query_latency
+def latency(benchmark):
+    return benchmark("query_latency")
 
 
 def test_windows_continue_across_batches_and_share_their_videos_centre(latency) -> None:
