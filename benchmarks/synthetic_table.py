@@ -55,6 +55,8 @@ RUNS = {
     "lfemi +spatial +shift": ["--model", "lfemi", "--enable", "spatial", "--augment-shift", "0.15"],
     "lfemi +spatial +hard_negatives": ["--model", "lfemi", "--enable", "spatial",
                                        "--hard-negatives", "5"],
+    "lfemi +spatial +shift +hard_negatives": ["--model", "lfemi", "--enable", "spatial",
+                                              "--augment-shift", "0.15", "--hard-negatives", "5"],
     # seed 000: a GRU and multi-scale relations per modality (alone, and as a part of lfemi)
     "rrn": ["--model", "rrn"],
     "lfemi +relations": ["--model", "lfemi", "--enable", "relations"],
@@ -62,6 +64,8 @@ RUNS = {
     "lfemi +semantic": ["--model", "lfemi", "--semantic-levels", "entity,action,relationship"],
     # half the clips at a random offset among still frames, as in a long video's window
     "lfemi +placement": ["--model", "lfemi", "--augment-placement", "0.5"],
+    "lfemi +placement +spatial": ["--model", "lfemi", "--augment-placement", "0.5",
+                                  "--enable", "spatial"],
 }
 CANDIDATES = 10  # searched through the index, of the 99 test videos
 COLUMNS = {  # column title -> where the figure is in a seed's result

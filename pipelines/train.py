@@ -163,9 +163,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.data = storage.absolute(self.data)
-        unknown = set(self.disabled_parts) - set(PARTS)
-        if unknown:
-            raise ValueError(f"--disable: unknown part(s) {', '.join(sorted(unknown))}")
+        check_known("--disable", "part", self.disabled_parts, PARTS)
         check_known("--enable", "part", self.enabled_parts, EXTRA_PARTS)
         defaults = MODEL_CONFIGS[self.model]() if self.model in MODEL_CONFIGS else None
         absent = [p for p in self.disabled_parts if defaults and not getattr(defaults, p)]

@@ -214,7 +214,8 @@ def test_disable_is_refused_for_the_baselines(tmp_path, capsys, model):
 
 
 def test_an_unknown_part_is_refused(tmp_path):
-    with pytest.raises(ValueError, match=r"^--disable: unknown part\(s\) colour, vision$"):
+    with pytest.raises(ValueError, match=r"^--disable: unknown part\(s\) colour, vision; choose "
+                       r"from temporal, video_enhance, text_enhance, interaction, fine_grained$"):
         config(tmp_path, disable="vision,interaction,colour")
 
 
