@@ -118,9 +118,14 @@ class TrainConfig:
         "(when they fit in half of the object store), always, never",
         choices=("auto", "always", "never")))
     hard_negatives: int = field(default=0, metadata=flag(
-        "build each batch from random captions and their N nearest captions (token TF-IDF), "
-        "so that near-duplicate captions meet as negatives; 0: random batches. Needs cached "
-        "data"))
+        "build each batch from random captions and N neighbours of each (see "
+        "--hard-negatives-by), so that near-duplicates meet as negatives; 0: random "
+        "batches. Needs cached data"))
+    hard_negatives_by: str = field(default="captions", metadata=flag(
+        "what makes a neighbour for --hard-negatives: captions (the nearest captions by "
+        "token TF-IDF, found once) or videos (captions of the nearest videos by the "
+        "model's own first-stage video vectors, found again each epoch)",
+        choices=("captions", "videos")))
     augment_shift: float = field(default=0.0, metadata=flag(
         "move every frame of a training clip by one random offset of up to this fraction "
         "of the frame size (0: off); keeps motion and direction, breaks memorising where "
@@ -325,6 +330,7 @@ def run_training(config: TrainConfig, snapshot: IngestSnapshot):
         data=config.data, data_version=snapshot.version, val_split=config.val_split,
         model=model_cfg, epochs=config.epochs, batch_size=config.batch_size,
         num_pairs=num_pairs, cached=cached, hard_negatives=config.hard_negatives,
+        hard_negatives_by=config.hard_negatives_by,
         shuffle_buffer=config.shuffle_buffer, augment_shift=config.augment_shift,
         augment_placement=config.augment_placement,
         pretrain_tasks=config.pretrain_task_list, pretrain_epochs=config.pretrain_epochs,

@@ -227,7 +227,8 @@ def test_jobs_on_two_nodes_survive_losing_one(two_nodes, s3_bucket, keyword_mode
     result, lost_at = two_nodes.submit(
         "pipelines/train.py", "--data", ingest_uri, "--checkpoint", str(checkpoint),
         "--epochs", "3", "--batch-size", "4", "--workers", "2", "--cpus-per-worker", "2",
-        "--hard-negatives", "2",  # batches of nearest captions, through the job
+        # batches of the nearest videos' captions, mined by each worker every epoch
+        "--hard-negatives", "2", "--hard-negatives-by", "videos",
         during=lose_a_worker_node_after_a_checkpoint)
     assert lost_at is not None, "the job ended before the node was lost"
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

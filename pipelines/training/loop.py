@@ -25,7 +25,12 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 
 from pipelines.ingestion.output import open_ingest
-from pipelines.training.batch_sampling import caption_neighbours, neighbour_batches, random_batches
+from pipelines.training.batch_sampling import (
+    caption_neighbours,
+    neighbour_batches,
+    random_batches,
+    video_neighbours,
+)
 from pipelines.training.evaluation import evaluate_split, load_split
 from vtr_models import (
     ModelConfig,
@@ -58,6 +63,7 @@ class LoopSettings:
     num_pairs: int  # training pairs, for the steps of the learning-rate schedule
     cached: bool  # pairs cached in memory (random order, hard negatives) or streamed
     hard_negatives: int
+    hard_negatives_by: str  # captions (TF-IDF, once) or videos (the model's vectors, each epoch)
     shuffle_buffer: int
     augment_shift: float
     augment_placement: float
@@ -183,11 +189,27 @@ class CachedShard:
     hard-negative batches (``--hard-negatives``), which need random access.
     """
 
-    def __init__(self, shard, hard_negatives: int) -> None:
+    def __init__(self, shard, hard_negatives: int, by: str = "captions") -> None:
         parts = list(shard.iter_torch_batches(batch_size=256, device="cpu"))
         self.pairs = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        self.hard_negatives = hard_negatives
+        self.mines_videos = bool(hard_negatives) and by == "videos"  # each epoch
         self.neighbours = (caption_neighbours(self.pairs["tokens"], hard_negatives)
-                           if hard_negatives else None)
+                           if hard_negatives and by == "captions" else None)
+
+    @torch.no_grad()
+    def mine_videos(self, model: RetrievalModel, batch_size: int, seed: int,
+                    device: torch.device) -> None:
+        """Each row's neighbours for this epoch: captions of the videos nearest its own
+        by ``model``'s first-stage video vector, the model as it stands (eval mode)."""
+        def vectors(rows: torch.Tensor) -> torch.Tensor:
+            frames, mask = (self.pairs[k][rows].to(device) for k in ("frames", "frame_mask"))
+            return model.video_embedding(model.encode_video(frames, mask)).cpu()
+
+        model.eval()
+        self.neighbours = video_neighbours(self.pairs["video_key"], vectors, self.hard_negatives,
+                                           torch.Generator().manual_seed(seed), batch_size)
+        model.train()
 
     def batches(self, batch_size: int, seed: int, device: torch.device):
         generator = torch.Generator().manual_seed(seed)
@@ -301,7 +323,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     per_worker = settings.batch_size // context.get_world_size()
     use_amp = device.type == "cuda"
     shard = ray.train.get_dataset_shard("train")
-    memory = CachedShard(shard, settings.hard_negatives) if settings.cached else None
+    memory = (CachedShard(shard, settings.hard_negatives, settings.hard_negatives_by)
+              if settings.cached else None)
     blank = model.preprocess.blank().to(device)
     val_inputs = (load_split(model, open_ingest(settings.data, settings.data_version),
                              settings.val_split) if rank == 0 else None)
@@ -312,6 +335,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         model.train()
         losses = []
         started = time.perf_counter()
+        if memory is not None and memory.mines_videos:
+            memory.mine_videos(model, per_worker, settings.seed * 1000 + epoch, device)
         batches = iter(epoch_batches(shard, memory, settings, per_worker, device, epoch))
         data_s = 0.0  # time blocked on the data pipeline: a data-bound run shows it here
         while True:
