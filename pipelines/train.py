@@ -183,6 +183,9 @@ class TrainConfig:
         if "tap" in self.pretrain_task_list and not levels:
             raise ValueError("--pretrain-tasks tap predicts whether a video's tags are its "
                              "caption's: it needs the tags of --semantic-levels")
+        if self.hard_negatives_by == "videos" and not self.hard_negatives:
+            raise ValueError("--hard-negatives-by videos says what a hard negative is: it "
+                             "needs --hard-negatives N (how many per seed caption)")
         if self.pretrain_epochs < 1:
             raise ValueError("--pretrain-epochs must be at least 1")
         if self.tag_vocab_size < 1:

@@ -213,6 +213,12 @@ def test_disable_is_refused_for_the_baselines(tmp_path, capsys, model):
     assert config(tmp_path, model=model, disable="").disabled_parts == []
 
 
+def test_mined_negatives_need_a_count(tmp_path):
+    with pytest.raises(ValueError, match=r"^--hard-negatives-by videos .* needs --hard-neg"):
+        config(tmp_path, hard_negatives_by="videos")
+    assert config(tmp_path, hard_negatives_by="videos", hard_negatives=3).hard_negatives == 3
+
+
 def test_an_unknown_part_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"^--disable: unknown part\(s\) colour, vision; choose "
                        r"from temporal, video_enhance, text_enhance, interaction, fine_grained$"):
