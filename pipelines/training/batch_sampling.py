@@ -63,15 +63,13 @@ def video_neighbours(video_keys: torch.Tensor, vectors: Callable[[torch.Tensor],
         cosine = embedded[i : i + chunk] @ embedded.T
         cosine[torch.arange(len(cosine)), torch.arange(i, i + len(cosine))] = -float("inf")
         nearest[i : i + chunk] = cosine.topk(wanted, dim=1).indices
-    rows_of_video = np.split(np.argsort(video_of_row, kind="stable"),
-                             np.cumsum(np.bincount(video_of_row))[:-1])
+    # rows sorted by video: video v's rows are by_video[starts[v] : starts[v] + counts[v]]
+    by_video = np.argsort(video_of_row, kind="stable")
+    counts = np.bincount(video_of_row)
+    starts = np.cumsum(counts) - counts
+    others = nearest.numpy()[video_of_row]  # [N, wanted] each row's neighbour videos
     picks = torch.rand(len(video_keys), wanted, generator=generator).numpy()
-    neighbours = np.empty((len(video_keys), wanted), dtype=np.int64)
-    for row, video in enumerate(video_of_row):
-        for j, other in enumerate(nearest[video].tolist()):
-            rows = rows_of_video[other]
-            neighbours[row, j] = rows[int(picks[row, j] * len(rows))]
-    return neighbours
+    return by_video[starts[others] + (picks * counts[others]).astype(np.int64)]
 
 
 def random_batches(num_rows: int, batch_size: int, generator: torch.Generator) -> list:
