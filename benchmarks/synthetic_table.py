@@ -49,6 +49,11 @@ RUNS = {
     "lfemi +hard_negatives": ["--model", "lfemi", "--hard-negatives", "5"],
     # each frame's difference to the one before, through the image tower (vtr_models.motion)
     "lfemi +motion": ["--model", "lfemi", "--enable", "motion"],
+    # motion frames with every clip moved by one random offset, alone and with mined negatives
+    "lfemi +motion +shift": ["--model", "lfemi", "--enable", "motion", "--augment-shift", "0.15"],
+    "lfemi +motion +shift +mined_negatives": ["--model", "lfemi", "--enable", "motion",
+                                              "--augment-shift", "0.15", "--hard-negatives",
+                                              "5", "--hard-negatives-by", "videos"],
     # each frame's patch tokens in grid order, so that where things are reaches time
     "lfemi +spatial": ["--model", "lfemi", "--enable", "spatial"],
     # the same, every clip's frames moved by one random offset (no place to memorise)

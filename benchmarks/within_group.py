@@ -59,7 +59,7 @@ def main() -> None:
     result = {name: breakdown(s, inputs.text_video_ids, inputs.video_ids)
               for name, s in parts.items()}
     if model.fine_gate is not None:  # how far training opened the fine term (0 at start)
-        result["fine_gate"] = float(model.fine_gate)
+        result["fine_gate"] = float(model.fine_gate.detach())
     print(json.dumps(result, indent=2))
 
 
