@@ -32,6 +32,10 @@ from bench_data import script
 from pipelines.sources.samples import bundled_minilm
 from pipelines.sources.synthetic import TIERS, generate
 
+# the flag sets several runs share: every clip moved by one random offset, and batches of
+# each clip's nearest clips by the model's own video vectors, mined each epoch
+SHIFT = ["--augment-shift", "0.15"]
+MINED_NEGATIVES = ["--hard-negatives", "5", "--hard-negatives-by", "videos"]
 RUNS = {
     "meanp": ["--model", "meanp"],
     "seqtransf": ["--model", "seqtransf"],
@@ -50,23 +54,20 @@ RUNS = {
     # each frame's difference to the one before, through the image tower (vtr_models.motion)
     "lfemi +motion": ["--model", "lfemi", "--enable", "motion"],
     # motion frames with every clip moved by one random offset, alone and with mined negatives
-    "lfemi +motion +shift": ["--model", "lfemi", "--enable", "motion", "--augment-shift", "0.15"],
-    "lfemi +motion +shift +mined_negatives": ["--model", "lfemi", "--enable", "motion",
-                                              "--augment-shift", "0.15", "--hard-negatives",
-                                              "5", "--hard-negatives-by", "videos"],
+    "lfemi +motion +shift": ["--model", "lfemi", "--enable", "motion", *SHIFT],
+    "lfemi +motion +shift +mined_negatives": ["--model", "lfemi", "--enable", "motion", *SHIFT,
+                                              *MINED_NEGATIVES],
     # each frame's patch tokens in grid order, so that where things are reaches time
     "lfemi +spatial": ["--model", "lfemi", "--enable", "spatial"],
     # the same, every clip's frames moved by one random offset (no place to memorise)
-    "lfemi +spatial +shift": ["--model", "lfemi", "--enable", "spatial", "--augment-shift", "0.15"],
+    "lfemi +spatial +shift": ["--model", "lfemi", "--enable", "spatial", *SHIFT],
     "lfemi +spatial +hard_negatives": ["--model", "lfemi", "--enable", "spatial",
                                        "--hard-negatives", "5"],
     # batches of each clip's nearest clips by the model's own video vectors, mined each
     # epoch: on this benchmark, its group-mates (caption TF-IDF rarely finds them)
-    "lfemi +mined_negatives": ["--model", "lfemi", "--hard-negatives", "5",
-                               "--hard-negatives-by", "videos"],
+    "lfemi +mined_negatives": ["--model", "lfemi", *MINED_NEGATIVES],
     "lfemi +spatial +shift +mined_negatives": ["--model", "lfemi", "--enable", "spatial",
-                                               "--augment-shift", "0.15", "--hard-negatives",
-                                               "5", "--hard-negatives-by", "videos"],
+                                               *SHIFT, *MINED_NEGATIVES],
     # seed 000: a GRU and multi-scale relations per modality (alone, and as a part of lfemi)
     "rrn": ["--model", "rrn"],
     "lfemi +relations": ["--model", "lfemi", "--enable", "relations"],
