@@ -13,8 +13,9 @@ the test videos through a LanceDB table as a user would (``embed.py``, then
 ``evaluate.py --via-index --candidates 10``). Ties count against the query
 everywhere. Prints one JSON object (every seed's figures) and
 docs/synthetic-benchmark.md's markdown table (mean ± standard deviation over
-the seeds). Each trained run stays in ``WORKDIR/ckpt-RUN-sSEED``, so an
-interrupted table resumes. ``--parallel 2`` trains two runs at a time, each on
+the seeds). A run is named by its model and what it changes from train.py's
+defaults (``lfemi +motion +shift -temporal``: see ``FLAG_SETS``). Each trained
+run stays in ``WORKDIR/ckpt-RUN-sSEED``, so an interrupted table resumes. ``--parallel 2`` trains two runs at a time, each on
 half of ``--cpus``.
 """
 
@@ -31,53 +32,55 @@ from bench_data import script
 
 from pipelines.sources.samples import bundled_minilm
 from pipelines.sources.synthetic import TIERS, generate
+from pipelines.train import EXTRA_PARTS, PARTS
+from vtr_models.model_config import MODEL_CONFIGS
 
-# the flag sets several runs share: every clip moved by one random offset, and batches of
-# each clip's nearest clips by the model's own video vectors, mined each epoch
-SHIFT = ["--augment-shift", "0.15"]
-MINED_NEGATIVES = ["--hard-negatives", "5", "--hard-negatives-by", "videos"]
-RUNS = {
-    "meanp": ["--model", "meanp"],
-    "seqtransf": ["--model", "seqtransf"],
-    "lfemi": ["--model", "lfemi"],
-    "lfemi -video_enhance": ["--model", "lfemi", "--disable", "video_enhance"],
-    "lfemi -text_enhance": ["--model", "lfemi", "--disable", "text_enhance"],
-    "lfemi -interaction": ["--model", "lfemi", "--disable", "interaction"],
-    "lfemi -fine_grained": ["--model", "lfemi", "--disable", "fine_grained"],
-    "lfemi -temporal": ["--model", "lfemi", "--disable", "temporal"],
-    "lfemi -first_stage_loss": ["--model", "lfemi", "--first-stage-loss", "0"],
-    # the recipe before the reference's: learning rate 1e-4, weight decay 0.2
-    "lfemi old-recipe": ["--model", "lfemi", "--lr", "1e-4", "--weight-decay", "0.2"],
-    "lfemi vtr-tiny": ["--model", "lfemi", "--backbone", "vtr-tiny"],
+# A run is named by its model and what it changes, as the docs' tables label it:
+# "lfemi +motion +shift +mined_negatives". "-PART" switches off a part the model has
+# (train.py's --disable), "+PART" switches one on (--enable); the rest name flag sets.
+FLAG_SETS = {
+    # every training clip's frames moved by one random offset (no place to memorise)
+    "+shift": ["--augment-shift", "0.15"],
+    "-first_stage_loss": ["--first-stage-loss", "0"],
     # batches of each caption's nearest captions, so that group-mates meet
-    "lfemi +hard_negatives": ["--model", "lfemi", "--hard-negatives", "5"],
-    # each frame's difference to the one before, through the image tower (vtr_models.motion)
-    "lfemi +motion": ["--model", "lfemi", "--enable", "motion"],
-    # motion frames with every clip moved by one random offset, alone and with mined negatives
-    "lfemi +motion +shift": ["--model", "lfemi", "--enable", "motion", *SHIFT],
-    "lfemi +motion +shift +mined_negatives": ["--model", "lfemi", "--enable", "motion", *SHIFT,
-                                              *MINED_NEGATIVES],
-    # each frame's patch tokens in grid order, so that where things are reaches time
-    "lfemi +spatial": ["--model", "lfemi", "--enable", "spatial"],
-    # the same, every clip's frames moved by one random offset (no place to memorise)
-    "lfemi +spatial +shift": ["--model", "lfemi", "--enable", "spatial", *SHIFT],
-    "lfemi +spatial +hard_negatives": ["--model", "lfemi", "--enable", "spatial",
-                                       "--hard-negatives", "5"],
+    "+hard_negatives": ["--hard-negatives", "5"],
     # batches of each clip's nearest clips by the model's own video vectors, mined each
     # epoch: on this benchmark, its group-mates (caption TF-IDF rarely finds them)
-    "lfemi +mined_negatives": ["--model", "lfemi", *MINED_NEGATIVES],
-    "lfemi +spatial +shift +mined_negatives": ["--model", "lfemi", "--enable", "spatial",
-                                               *SHIFT, *MINED_NEGATIVES],
-    # seed 000: a GRU and multi-scale relations per modality (alone, and as a part of lfemi)
-    "rrn": ["--model", "rrn"],
-    "lfemi +relations": ["--model", "lfemi", "--enable", "relations"],
+    "+mined_negatives": ["--hard-negatives", "5", "--hard-negatives-by", "videos"],
     # seeds 001/003: entity, action and relationship similarities trained on caption tags
-    "lfemi +semantic": ["--model", "lfemi", "--semantic-levels", "entity,action,relationship"],
+    "+semantic": ["--semantic-levels", "entity,action,relationship"],
     # half the clips at a random offset among still frames, as in a long video's window
-    "lfemi +placement": ["--model", "lfemi", "--augment-placement", "0.5"],
-    "lfemi +placement +spatial": ["--model", "lfemi", "--augment-placement", "0.5",
-                                  "--enable", "spatial"],
+    "+placement": ["--augment-placement", "0.5"],
+    # the recipe before the reference's: learning rate 1e-4, weight decay 0.2
+    "old-recipe": ["--lr", "1e-4", "--weight-decay", "0.2"],
+    "vtr-tiny": ["--backbone", "vtr-tiny"],
 }
+#: what the table runs unless --runs says otherwise: the baseline, the full model at its
+#: defaults, and each of its parts switched off
+DEFAULT_RUNS = ["meanp", "lfemi", *(f"lfemi -{part}" for part in PARTS)]
+
+
+def run_flags(name: str) -> list[str]:
+    """train.py's flags for the run ``name`` (ValueError naming a word it cannot read)."""
+    model, *changes = name.split()
+    if model not in MODEL_CONFIGS:
+        raise ValueError(f"run {name!r}: {model!r} is not a model ({', '.join(MODEL_CONFIGS)})")
+    flags, parts = ["--model", model], {"-": [], "+": []}
+    for change in changes:
+        if change in FLAG_SETS:
+            flags += FLAG_SETS[change]
+        elif change[:1] in parts and change[1:] in PARTS + EXTRA_PARTS:
+            parts[change[0]].append(change[1:])
+        else:
+            raise ValueError(f"run {name!r}: cannot read {change!r}; use -PART or +PART "
+                             f"({', '.join(PARTS + EXTRA_PARTS)}) or one of "
+                             f"{', '.join(FLAG_SETS)}")
+    for sign, flag in (("-", "--disable"), ("+", "--enable")):
+        if parts[sign]:
+            flags += [flag, ",".join(parts[sign])]
+    return flags
+
+
 CANDIDATES = 10  # searched through the index, of the 99 test videos
 COLUMNS = {  # column title -> where the figure is in a seed's result
     "test t2v R@1": ("test", "t2v", "R@1"),
@@ -109,7 +112,7 @@ def run_seed(name: str, seed: int, data: Path, workdir: Path, args, cpus: float)
         return json.loads(result_file.read_text())
     if not (output / "final").exists():  # a trained run is only evaluated
         script(["pipelines/train.py", "--data", str(data), "--checkpoint", str(output),
-                "--backbone", args.backbone, *RUNS[name], "--epochs", str(args.epochs),
+                "--backbone", args.backbone, *run_flags(name), "--epochs", str(args.epochs),
                 "--seed", str(seed),
                 "--cpus-per-worker", str(cpus), *shlex.split(args.train_flags)])
     test = output / "test.json"
@@ -175,13 +178,20 @@ def main() -> None:
     parser.add_argument("--cpus", type=float, default=2,
                         help="CPUs for training, split between --parallel runs")
     parser.add_argument("--parallel", type=int, default=1, help="runs trained at a time")
-    parser.add_argument("--runs", default=",".join(RUNS),
-                        help=f"comma-separated subset of: {', '.join(RUNS)}")
+    parser.add_argument("--runs", default=",".join(DEFAULT_RUNS),
+                        help="comma-separated runs, each a model and its changes from the "
+                        "defaults: -PART / +PART (" + ", ".join(PARTS + EXTRA_PARTS) + ") or "
+                        f"{', '.join(FLAG_SETS)}; e.g. 'lfemi +motion +shift -temporal'")
     args = parser.parse_args()
+    for name in args.runs.split(","):
+        try:
+            run_flags(name)
+        except ValueError as error:
+            parser.error(str(error))
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     data = prepare(workdir, args.train_groups, args.tier)
-    names = [name.strip() for name in args.runs.split(",")]
+    names = [" ".join(name.split()) for name in args.runs.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     jobs = [(name, seed) for name in names for seed in seeds]
     with ThreadPoolExecutor(args.parallel) as pool:

@@ -128,8 +128,8 @@ class TrainConfig:
         choices=("captions", "videos")))
     augment_shift: float = field(default=0.0, metadata=flag(
         "move every frame of a training clip by one random offset of up to this fraction "
-        "of the frame size (0: off); keeps motion and direction, breaks memorising where "
-        "things are"))
+        "of the frame size (0: off; below 0.5), edges extended; keeps motion and direction, "
+        "breaks memorising where things are"))
     augment_placement: float = field(default=0.0, metadata=flag(
         "share of training clips placed at a random offset among 1 to (--max-frames less "
         "the clip's frames) still frames (the clip's first and last frames held, or black), "
@@ -190,6 +190,9 @@ class TrainConfig:
             raise ValueError("--pretrain-epochs must be at least 1")
         if self.tag_vocab_size < 1:
             raise ValueError("--tag-vocab-size must be at least 1")
+        if not 0 <= self.augment_shift < 0.5:
+            raise ValueError(f"--augment-shift {self.augment_shift}: a fraction of the frame "
+                             "size, from 0 to below 0.5")
         if not 0 <= self.augment_placement <= 1:
             raise ValueError(f"--augment-placement {self.augment_placement}: a share of the "
                              "training clips, from 0 to 1")

@@ -213,6 +213,16 @@ def test_disable_is_refused_for_the_baselines(tmp_path, capsys, model):
     assert config(tmp_path, model=model, disable="").disabled_parts == []
 
 
+def test_a_shift_must_keep_the_content_on_screen(tmp_path):
+    """0 (the default) trains on the clips as they are; half a frame or more would move
+    the content off screen."""
+    assert config(tmp_path).augment_shift == 0
+    assert config(tmp_path, augment_shift=0.15).augment_shift == 0.15
+    for bad in (-0.1, 0.5):
+        with pytest.raises(ValueError, match=rf"^--augment-shift {bad}: a fraction of the "):
+            config(tmp_path, augment_shift=bad)
+
+
 def test_mined_negatives_need_a_count(tmp_path):
     with pytest.raises(ValueError, match=r"^--hard-negatives-by videos .* needs --hard-neg"):
         config(tmp_path, hard_negatives_by="videos")
