@@ -15,8 +15,8 @@ everywhere. Prints one JSON object (every seed's figures) and
 docs/synthetic-benchmark.md's markdown table (mean ± standard deviation over
 the seeds). A run is named by its model and what it changes from train.py's
 defaults (``lfemi +motion +shift -temporal``: see ``FLAG_SETS``). Each trained
-run stays in ``WORKDIR/ckpt-RUN-sSEED``, so an interrupted table resumes. ``--parallel 2`` trains two runs at a time, each on
-half of ``--cpus``.
+run stays in ``WORKDIR/ckpt-RUN-sSEED``, so an interrupted table resumes.
+``--parallel 2`` trains two runs at a time, each on half of ``--cpus``.
 """
 
 from __future__ import annotations
