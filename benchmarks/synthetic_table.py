@@ -183,7 +183,8 @@ def main() -> None:
                         "defaults: -PART / +PART (" + ", ".join(PARTS + EXTRA_PARTS) + ") or "
                         f"{', '.join(FLAG_SETS)}; e.g. 'lfemi +motion +shift -temporal'")
     args = parser.parse_args()
-    for name in args.runs.split(","):
+    names = [" ".join(name.split()) for name in args.runs.split(",")]
+    for name in names:
         try:
             run_flags(name)
         except ValueError as error:
@@ -191,7 +192,6 @@ def main() -> None:
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     data = prepare(workdir, args.train_groups, args.tier)
-    names = [" ".join(name.split()) for name in args.runs.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     jobs = [(name, seed) for name in names for seed in seeds]
     with ThreadPoolExecutor(args.parallel) as pool:
