@@ -41,6 +41,9 @@ from vtr_models.model_config import MODEL_CONFIGS
 FLAG_SETS = {
     # every training clip's frames moved by one random offset (no place to memorise)
     "+shift": ["--augment-shift", "0.15"],
+    # a third of the step between a motion's held positions (0.15 of the frame, as +shift):
+    # where a shape is along its path still shows, a clip's exact place does not
+    "+small_shift": ["--augment-shift", "0.05"],
     "-first_stage_loss": ["--first-stage-loss", "0"],
     # batches of each caption's nearest captions, so that group-mates meet
     "+hard_negatives": ["--hard-negatives", "5"],
