@@ -14,7 +14,7 @@ the test videos through a LanceDB table as a user would (``embed.py``, then
 everywhere. Prints one JSON object (every seed's figures) and
 docs/synthetic-benchmark.md's markdown table (mean ± standard deviation over
 the seeds). A run is named by its model and what it changes from train.py's
-defaults (``lfemi +motion +shift -temporal``: see ``FLAG_SETS``). Each trained
+defaults (``lfemi +shift -temporal``: see ``FLAG_SETS``). Each trained
 run stays in ``WORKDIR/ckpt-RUN-sSEED``, so an interrupted table resumes.
 ``--parallel 2`` trains two runs at a time, each on half of ``--cpus``.
 """
@@ -36,7 +36,7 @@ from pipelines.train import EXTRA_PARTS, PARTS
 from vtr_models.model_config import MODEL_CONFIGS
 
 # A run is named by its model and what it changes, as the docs' tables label it:
-# "lfemi +motion +shift +mined_negatives". "-PART" switches off a part the model has
+# "lfemi +shift +mined_negatives". "-PART" switches off a part the model has
 # (train.py's --disable), "+PART" switches one on (--enable); the rest name flag sets.
 FLAG_SETS = {
     # every training clip's frames moved by one random offset (no place to memorise)
@@ -184,7 +184,7 @@ def main() -> None:
     parser.add_argument("--runs", default=",".join(DEFAULT_RUNS),
                         help="comma-separated runs, each a model and its changes from the "
                         "defaults: -PART / +PART (" + ", ".join(PARTS + EXTRA_PARTS) + ") or "
-                        f"{', '.join(FLAG_SETS)}; e.g. 'lfemi +motion +shift -temporal'")
+                        f"{', '.join(FLAG_SETS)}; e.g. 'lfemi +shift -temporal'")
     args = parser.parse_args()
     names = [" ".join(name.split()) for name in args.runs.split(",")]
     for name in names:

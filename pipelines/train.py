@@ -41,9 +41,9 @@ from vtr_models import (
 )
 
 log = logging.getLogger("train")
-PARTS = ("temporal", "video_enhance", "text_enhance", "interaction", "fine_grained")
+PARTS = ("motion", "temporal", "video_enhance", "text_enhance", "interaction", "fine_grained")
 # parts no model has by default, for experiments
-EXTRA_PARTS = ("motion", "relations", "spatial")
+EXTRA_PARTS = ("relations", "spatial")
 
 
 def listed(value: str) -> list[str]:
@@ -73,10 +73,12 @@ class TrainConfig:
     backbone: str = field(default="vtr-tiny", metadata=flag(
         "open_clip NAME[:PRETRAINED], e.g. ViT-B-32:openai, or vtr-tiny (random init)"))
     disable: str = field(default="", metadata=flag(
-        f"comma-separated parts of lfemi to switch off for ablations: {', '.join(PARTS)}"))
+        f"comma-separated parts of lfemi to switch off for ablations: {', '.join(PARTS)} "
+        "(motion: each frame's difference to the one before, through the image tower, "
+        "twice its work in training)"))
     enable: str = field(default="", metadata=flag(
-        "comma-separated parts lfemi has not by default, to switch on: motion (each "
-        "frame's difference to the one before, through the image tower: twice its work), "
+        "comma-separated parts to switch on: a part of lfemi's for a model without it "
+        "(meanp --enable motion), or one no model has by default: "
         "relations (seed 000's recurrent and multi-scale relation features of frames and "
         "words, a gated score term; --model rrn is meanp with them), spatial (each "
         "frame's patch tokens in grid order, mapped into its feature, so that the temporal "
@@ -169,7 +171,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.data = storage.absolute(self.data)
         check_known("--disable", "part", self.disabled_parts, PARTS)
-        check_known("--enable", "part", self.enabled_parts, EXTRA_PARTS)
+        check_known("--enable", "part", self.enabled_parts, PARTS + EXTRA_PARTS)
         defaults = MODEL_CONFIGS[self.model]() if self.model in MODEL_CONFIGS else None
         absent = [p for p in self.disabled_parts if defaults and not getattr(defaults, p)]
         if absent:  # meanp and seqtransf have every part off already

@@ -144,7 +144,7 @@ def test_score_is_coarse_plus_gated_fine_and_chunk_invariant():
 
 
 ABLATIONS = [{}, {"temporal": False}, {"video_enhance": False}, {"text_enhance": False},
-             {"interaction": False}, {"fine_grained": False}, {"motion": True},
+             {"interaction": False}, {"fine_grained": False}, {"motion": False},
              {"relations": True}, {"spatial": True},
              {"semantic_levels": ("entity", "action", "relationship"),
               "tag_vocab": (("circle", "square"), ("move",), ("left", "then"))}]
@@ -203,6 +203,29 @@ def test_motion_frames_are_the_change_between_frames():
     torch.testing.assert_close(diff[0, 1:], frames[0, 1:] - frames[0, :-1])
     torch.testing.assert_close(diff[1, 1], frames[1, 1] - frames[1, 0])
     assert diff[1, 2:].abs().sum() == 0  # padding
+
+
+def test_motion_frames_cost_nothing_until_they_can_change_a_feature(monkeypatch):
+    """lfemi has motion frames by default; an untrained model's zero map ``Z`` adds nothing,
+    so inference skips their image-tower pass (a zero-shot search costs what meanp's does),
+    while training runs it (``Z`` learns from it) and a trained ``Z`` changes the features."""
+    model = build("lfemi")
+    assert model.config.motion and model.motion is not None
+    video, mask, *_ = inputs(model)
+    passes = []
+    encode = model.backbone.encode_frames
+    monkeypatch.setattr(model.backbone, "encode_frames",
+                        lambda *a, **k: passes.append(1) or encode(*a, **k))
+    with torch.no_grad():
+        untrained = model.encode_video(video, mask).frames
+    assert len(passes) == 1
+    model.encode_video(video, mask)  # gradients on: Z learns from the motion frames
+    assert len(passes) == 3
+    with torch.no_grad():
+        torch.nn.init.normal_(model.motion.out.weight)
+        trained = model.encode_video(video, mask).frames
+    assert len(passes) == 5
+    assert not torch.allclose(trained, untrained)
 
 
 def test_spatial_frames_read_the_patch_tokens_in_grid_order():
@@ -630,5 +653,10 @@ def test_model_configs_are_frozen_and_round_trip_through_one_encoding():
         with pytest.raises(dataclasses.FrozenInstanceError):
             config.max_frames = 3
     assert ModelConfig.from_dict({"name": "meanp"}) == model_config("meanp")
+    # a checkpoint saved before motion frames were lfemi's default did not train them
+    old = {k: v for k, v in model_config("lfemi").to_dict().items() if k != "motion"}
+    assert ModelConfig.saved(old) == model_config("lfemi", motion=False)
+    assert ModelConfig.from_dict(old).motion  # a partial config takes today's defaults
+    assert ModelConfig.saved(model_config("lfemi").to_dict()).motion
     with pytest.raises(ValueError, match="unknown model setting"):
         ModelConfig.from_dict({"name": "lfemi", "no_such_setting": 1})

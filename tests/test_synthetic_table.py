@@ -27,11 +27,12 @@ def test_a_run_name_says_what_it_changes_from_the_defaults(table, tmp_path) -> N
     full = job(table, tmp_path, "lfemi")
     assert full.augment_shift == 0 and full.disabled_parts == full.enabled_parts == []
     assert (full.model, full.hard_negatives) == ("lfemi", 0)
-    run = job(table, tmp_path, "lfemi +motion +shift -temporal +mined_negatives +spatial")
-    assert run.disabled_parts == ["temporal"] and run.enabled_parts == ["motion", "spatial"]
+    run = job(table, tmp_path, "lfemi -motion +shift -temporal +mined_negatives +spatial")
+    assert run.disabled_parts == ["motion", "temporal"] and run.enabled_parts == ["spatial"]
     assert (run.augment_shift, run.hard_negatives, run.hard_negatives_by) == (
         0.15, 5, "videos")
     assert job(table, tmp_path, "meanp").model == "meanp"
+    assert job(table, tmp_path, "meanp +motion").enabled_parts == ["motion"]
     for name in table.DEFAULT_RUNS:  # every run the table makes by default is a valid job
         job(table, tmp_path, name)
 

@@ -161,7 +161,7 @@ def test_the_optimiser_follows_the_schedule():
 # --model and --disable
 
 
-@pytest.mark.parametrize("disable", ["video_enhance", "text_enhance,interaction",
+@pytest.mark.parametrize("disable", ["motion", "video_enhance", "text_enhance,interaction",
                                      "fine_grained", ",".join(PARTS)])
 def test_disable_switches_lfemi_parts_off(tmp_path, disable):
     off = set(disable.split(","))
@@ -169,7 +169,7 @@ def test_disable_switches_lfemi_parts_off(tmp_path, disable):
     assert model_cfg.name == "lfemi"
     assert {p: getattr(model_cfg, p) for p in PARTS} == {p: p not in off for p in PARTS}
     model = create_model(model_cfg)
-    for part in ("temporal", "interaction"):
+    for part in ("motion", "temporal", "interaction"):
         assert (getattr(model, part) is None) == (part in off), part
     for part in ("video_enhance", "text_enhance"):  # they feed the fine term alone
         assert (getattr(model, part) is None) == bool({part, "fine_grained"} & off), part
@@ -231,8 +231,20 @@ def test_mined_negatives_need_a_count(tmp_path):
 
 def test_an_unknown_part_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"^--disable: unknown part\(s\) colour, vision; choose "
-                       r"from temporal, video_enhance, text_enhance, interaction, fine_grained$"):
+                       r"from motion, temporal, video_enhance, text_enhance, interaction, "
+                       r"fine_grained$"):
         config(tmp_path, disable="vision,interaction,colour")
+
+
+def test_enable_adds_a_part_to_a_model_without_it(tmp_path):
+    """lfemi's parts can be switched on in a baseline (meanp with motion frames), beside the
+    parts no model has by default; an unknown one is named."""
+    assert job_model(config(tmp_path, model="meanp", enable="motion")).motion
+    assert not job_model(config(tmp_path, model="meanp")).motion
+    assert job_model(config(tmp_path, enable="relations")).relations
+    with pytest.raises(ValueError, match=r"^--enable: unknown part\(s\) colour; choose from "
+                       r"motion, .*, spatial$"):
+        config(tmp_path, enable="colour")
 
 
 # an ingest output with no committed run

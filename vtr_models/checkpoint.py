@@ -112,7 +112,7 @@ def load_checkpoint(folder: str | Path, device: str = "cpu") -> RetrievalModel:
     for path in (config_path, weights_path):
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {folder}: {path.name} not found")
-    config = ModelConfig.from_dict(json.loads(config_path.read_text()))
+    config = ModelConfig.saved(json.loads(config_path.read_text()))
     model = create_model(config, load_weights=False)
     load_weights(model, folder, device)
     return model.eval()

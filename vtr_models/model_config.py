@@ -5,8 +5,8 @@ and ``to_dict``/``from_dict`` are their one encoding: a checkpoint's
 ``config.json``, and what training sends its workers. Loading rebuilds the
 exact model.
 
-The switches (``video_enhance``, ``text_enhance``, ``interaction``,
-``fine_grained``) turn parts of the full model off for ablations; ``meanp``
+The switches (``motion``, ``temporal``, ``video_enhance``, ``text_enhance``,
+``interaction``, ``fine_grained``) turn parts of the full model off for ablations; ``meanp``
 and ``seqtransf`` are the full model's CLIP4Clip baselines with everything off.
 ``relations`` adds seed 000's relational fusion (to ``lfemi``, or alone: ``rrn``).
 """
@@ -24,7 +24,7 @@ class ModelConfig:
     name: str = "lfemi"
     backbone: str = "vtr-tiny"  # open_clip NAME[:PRETRAINED]
     max_frames: int = 12
-    motion: bool = False  # motion frames added to the frame features (vtr_models.motion)
+    motion: bool = True  # motion frames added to the frame features (vtr_models.motion)
     spatial: bool = False  # patch tokens in grid order added to them (vtr_models.spatial)
     spatial_channels: int = 16  # numbers kept per patch token for the spatial map
     temporal: bool = True  # S2 temporal encoder (else F' = F)
@@ -78,11 +78,23 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @staticmethod
+    def saved(values: dict) -> ModelConfig:
+        """The config a checkpoint's ``config.json`` was saved with: a setting it lacks was
+        not in the code that wrote it, so it takes the value that code had
+        (``SAVED_BEFORE``), not today's default."""
+        return ModelConfig.from_dict({**SAVED_BEFORE, **values})
+
+    @staticmethod
     def from_dict(values: dict) -> ModelConfig:
         """The config of the model class ``values["name"]`` names, with the other settings
         of ``values`` (all of them, as ``to_dict`` writes them, or some: defaults fill in)."""
         values = dict(values)
         return model_config(values.pop("name"), **values)
+
+
+#: settings whose default changed after checkpoints were saved without them: the value
+#: those checkpoints were trained with (motion frames became lfemi's default on 2026-12-07)
+SAVED_BEFORE = {"motion": False}
 
 
 @dataclass(frozen=True)
@@ -95,6 +107,7 @@ class MeanPConfig(ModelConfig):
     """CLIP4Clip meanP: mean of CLIP frame features, cosine with the caption."""
 
     name: str = "meanp"
+    motion: bool = False
     temporal: bool = False
     video_enhance: bool = False
     text_enhance: bool = False

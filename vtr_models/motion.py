@@ -10,7 +10,9 @@ nothing else (TSN's RGB-difference input), so the image tower encodes it as it
 encodes a frame where only that object is on screen, the case the full model
 learns order from. ``F + Z(E(x_t - x_{t-1}))`` with ``Z`` a zero-initialised linear
 map, so the model still starts as CLIP; the first frame's difference is zero.
-It doubles the image tower's work per video.
+It doubles the image tower's work per video while ``Z`` is not zero; an untrained
+model's zero ``Z`` adds nothing, so inference skips the second pass (``needed``) and
+a zero-shot CLIP search costs what mean pooling does.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ class MotionFrames(nn.Module):
         self.out = nn.Linear(dim, dim)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+
+    def needed(self) -> bool:
+        """Whether the motion frames can change the features: always while gradients flow
+        (``Z`` learns from them), else only once ``Z`` is not zero."""
+        return torch.is_grad_enabled() or bool(self.out.weight.any() or self.out.bias.any())
 
     def forward(self, features: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
         return features + self.out(motion)

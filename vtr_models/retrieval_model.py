@@ -146,7 +146,7 @@ class RetrievalModel(nn.Module):
             features = self.spatial(*self.backbone.encode_frames(frames, mask, tokens=True))
         else:
             features = self.backbone.encode_frames(frames, mask)
-        if self.motion is not None:
+        if self.motion is not None and self.motion.needed():
             features = self.motion(features, self.backbone.encode_frames(
                 frame_differences(frames, mask), mask))
         if self.temporal is not None:
