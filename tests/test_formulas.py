@@ -190,11 +190,23 @@ def model_inputs(model):
     return video, mask, tokens, kw, kw_mask
 
 
+def ref_motion(model, video, mask, frames):
+    """``F + Z(E(x_t - x_{t-1}))``: each frame's pixel difference to the frame before,
+    through the image tower, mapped by ``Z``; zero for a video's first frame and padding."""
+    differences = torch.zeros_like(video)
+    for b in range(len(video)):
+        for t in range(1, int(mask[b].sum())):
+            differences[b, t] = video[b, t] - video[b, t - 1]
+    return frames + model.motion.out(ref_clip_frames(model, differences, mask))
+
+
 def reference_features(model, video, mask, tokens, kw, kw_mask):
     """(t, W_e, word mask, F', V_e) from the backbone outputs and the references above,
     each part present or not as the config says."""
     config = model.config
     frames = model.backbone.encode_frames(video, mask)
+    if config.motion:
+        frames = ref_motion(model, video, mask, frames)
     if config.temporal:
         frames = ref_temporal(model.temporal, frames, mask)
     if model.video_enhance is not None:
@@ -393,9 +405,21 @@ def test_without_text_enhancement_words_are_the_plain_text_encoder_tokens():
 @torch.no_grad()
 def test_without_temporal_encoder_frame_features_are_the_backbone_features():
     c = case(ablated("temporal"))
-    frames = c.model.backbone.encode_frames(c.video, c.mask)
-    assert torch.equal(c.vid.frames, frames)
+    frames = ref_motion(c.model, c.video, c.mask, c.model.backbone.encode_frames(c.video, c.mask))
+    torch.testing.assert_close(c.vid.frames, frames, **TIGHT)
     torch.testing.assert_close(c.vid.pooled, masked_means(frames, c.mask), **TIGHT)
+
+
+@torch.no_grad()
+def test_without_motion_frames_the_temporal_encoder_reads_the_towers_features():
+    c = case(ablated("motion"))
+    assert c.model.motion is None
+    frames = ref_temporal(c.model.temporal, c.model.backbone.encode_frames(c.video, c.mask),
+                          c.mask)
+    torch.testing.assert_close(c.vid.frames, frames, **TIGHT)
+    expected = (ref_coarse_conditioned(c.model.interaction, c.t, frames, c.mask)
+                + c.model.fine_gate * ref_fine(c.words, c.word_mask, c.local, c.mask))
+    torch.testing.assert_close(c.model.score(c.text, c.vid), expected, **TIGHT)
 
 
 # ---- 6. the CLIP4Clip baselines (meanP, seqTransf) and the first-stage pair ----------------
@@ -409,8 +433,11 @@ def ref_clip_frames(model, video, mask):
 
 
 def ref_video_frames(model, video, mask):
-    """F' (F after the reference temporal encoder when the model has one)."""
+    """F' (F, plus motion frames and then the reference temporal encoder when the model
+    has them)."""
     frames = ref_clip_frames(model, video, mask)
+    if model.motion is not None:
+        frames = ref_motion(model, video, mask, frames)
     return frames if model.temporal is None else ref_temporal(model.temporal, frames, mask)
 
 
